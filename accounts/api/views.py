@@ -1,0 +1,153 @@
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import selectors, services
+from accounts.api import serializers
+from accounts.models import ApiKey, Membership, Organization, ProviderProfile
+from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.errors import NotFound
+from marketplace.core.idempotency import idempotent
+
+
+class MeView(OrganizationScopedMixin, GenericAPIView):
+    serializer_class = serializers.MeSerializer
+    pagination_class = None
+
+    def _me(self, request: Request) -> Response:
+        user = type(request.user).objects.prefetch_related("memberships__organization").get(pk=request.user.pk)
+        if request.api_key is not None:  # a key speaks for its own organization only
+            user._prefetched_objects_cache["memberships"] = [
+                m for m in user.memberships.all() if m.organization_id == self.organization.pk
+            ]
+        return Response(serializers.MeSerializer(user, context={"organization": self.organization}).data)
+
+    def get(self, request: Request) -> Response:
+        return self._me(request)
+
+    @extend_schema(request=serializers.MeUpdateSerializer, responses=serializers.MeSerializer)
+    def patch(self, request: Request) -> Response:
+        payload = serializers.MeUpdateSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        services.user_profile_update(
+            user=request.user,
+            full_name=payload.validated_data.get("full_name", request.user.full_name),
+            preferred_language=payload.validated_data.get("preferred_language", request.user.preferred_language),
+        )
+        return self._me(request)
+
+
+class OrganizationViewSet(
+    OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = serializers.OrganizationSerializer
+    ordering_fields = ["name", "created_at"]
+    filterset_fields = ["is_personal"]
+
+    def get_queryset(self) -> QuerySet[Organization]:
+        if getattr(self, "swagger_fake_view", False):
+            return Organization.objects.none()
+        api_key = self.request.api_key
+        role = Membership.objects.filter(organization=OuterRef("pk"), user=self.request.user).values("role")[:1]
+        return selectors.organization_list(
+            user=self.request.user, only=api_key.organization if api_key else None
+        ).annotate(caller_role=Subquery(role))
+
+    @extend_schema(request=serializers.OrganizationWriteSerializer, responses={201: serializers.OrganizationSerializer})
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.OrganizationWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization = services.organization_create(name=payload.validated_data["name"], owner=request.user)
+        data = self.get_serializer(self.get_queryset().get(pk=organization.pk)).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=serializers.OrganizationWriteSerializer, responses=serializers.OrganizationSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        payload = serializers.OrganizationWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        organization = services.organization_update(
+            organization=self.get_object(), actor=request.user, name=payload.validated_data["name"]
+        )
+        return Response(self.get_serializer(self.get_queryset().get(pk=organization.pk)).data)
+
+    @extend_schema(responses=serializers.MembershipSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_fields=None, ordering_fields=None)
+    def members(self, request: Request, pk: str | None = None) -> Response:
+        page = self.paginate_queryset(selectors.membership_list(organization=self.get_object()))
+        return self.get_paginated_response(serializers.MembershipSerializer(page, many=True).data)
+
+    @extend_schema(methods=["get"], responses=serializers.InvitationSerializer(many=True), filters=False)
+    @extend_schema(
+        methods=["post"], request=serializers.InvitationCreateSerializer, responses={201: serializers.InvitationSerializer}
+    )
+    @action(detail=True, methods=["get", "post"], filterset_fields=None, ordering_fields=None)
+    def invitations(self, request: Request, pk: str | None = None) -> Response:
+        organization = self.get_object()
+        if request.method == "POST":
+            return self._invite(request, organization)
+        page = self.paginate_queryset(selectors.invitation_list_pending(organization=organization))
+        return self.get_paginated_response(serializers.InvitationSerializer(page, many=True).data)
+
+    @idempotent
+    def _invite(self, request: Request, organization: Organization) -> Response:
+        payload = serializers.InvitationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        invitation, _token = services.invitation_create(
+            organization=organization, invited_by=request.user, **payload.validated_data
+        )
+        return Response(serializers.InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["get"], responses=serializers.ProviderProfileSerializer)
+    @extend_schema(
+        methods=["post"], request=serializers.ProviderApplySerializer, responses={201: serializers.ProviderProfileSerializer}
+    )
+    @action(detail=True, methods=["get", "post"], url_path="provider-application", pagination_class=None)
+    def provider_application(self, request: Request, pk: str | None = None) -> Response:
+        organization = self.get_object()
+        if request.method == "POST":
+            return self._apply(request, organization)
+        profile = ProviderProfile.objects.filter(organization=organization).first()
+        if profile is None:
+            raise NotFound(_("This organization has not applied to become a provider."), code="no_provider_application")
+        return Response(serializers.ProviderProfileSerializer(profile).data)
+
+    @idempotent
+    def _apply(self, request: Request, organization: Organization) -> Response:
+        payload = serializers.ProviderApplySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        profile = services.provider_apply(organization=organization, actor=request.user, **payload.validated_data)
+        return Response(serializers.ProviderProfileSerializer(profile).data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = serializers.ApiKeySerializer
+    ordering_fields = ["created_at", "name", "last_used_at"]
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        if getattr(self, "swagger_fake_view", False):
+            return ApiKey.objects.none()
+        return selectors.api_key_list(organization=self.organization)
+
+    @extend_schema(request=serializers.ApiKeyCreateSerializer, responses={201: serializers.ApiKeyCreatedSerializer})
+    @idempotent(redact=("secret",))  # the secret is shown once and never stored, not even for replays
+    def create(self, request: Request) -> Response:
+        payload = serializers.ApiKeyCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        api_key, secret = services.api_key_create(
+            organization=self.organization, created_by=request.user, granting_key=request.api_key,
+            **payload.validated_data,
+        )  # fmt: skip
+        api_key.secret = secret
+        return Response(serializers.ApiKeyCreatedSerializer(api_key).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=serializers.ApiKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        api_key = services.api_key_revoke(api_key=self.get_object(), actor=request.user)
+        return Response(self.get_serializer(api_key).data)

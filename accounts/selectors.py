@@ -1,0 +1,44 @@
+"""Reads of the accounts app. Tenant data is always selected through an organization."""
+
+from django.db.models import QuerySet
+from django.utils.timezone import now
+
+from accounts.models import ApiKey, Invitation, Membership, Organization, User
+
+
+def organization_list(*, user: User, only: Organization | None = None) -> QuerySet[Organization]:
+    """Organizations the user belongs to; an API key sees only its own organization (`only`)."""
+    qs = Organization.objects.filter(memberships__user=user).select_related("provider_profile").order_by("name", "pk")
+    if only is not None:
+        qs = qs.filter(pk=only.pk)
+    return qs
+
+
+def membership_list(*, organization: Organization) -> QuerySet[Membership]:
+    return Membership.objects.filter(organization=organization).select_related("user").order_by("created_at", "pk")
+
+
+def membership_list_for_user(*, user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("organization").order_by("organization__name", "pk")
+
+
+def invitation_list_pending(*, organization: Organization) -> QuerySet[Invitation]:
+    return (
+        Invitation.objects.filter(
+            organization=organization, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now()
+        )
+        .select_related("invited_by")
+        .order_by("-created_at", "pk")
+    )
+
+
+def api_key_list(*, organization: Organization) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(organization=organization).select_related("created_by").order_by("-created_at", "-pk")
+
+
+def organization_get_active(*, user: User, organization_id: int | None) -> Organization | None:
+    """The organization a browser session works in: the chosen one if still a member, else the first."""
+    memberships = Membership.objects.filter(user=user).select_related("organization__provider_profile")
+    chosen = memberships.filter(organization_id=organization_id).first() if organization_id else None
+    membership = chosen or memberships.order_by("-organization__is_personal", "created_at").first()
+    return membership.organization if membership else None

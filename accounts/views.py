@@ -1,0 +1,241 @@
+"""Account pages: form in, service call, redirect; selector out, template."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import authenticate, login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import translation
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts import forms, selectors, services
+from accounts.middleware import SESSION_ORGANIZATION_KEY
+from accounts.models import Invitation, Membership, ProviderProfile
+from marketplace.core.errors import DomainError, RateLimited
+
+
+def _safe_next(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
+def _apply_language(response: HttpResponse, language: str) -> HttpResponse:
+    if language:
+        translation.activate(language)
+        response.set_cookie("django_language", language, samesite="Lax")
+    return response
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = forms.SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.user_sign_up(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                full_name=form.cleaned_data["full_name"],
+                preferred_language=translation.get_language() or "",
+            )
+        except DomainError as error:
+            form.add_error("email", error.detail)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, _("Welcome! Your personal workspace is ready."))
+            return redirect(_safe_next(request, reverse("storefront:home")))
+    return render(request, "accounts/signup.html", {"form": form, "next": request.GET.get("next", "")})
+
+
+def login_view(request: HttpRequest) -> HttpResponse:
+    form = forms.LoginForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        email = form.cleaned_data["email"]
+        try:
+            services.login_attempt_check(email=email)
+        except RateLimited as error:
+            form.add_error(None, error.detail)
+            status = 429
+        else:
+            user = authenticate(request, email=email, password=form.cleaned_data["password"])
+            if user is None:
+                services.login_failure_record(email=email)
+                # One answer for an unknown address and a wrong password: no account enumeration.
+                form.add_error(None, _("The e-mail address or password is incorrect."))
+            else:
+                services.login_success_record(email=email)
+                login(request, user)
+                response = redirect(_safe_next(request, reverse("storefront:home")))
+                return _apply_language(response, user.preferred_language)
+    response = render(request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status)
+    if status == 429:
+        response["Retry-After"] = str(settings.LOGIN_LOCKOUT_SECONDS)
+    return response
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    form = forms.ProfileForm(
+        request.POST or None, initial={"full_name": user.full_name, "preferred_language": user.preferred_language}
+    )
+    if request.method == "POST" and form.is_valid():
+        services.user_profile_update(user=user, **form.cleaned_data)
+        messages.success(request, _("Profile saved."))
+        return _apply_language(redirect("accounts:profile"), user.preferred_language)
+    return render(request, "accounts/profile.html", {"form": form})
+
+
+@login_required
+def organization_list(request: HttpRequest) -> HttpResponse:
+    form = forms.OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        organization = services.organization_create(name=form.cleaned_data["name"], owner=request.user)
+        request.session[SESSION_ORGANIZATION_KEY] = organization.pk
+        messages.success(request, _("Organization “%(name)s” created.") % {"name": organization.name})
+        return redirect("accounts:organization-detail", pk=organization.pk)
+    memberships = selectors.membership_list_for_user(user=request.user)
+    return render(request, "accounts/organization_list.html", {"form": form, "memberships": memberships})
+
+
+@login_required
+def organization_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    organization = get_object_or_404(selectors.organization_list(user=request.user), pk=pk)
+    membership = services.membership_require(user=request.user, organization=organization)
+    form = forms.InvitationForm(request.POST or None)
+    invite_link = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            _invitation, token = services.invitation_create(
+                organization=organization, invited_by=request.user, **form.cleaned_data
+            )
+        except DomainError as error:
+            form.add_error(None, error.detail)
+        else:
+            invite_link = request.build_absolute_uri(reverse("accounts:invitation-accept", args=[token]))
+            messages.success(request, _("Invitation sent to %(email)s.") % {"email": form.cleaned_data["email"]})
+            form = forms.InvitationForm()
+    context = {
+        "organization": organization,
+        "membership": membership,
+        "members": selectors.membership_list(organization=organization),
+        "invitations": selectors.invitation_list_pending(organization=organization),
+        "form": form,
+        "invite_link": invite_link,
+    }
+    return render(request, "accounts/organization_detail.html", context)
+
+
+@login_required
+@require_POST
+def organization_switch(request: HttpRequest) -> HttpResponse:
+    organization = get_object_or_404(selectors.organization_list(user=request.user), pk=request.POST.get("organization"))
+    request.session[SESSION_ORGANIZATION_KEY] = organization.pk
+    messages.info(request, _("Now working in %(name)s.") % {"name": organization.name})
+    return redirect(_safe_next(request, reverse("storefront:home")))
+
+
+@login_required
+@require_POST
+def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    membership = get_object_or_404(
+        Membership.objects.filter(organization__memberships__user=request.user).select_related("organization"), pk=pk
+    )
+    try:
+        services.membership_remove(membership=membership, actor=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    if membership.user_id == request.user.pk:
+        return redirect("accounts:organization-list")
+    return redirect("accounts:organization-detail", pk=membership.organization_id)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    invitation = get_object_or_404(Invitation.objects.filter(organization__memberships__user=request.user), pk=pk)
+    try:
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    return redirect("accounts:organization-detail", pk=invitation.organization_id)
+
+
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        invitation = services.invitation_get_pending(token=token)
+    except DomainError as error:
+        return render(request, "accounts/invitation_accept.html", {"error": error.detail}, status=404)
+    if request.method == "POST" and request.user.is_authenticated:
+        try:
+            membership = services.invitation_accept(token=token, user=request.user)
+        except DomainError as error:
+            return render(
+                request, "accounts/invitation_accept.html", {"invitation": invitation, "error": error.detail}, status=403
+            )
+        request.session[SESSION_ORGANIZATION_KEY] = membership.organization_id
+        messages.success(request, _("You joined %(name)s.") % {"name": membership.organization.name})
+        return redirect("accounts:organization-detail", pk=membership.organization_id)
+    return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
+
+
+@login_required
+def provider_apply(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    profile = ProviderProfile.objects.filter(organization=organization).first()
+    can_apply = profile is None or profile.status == ProviderProfile.Status.REJECTED
+    form = forms.ProviderApplicationForm(request.POST or None, initial={"contact_email": request.user.email})
+    if request.method == "POST" and can_apply and form.is_valid():
+        try:
+            profile = services.provider_apply(organization=organization, actor=request.user, **form.cleaned_data)
+        except DomainError as error:
+            form.add_error(None, error.detail)
+        else:
+            messages.success(request, _("Application submitted. Our staff will review it shortly."))
+            return redirect("accounts:provider-apply")
+    return render(
+        request, "accounts/provider_apply.html", {"form": form, "profile": profile, "can_apply": can_apply}
+    )
+
+
+@login_required
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    form = forms.ApiKeyForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key, secret = services.api_key_create(
+                organization=organization,
+                created_by=request.user,
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=form.expires_at(),
+            )
+        except DomainError as error:
+            form.add_error(None, error.detail)
+        else:
+            created = {"api_key": api_key, "secret": secret}
+            form = forms.ApiKeyForm()
+    context = {"form": form, "created": created, "api_keys": selectors.api_key_list(organization=organization)}
+    is_htmx = request.headers.get("HX-Request") == "true"
+    template = "accounts/partials/_api_keys.html" if is_htmx else "accounts/api_key_list.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    api_key = get_object_or_404(selectors.api_key_list(organization=request.organization), pk=pk)
+    try:
+        services.api_key_revoke(api_key=api_key, actor=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, _("Key “%(name)s” revoked.") % {"name": api_key.name})
+    return redirect("accounts:api-keys")

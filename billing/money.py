@@ -1,0 +1,17 @@
+"""Money is Decimal with a fixed scale, never float; rounding to the minor unit only at boundaries."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import models
+
+AMOUNT_DIGITS, AMOUNT_PLACES = 24, 8  # 8 places carry per-token prices exactly
+MINOR_UNIT = Decimal("0.01")  # CNY fen
+
+
+def amount_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
+
+
+def round_to_minor_unit(amount: Decimal) -> Decimal:
+    """Top-up, statement and payout boundaries: half-up to the minor unit (0.005 → 0.01)."""
+    return amount.quantize(MINOR_UNIT, rounding=ROUND_HALF_UP)

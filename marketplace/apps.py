@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class MarketplaceConfig(AppConfig):
+    name = "marketplace"
+    label = "marketplace"
+    verbose_name = _("Marketplace")
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,134 @@
+"""API conventions shared by every app: one error shape, pagination, organization scoping, scopes."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django.utils.translation import gettext as _
+from rest_framework import exceptions, permissions
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from marketplace.core.errors import DomainError, RateLimited
+
+logger = logging.getLogger(__name__)
+
+ERROR_STATUSES = {
+    "400": "The request is invalid.",
+    "401": "Missing, invalid, expired or revoked credentials.",
+    "403": "The key lacks the scope, or the member the role, for this action.",
+    "404": "Not found in the caller's organization.",
+    "429": "Too many requests.",
+}
+WRITE_ERROR_STATUSES = {
+    "409": "Conflicts with the current state, or the same Idempotency-Key is in flight.",
+    "422": "The Idempotency-Key was used with a different request.",
+}
+
+
+def _error_body(code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _code_of(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else exc.default_code
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Every error of the API as `{"error": {"code", "message", "details"}}` with the right status."""
+    if isinstance(exc, DomainError):
+        response = Response(_error_body(exc.code, exc.detail, exc.extra), status=exc.status_code)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    if isinstance(exc, DjangoValidationError):
+        details = {"fields": exc.message_dict} if hasattr(exc, "error_dict") else {"errors": exc.messages}
+        return Response(_error_body("invalid", _("The request is invalid."), details), status=400)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(_("Not found."))
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    # Imported here: DRF imports this module while rest_framework.views is still loading.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    response = drf_exception_handler(exc, context)  # sets WWW-Authenticate and Retry-After headers
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        details = {"fields": exc.detail} if isinstance(exc.detail, dict) else {"errors": exc.detail}
+        response.data = _error_body("invalid", _("The request is invalid."), details)
+    elif isinstance(exc, exceptions.Throttled):
+        response.data = _error_body("rate_limited", str(exc.detail), {"retry_after": exc.wait})
+    else:
+        response.data = _error_body(_code_of(exc), str(exc.detail))
+    return response
+
+
+class StandardPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class IsOrganizationMember(permissions.BasePermission):
+    """The caller acts for an organization; an API key also needs the view's scope.
+
+    Reads need the `read` scope; writes need `view.write_scope` when the view names one (account
+    management names none: any key of a member may, within the member's role, which services check).
+    """
+
+    message = _("Sign in, or send an API key, to act for an organization.")
+
+    def has_permission(self, request, view) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            raise exceptions.NotAuthenticated()
+        if not getattr(request, "organization", None):
+            raise exceptions.PermissionDenied(_("You are not a member of any organization."), code="no_organization")
+        api_key = getattr(request, "api_key", None)
+        if api_key is None:
+            return True
+        needed = "read" if request.method in permissions.SAFE_METHODS else getattr(view, "write_scope", None)
+        if needed and needed not in api_key.scopes:
+            raise exceptions.PermissionDenied(
+                _("This API key lacks the “%(scope)s” scope.") % {"scope": needed}, code="scope_required"
+            )
+        return True
+
+
+class OrganizationScopedMixin:
+    """Views read `self.organization`; `get_queryset` must select through it, so other tenants get 404."""
+
+    @property
+    def organization(self):
+        return self.request.organization
+
+
+def schema_add_error_responses(result: dict, generator, request, public) -> dict:
+    """drf-spectacular hook: document the shared error shape on every operation."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string", "description": "Machine-readable error code."},
+                    "message": {"type": "string", "description": "Human-readable, translated message."},
+                    "details": {"type": "object", "additionalProperties": True},
+                },
+            }
+        },
+    }
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            statuses = dict(ERROR_STATUSES)
+            if method in {"post", "put", "patch", "delete"}:
+                statuses.update(WRITE_ERROR_STATUSES)
+            for status_code, description in statuses.items():
+                operation["responses"].setdefault(status_code, {"description": description, "content": error_ref})
+    return result

@@ -1,0 +1,129 @@
+"""`Idempotency-Key` for POSTs that create something (Stripe's semantics).
+
+Same key and same body replays the stored response; the same key with another body is 422; the
+same key while the first request still runs is 409. The key row is committed before the view runs
+(views are not wrapped in a transaction), so a concurrent request with the key sees it at once.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils.timezone import now
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from accounts.models import IdempotencyRecord, Organization
+from marketplace.core.errors import Conflict, DomainError, Unprocessable
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(*, method: str, path: str, body: object) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def idempotency_begin(*, organization: Organization, key: str, fingerprint: str) -> IdempotencyRecord:
+    """Claim the key, or return its finished record to replay. Raises Unprocessable or Conflict."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise DomainError(
+            _("The Idempotency-Key header must be 1 to %(n)d characters.") % {"n": MAX_KEY_LENGTH},
+            code="invalid_idempotency_key",
+        )
+    moment = now()
+    IdempotencyRecord.objects.filter(
+        organization=organization, key=key, created_at__lt=moment - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    ).delete()
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(
+                organization=organization, key=key, request_fingerprint=fingerprint, locked_at=moment
+            )
+    except IntegrityError:
+        pass
+    record = IdempotencyRecord.objects.filter(organization=organization, key=key).first()
+    if record is None:  # the holder abandoned it a moment ago
+        raise Conflict(_("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use")
+    if record.request_fingerprint != fingerprint:
+        raise Unprocessable(
+            _("This Idempotency-Key was already used with a different request."), code="idempotency_key_reused"
+        )
+    if record.response_status is not None:
+        return record
+    stale_before = moment - timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
+    taken_over = IdempotencyRecord.objects.filter(
+        pk=record.pk, response_status__isnull=True, locked_at__lt=stale_before
+    ).update(locked_at=moment)
+    if not taken_over:
+        raise Conflict(_("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use")
+    logger.warning("idempotency key taken over from a stale request", extra={"idempotency_record_id": record.pk})
+    record.locked_at = moment
+    return record
+
+
+def idempotency_finish(*, record: IdempotencyRecord, status: int, body: object) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=status, response_body=body, locked_at=None)
+
+
+def idempotency_abandon(*, record: IdempotencyRecord) -> None:
+    """Free the key after a failure, so that the client's retry runs the request again."""
+    IdempotencyRecord.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+
+
+def idempotency_purge() -> int:
+    deleted, _by_model = IdempotencyRecord.objects.filter(
+        created_at__lt=now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    ).delete()
+    return deleted
+
+
+def idempotent(view_method=None, *, redact: tuple[str, ...] = ()):
+    """Decorate a viewset's `create` (or another creating POST) to honour `Idempotency-Key`.
+
+    `redact` names response fields that must never be stored (a key's secret): a replay returns them as null.
+    """
+    if view_method is None:
+        return functools.partial(idempotent, redact=redact)
+
+    @functools.wraps(view_method)
+    def wrapper(view, request, *args, **kwargs):
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view_method(view, request, *args, **kwargs)
+        fingerprint = request_fingerprint(method=request.method, path=request.path, body=request.data)
+        record = idempotency_begin(organization=request.organization, key=key, fingerprint=fingerprint)
+        if record.response_status is not None:
+            response = Response(record.response_body, status=record.response_status)
+            response["Idempotent-Replayed"] = "true"
+            return response
+        try:
+            response = view_method(view, request, *args, **kwargs)
+        except BaseException:
+            idempotency_abandon(record=record)
+            raise
+        if response.status_code >= 500:
+            idempotency_abandon(record=record)
+        else:
+            body = response.data
+            if redact and isinstance(body, dict):
+                body = {name: (None if name in redact else value) for name, value in body.items()}
+            idempotency_finish(record=record, status=response.status_code, body=body)
+        return response
+
+    parameter = OpenApiParameter(
+        HEADER,
+        str,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Same key and body replays the stored response; the same key with another body is 422.",
+    )
+    return extend_schema(parameters=[parameter])(wrapper)
