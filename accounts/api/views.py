@@ -64,8 +64,8 @@ class OrganizationViewSet(
         payload = serializers.OrganizationWriteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         organization = services.organization_create(name=payload.validated_data["name"], owner=request.user)
-        data = self.get_serializer(self.get_queryset().get(pk=organization.pk)).data
-        return Response(data, status=status.HTTP_201_CREATED)
+        organization.caller_role = Membership.Role.OWNER  # an API key sees only its own organization afterwards
+        return Response(self.get_serializer(organization).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=serializers.OrganizationWriteSerializer, responses=serializers.OrganizationSerializer)
     def partial_update(self, request: Request, pk: str | None = None) -> Response:

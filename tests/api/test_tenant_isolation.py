@@ -1,0 +1,99 @@
+"""Walk every /api/v1/ route with two organizations' keys: B sees nothing of A and changes nothing of A."""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from accounts.models import ApiKey
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
+
+API_PREFIX = "api/v1/"
+PK_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
+
+
+def api_routes() -> list[tuple[str, object]]:
+    """(route regex or path, callback) for every pattern under /api/v1/."""
+    found = []
+
+    def walk(patterns, prefix: str) -> None:
+        for pattern in patterns:
+            text = prefix + str(pattern.pattern).lstrip("^").rstrip("$")
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, text)
+            elif isinstance(pattern, URLPattern) and text.startswith(API_PREFIX) and "format" not in text:
+                found.append((text[len(API_PREFIX) :], pattern.callback))
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def allowed_methods(callback) -> list[str]:
+    actions = getattr(callback, "actions", None)
+    if actions:  # HEAD and OPTIONS carry no body to check; GET covers HEAD
+        return sorted(method.upper() for method in actions if method not in {"head", "options"})
+    view_class = callback.cls
+    return sorted(m.upper() for m in ("get", "post", "patch", "put", "delete") if hasattr(view_class, m))
+
+
+@pytest.fixture
+def tenants(db):
+    organization_a, organization_b = OrganizationFactory(name="Tenant A"), OrganizationFactory(name="Tenant B")
+    user_a = MembershipFactory(organization=organization_a).user
+    MembershipFactory(organization=organization_b)
+    ProviderProfileFactory(organization=organization_a)
+    key_a, secret_a = api_key_for(organization_a, user=user_a)
+    return {"a": organization_a, "b": organization_b, "key_a": key_a, "secret_a": secret_a}
+
+
+def test_every_api_route_is_covered_by_the_isolation_walk():
+    resources = {route.split("/")[0] for route, _cb in api_routes() if PK_GROUP.search(route)}
+    assert resources == {"organizations", "api-keys"}, "add the new resource to OBJECT_OF_A below"
+
+
+OBJECT_OF_A = {"organizations": lambda t: t["a"].pk, "api-keys": lambda t: t["key_a"].pk}
+
+
+def test_other_organization_gets_404_on_every_detail_route_and_nothing_changes(tenants, api_client_for):
+    # given
+    client_b = api_client_for(tenants["b"])
+    client_a = api_client_for(tenants["a"])
+    detail_routes = [(route, cb) for route, cb in api_routes() if PK_GROUP.search(route)]
+    assert detail_routes
+    # when / then
+    for route, callback in detail_routes:
+        object_id = OBJECT_OF_A[route.split("/")[0]](tenants)
+        path = "/" + API_PREFIX + PK_GROUP.sub(str(object_id), route)
+        methods = allowed_methods(callback)
+        if "GET" in methods:  # the same path works for A itself
+            assert client_a.get(path).status_code == 200, path
+        for method in methods:
+            response = getattr(client_b, method.lower())(path, data={"name": "hijack"}, format="json")
+            assert response.status_code == 404, (method, path, response.status_code, response.content)
+            assert response.json()["error"]["code"] == "not_found"
+    tenants["a"].refresh_from_db()
+    assert tenants["a"].name == "Tenant A"
+    assert ApiKey.objects.get(pk=tenants["key_a"].pk).revoked_at is None
+    assert not tenants["a"].invitations.exists()
+
+
+def test_other_organization_lists_show_nothing_of_a(tenants, api_client_for):
+    # given
+    client_b = api_client_for(tenants["b"])
+    list_routes = [route for route, _cb in api_routes() if not PK_GROUP.search(route)]
+    assert "me/" in list_routes and "organizations/" in list_routes and "api-keys/" in list_routes
+    # when / then
+    for route in list_routes:
+        body = client_b.get("/" + API_PREFIX + route).content.decode()
+        assert "Tenant A" not in body, route
+        assert tenants["key_a"].prefix not in body, route
+
+
+def test_session_user_cannot_reach_an_organization_they_do_not_belong_to(tenants, client):
+    # given
+    outsider = MembershipFactory(organization=tenants["b"]).user
+    client.force_login(outsider)
+    # when
+    response = client.get(f"/api/v1/organizations/{tenants['a'].pk}/members/")
+    # then
+    assert response.status_code == 404
