@@ -95,7 +95,9 @@ class Membership(TimeStampedModel):
         verbose_name_plural = _("memberships")
         constraints = [
             models.UniqueConstraint(fields=["user", "organization"], name="membership_unique_user_organization"),
-            models.CheckConstraint(condition=Q(role__in=["owner", "admin", "member", "billing"]), name="membership_role_valid"),
+            models.CheckConstraint(
+                condition=Q(role__in=["owner", "admin", "member", "billing"]), name="membership_role_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -155,7 +157,9 @@ class ProviderProfile(TimeStampedModel):
         verbose_name = _("provider profile")
         verbose_name_plural = _("provider profiles")
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["pending", "approved", "rejected"]), name="provider_status_valid")
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "approved", "rejected"]), name="provider_status_valid"
+            )
         ]
 
     def __str__(self) -> str:

@@ -112,9 +112,12 @@ def invitation_create(*, organization: Organization, email: str, role: str, invi
     email = email.strip().lower()
     if role not in Membership.Role.values:
         raise DomainError(_("Unknown role."), code="invalid_role")
-    if role == Membership.Role.OWNER and not Membership.objects.filter(
-        user=invited_by, organization=organization, role=Membership.Role.OWNER
-    ).exists():
+    if (
+        role == Membership.Role.OWNER
+        and not Membership.objects.filter(
+            user=invited_by, organization=organization, role=Membership.Role.OWNER
+        ).exists()
+    ):
         raise PermissionDenied(_("Only owners can invite owners."), code="role_required")
     if Membership.objects.filter(organization=organization, user__email=email).exists():
         raise Conflict(_("%(email)s is already a member.") % {"email": email}, code="already_member")
@@ -209,7 +212,10 @@ def provider_apply(
     profile.contact_email, profile.contact_phone = contact_email.strip().lower(), contact_phone.strip()
     profile.regions, profile.submitted_by = regions, actor
     profile.status, profile.reviewed_by, profile.reviewed_at, profile.review_note = (
-        ProviderProfile.Status.PENDING, None, None, ""
+        ProviderProfile.Status.PENDING,
+        None,
+        None,
+        "",
     )
     profile.save()
     return profile
@@ -221,7 +227,12 @@ def _provider_review(*, profile_id: int, reviewer: User, status: str, note: str)
     with transaction.atomic():
         profile = ProviderProfile.objects.select_for_update().get(pk=profile_id)
         if profile.status != status:
-            profile.status, profile.reviewed_by, profile.reviewed_at, profile.review_note = status, reviewer, now(), note
+            profile.status, profile.reviewed_by, profile.reviewed_at, profile.review_note = (
+                status,
+                reviewer,
+                now(),
+                note,
+            )
             profile.save(update_fields=["status", "reviewed_by", "reviewed_at", "review_note", "updated_at"])
     logger.info("provider reviewed", extra={"provider_profile_id": profile_id, "status": status})
     return profile

@@ -72,7 +72,9 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 login(request, user)
                 response = redirect(_safe_next(request, reverse("storefront:home")))
                 return _apply_language(response, user.preferred_language)
-    response = render(request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status)
+    response = render(
+        request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status
+    )
     if status == 429:
         response["Retry-After"] = str(settings.LOGIN_LOCKOUT_SECONDS)
     return response
@@ -134,7 +136,9 @@ def organization_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def organization_switch(request: HttpRequest) -> HttpResponse:
-    organization = get_object_or_404(selectors.organization_list(user=request.user), pk=request.POST.get("organization"))
+    organization = get_object_or_404(
+        selectors.organization_list(user=request.user), pk=request.POST.get("organization")
+    )
     request.session[SESSION_ORGANIZATION_KEY] = organization.pk
     messages.info(request, _("Now working in %(name)s.") % {"name": organization.name})
     return redirect(_safe_next(request, reverse("storefront:home")))
@@ -176,7 +180,10 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
             membership = services.invitation_accept(token=token, user=request.user)
         except DomainError as error:
             return render(
-                request, "accounts/invitation_accept.html", {"invitation": invitation, "error": error.detail}, status=403
+                request,
+                "accounts/invitation_accept.html",
+                {"invitation": invitation, "error": error.detail},
+                status=403,
             )
         request.session[SESSION_ORGANIZATION_KEY] = membership.organization_id
         messages.success(request, _("You joined %(name)s.") % {"name": membership.organization.name})
@@ -198,9 +205,7 @@ def provider_apply(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Application submitted. Our staff will review it shortly."))
             return redirect("accounts:provider-apply")
-    return render(
-        request, "accounts/provider_apply.html", {"form": form, "profile": profile, "can_apply": can_apply}
-    )
+    return render(request, "accounts/provider_apply.html", {"form": form, "profile": profile, "can_apply": can_apply})
 
 
 @login_required

@@ -222,7 +222,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "算力商城 API",
     "DESCRIPTION": "Compute marketplace and model-as-a-service REST API. Authenticate with `Authorization: Bearer "
-    "mk_live_…`. Every error has the shape `{\"error\": {\"code\", \"message\", \"details\"}}`.",
+    'mk_live_…`. Every error has the shape `{"error": {"code", "message", "details"}}`.',
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -22,6 +22,9 @@ class MembershipOfUserSerializer(serializers.ModelSerializer):
 
 
 class MeSerializer(serializers.ModelSerializer):
+    preferred_language = serializers.ChoiceField(
+        choices=settings.LANGUAGES, allow_blank=True, read_only=True, help_text="Empty: follow the browser."
+    )
     active_organization = serializers.SerializerMethodField()
     memberships = MembershipOfUserSerializer(many=True, read_only=True)
 
@@ -36,7 +39,7 @@ class MeSerializer(serializers.ModelSerializer):
 
 class MeUpdateSerializer(serializers.Serializer):
     full_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
-    preferred_language = serializers.ChoiceField(choices=[""] + [code for code, _n in settings.LANGUAGES], required=False)
+    preferred_language = serializers.ChoiceField(choices=settings.LANGUAGES, allow_blank=True, required=False)
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -110,7 +113,11 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
-    secret = serializers.CharField(read_only=True, help_text="The full key. Shown once; store it now.")
+    secret = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="The full key. Shown once; store it now. Null in an Idempotency-Key replay: it is never stored.",
+    )
 
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "secret"]

@@ -84,7 +84,9 @@ class OrganizationViewSet(
 
     @extend_schema(methods=["get"], responses=serializers.InvitationSerializer(many=True), filters=False)
     @extend_schema(
-        methods=["post"], request=serializers.InvitationCreateSerializer, responses={201: serializers.InvitationSerializer}
+        methods=["post"],
+        request=serializers.InvitationCreateSerializer,
+        responses={201: serializers.InvitationSerializer},
     )
     @action(detail=True, methods=["get", "post"], filterset_fields=None, ordering_fields=None)
     def invitations(self, request: Request, pk: str | None = None) -> Response:
@@ -105,7 +107,9 @@ class OrganizationViewSet(
 
     @extend_schema(methods=["get"], responses=serializers.ProviderProfileSerializer)
     @extend_schema(
-        methods=["post"], request=serializers.ProviderApplySerializer, responses={201: serializers.ProviderProfileSerializer}
+        methods=["post"],
+        request=serializers.ProviderApplySerializer,
+        responses={201: serializers.ProviderProfileSerializer},
     )
     @action(detail=True, methods=["get", "post"], url_path="provider-application", pagination_class=None)
     def provider_application(self, request: Request, pk: str | None = None) -> Response:

@@ -52,7 +52,9 @@ def idempotency_begin(*, organization: Organization, key: str, fingerprint: str)
         pass
     record = IdempotencyRecord.objects.filter(organization=organization, key=key).first()
     if record is None:  # the holder abandoned it a moment ago
-        raise Conflict(_("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use")
+        raise Conflict(
+            _("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use"
+        )
     if record.request_fingerprint != fingerprint:
         raise Unprocessable(
             _("This Idempotency-Key was already used with a different request."), code="idempotency_key_reused"
@@ -64,7 +66,9 @@ def idempotency_begin(*, organization: Organization, key: str, fingerprint: str)
         pk=record.pk, response_status__isnull=True, locked_at__lt=stale_before
     ).update(locked_at=moment)
     if not taken_over:
-        raise Conflict(_("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use")
+        raise Conflict(
+            _("A request with this Idempotency-Key is in progress; retry shortly."), code="idempotency_key_in_use"
+        )
     logger.warning("idempotency key taken over from a stale request", extra={"idempotency_record_id": record.pk})
     record.locked_at = moment
     return record

@@ -49,7 +49,9 @@ def test_api_key_format_and_hash(organization, owner):
     "break_key",
     [
         pytest.param(lambda key: ApiKey.objects.filter(pk=key.pk).update(revoked_at=now()), id="revoked"),
-        pytest.param(lambda key: ApiKey.objects.filter(pk=key.pk).update(expires_at=now() - timedelta(seconds=1)), id="expired"),
+        pytest.param(
+            lambda key: ApiKey.objects.filter(pk=key.pk).update(expires_at=now() - timedelta(seconds=1)), id="expired"
+        ),
     ],
 )
 def test_revoked_or_expired_key_gets_401(organization, owner, break_key, client):

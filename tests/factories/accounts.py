@@ -51,7 +51,9 @@ class ProviderProfileFactory(DjangoModelFactory):
     status = ProviderProfile.Status.APPROVED
 
 
-def api_key_for(organization: Organization, *, user: User | None = None, scopes=("read", "rent", "gateway", "provider"), **kwargs):
+def api_key_for(
+    organization: Organization, *, user: User | None = None, scopes=("read", "rent", "gateway", "provider"), **kwargs
+):
     """A real key made by the service: returns (ApiKey, full secret)."""
     if user is None:
         membership = organization.memberships.filter(role=Membership.Role.OWNER).select_related("user").first()

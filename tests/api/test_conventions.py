@@ -1,0 +1,105 @@
+"""The API's shared conventions: one error shape, pagination, flat query counts."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import Membership
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, api_key_for
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_unauthenticated_is_401_in_the_error_shape(db, client):
+    assert_error(client.get("/api/v1/organizations/"), 401, "not_authenticated")
+
+
+def test_validation_error_is_400_with_field_details(organization, owner, api_client_for):
+    response = api_client_for(organization, user=owner).post(
+        "/api/v1/api-keys/", {"name": "", "scopes": ["root"]}, format="json"
+    )
+    assert_error(response, 400, "invalid")
+    assert set(response.json()["error"]["details"]["fields"]) == {"name", "scopes"}
+
+
+def test_unknown_object_is_404_in_the_error_shape(organization, owner, api_client_for):
+    assert_error(api_client_for(organization, user=owner).get("/api/v1/api-keys/999999/"), 404, "not_found")
+
+
+def test_unknown_api_path_is_404_json(db, client):
+    assert_error(client.get("/api/v1/no-such-thing/"), 404, "not_found")
+
+
+def test_method_not_allowed_is_405_in_the_error_shape(organization, owner, api_client_for):
+    assert_error(api_client_for(organization, user=owner).delete("/api/v1/organizations/"), 405, "method_not_allowed")
+
+
+def test_role_too_low_is_403(organization, api_client_for):
+    member = MembershipFactory(organization=organization, role=Membership.Role.MEMBER).user
+    response = api_client_for(organization, user=member).patch(
+        f"/api/v1/organizations/{organization.pk}/", {"name": "X"}, format="json"
+    )
+    assert_error(response, 403, "role_required")
+
+
+def test_lists_are_paginated(organization, owner, api_client_for):
+    for _ in range(3):
+        api_key_for(organization, user=owner)
+    body = api_client_for(organization, user=owner).get("/api/v1/api-keys/?page_size=2").json()
+    assert body["count"] == 4
+    assert len(body["results"]) == 2
+    assert body["next"].endswith("page=2&page_size=2")
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/api-keys/", "/api/v1/organizations/", "/api/v1/me/", "/api/v1/organizations/{org}/members/"]
+)
+def test_list_query_count_does_not_grow_with_rows(organization, owner, api_client_for, django_assert_num_queries, path):
+    # given
+    client = api_client_for(organization, user=owner)
+    path = path.format(org=organization.pk)
+    client.get(path)  # last_used_at is written on the first use of a key
+    with CaptureQueriesContext(connection) as few:
+        client.get(path)
+    baseline = len(few.captured_queries)
+    # when: many more rows of every kind
+    for _ in range(15):
+        api_key_for(organization, user=MembershipFactory(organization=organization, role=Membership.Role.MEMBER).user)
+        MembershipFactory(user=owner, organization=OrganizationFactory())
+    # then
+    with django_assert_num_queries(baseline):
+        response = client.get(path)
+    assert response.status_code == 200
+
+
+def test_me_describes_the_key_organization_only(organization, owner, api_client_for):
+    other = OrganizationFactory(name="Elsewhere")
+    MembershipFactory(user=owner, organization=other)
+    body = api_client_for(organization, user=owner).get("/api/v1/me/").json()
+    assert body["email"] == owner.email
+    assert body["active_organization"]["id"] == organization.pk
+    assert [m["organization"]["id"] for m in body["memberships"]] == [organization.pk]
+
+
+def test_invitation_and_provider_application_through_the_api(organization, owner, api_client_for):
+    client = api_client_for(organization, user=owner)
+    invited = client.post(
+        f"/api/v1/organizations/{organization.pk}/invitations/",
+        {"email": "new@example.com", "role": "billing"},
+        format="json",
+    )
+    applied = client.post(
+        f"/api/v1/organizations/{organization.pk}/provider-application/",
+        {"legal_name": "Acme", "contact_name": "Li", "contact_email": "ops@acme.cn", "regions": ["ningxia"]},
+        format="json",
+    )
+    assert invited.status_code == 201 and invited.json()["role"] == "billing"
+    assert applied.status_code == 201 and applied.json()["status"] == "pending"
+    assert client.get(f"/api/v1/organizations/{organization.pk}/").json()["provider_status"] == "pending"

@@ -1,0 +1,57 @@
+"""Property run of the API against its own OpenAPI schema: no 5xx, no response that breaks the schema."""
+
+import pytest
+import schemathesis
+from django.core.wsgi import get_wsgi_application
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
+
+CHECKS = (
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+)
+
+
+@pytest.fixture
+def api_schema(db):
+    return schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
+
+
+@pytest.fixture
+def auth_headers(db):
+    organization = OrganizationFactory()
+    owner = MembershipFactory(organization=organization).user
+    ProviderProfileFactory(organization=organization)
+    _key, secret = api_key_for(organization, user=owner)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_api_conforms_to_its_schema(case, auth_headers):
+    case.call_and_validate(headers=auth_headers, checks=list(CHECKS))
+
+
+def test_schema_documents_every_route_and_the_error_shape(client, db):
+    document = client.get("/api/schema/?format=json").json()
+    assert {"/api/v1/me/", "/api/v1/organizations/", "/api/v1/api-keys/", "/api/v1/api-keys/{id}/revoke/"} <= set(
+        document["paths"]
+    )
+    assert "Error" in document["components"]["schemas"]
+    create = document["paths"]["/api/v1/api-keys/"]["post"]
+    assert "Idempotency-Key" in [p["name"] for p in create["parameters"]]
+    assert {"400", "401", "403", "409", "422", "429"} <= set(create["responses"])
