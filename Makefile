@@ -20,8 +20,8 @@ $(VENV)/.installed-dev: $(TEST_REQUIREMENTS) | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r $(TEST_REQUIREMENTS)
 	touch $@ $(VENV)/.installed-base
 
-node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+node_modules/.installed: package.json package-lock.json $(VENV)/.installed-base
+	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 setup: $(VENV)/.installed-base node_modules/.installed

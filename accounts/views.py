@@ -27,8 +27,7 @@ def _safe_next(request: HttpRequest, default: str) -> str:
 
 def _apply_language(response: HttpResponse, language: str) -> HttpResponse:
     if language:
-        translation.activate(language)
-        response.set_cookie("django_language", language, samesite="Lax")
+        response.set_cookie(settings.LANGUAGE_COOKIE_NAME, language, samesite="Lax")
     return response
 
 

@@ -14,7 +14,7 @@ def page_without_varying_parts(response) -> str:
 
 
 def attempt(client, email: str, password: str):
-    return client.post("/accounts/login/", {"email": email, "password": password})
+    return client.post("/accounts/login/", {"email": email, "password": password}, HTTP_ACCEPT_LANGUAGE="en")
 
 
 @override_settings(LOGIN_FAILURE_LIMIT=3)

@@ -22,21 +22,20 @@ class Rollback(Exception):
 
 
 @pytest.fixture
-def redis_broker():
+def redis_broker(monkeypatch):
     url = os.environ.get("TEST_REDIS_BROKER_URL", "redis://127.0.0.1:6379/15")
     client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.exceptions.ConnectionError:
         skip_or_fail("redis", f"needs a Redis broker at {url}")
-    previous = app.conf.broker_url
-    app.conf.broker_url = url
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads the variable before its own setting
+    monkeypatch.setattr(app.conf, "broker_url", url)
     app._pool = None  # pools are bound to the broker they were made for
     app.amqp._producer_pool = None
     client.flushdb()
     yield client
     client.flushdb()
-    app.conf.broker_url = previous
     app._pool = None
     app.amqp._producer_pool = None
 
