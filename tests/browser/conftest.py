@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from tests.conftest import skip_or_fail
 
@@ -15,7 +16,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-results"
 
 
 @pytest.fixture
-def page(live_server, settings, monkeypatch):
+def page(transactional_db, live_server, settings, monkeypatch):
     """A fresh Chromium per test: Playwright's event loop must not outlive the test (later ORM calls would fail)."""
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
         skip_or_fail("browser", f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
@@ -36,6 +37,8 @@ def page(live_server, settings, monkeypatch):
         yield page
         context.close()
         browser.close()
+        # While Playwright's loop runs, the test's ORM calls get their own connection; close it here.
+        connections.close_all()
 
 
 @pytest.fixture
