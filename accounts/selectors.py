@@ -37,8 +37,11 @@ def api_key_list(*, organization: Organization) -> QuerySet[ApiKey]:
 
 
 def organization_get_active(*, user: User, organization_id: int | None) -> Organization | None:
-    """The organization a browser session works in: the chosen one if still a member, else the first."""
+    """The organization a browser session works in: the session's choice, else the one the user last
+    worked in, else their personal one, as long as they are still a member."""
     memberships = Membership.objects.filter(user=user).select_related("organization__provider_profile")
-    chosen = memberships.filter(organization_id=organization_id).first() if organization_id else None
-    membership = chosen or memberships.order_by("-organization__is_personal", "created_at").first()
+    for candidate in (organization_id, user.last_active_organization_id):
+        if candidate and (chosen := memberships.filter(organization_id=candidate).first()):
+            return chosen.organization
+    membership = memberships.order_by("-organization__is_personal", "created_at").first()
     return membership.organization if membership else None

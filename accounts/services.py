@@ -72,6 +72,15 @@ def organization_update(*, organization: Organization, actor: User, name: str) -
     return organization
 
 
+def organization_activate(*, user: User, organization: Organization) -> Organization:
+    """Make the organization the one the user works in (remembered for their next sign-in)."""
+    membership_require(user=user, organization=organization)
+    if user.last_active_organization_id != organization.pk:
+        user.last_active_organization = organization
+        user.save(update_fields=["last_active_organization"])
+    return organization
+
+
 def membership_require(*, user: User, organization: Organization, manage: bool = False) -> Membership:
     """The user's membership of the organization; NotFound for outsiders, PermissionDenied for too low a role."""
     membership = Membership.objects.filter(user=user, organization=organization).first()

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import translation
@@ -29,6 +29,11 @@ def _apply_language(response: HttpResponse, language: str) -> HttpResponse:
     if language:
         response.set_cookie(settings.LANGUAGE_COOKIE_NAME, language, samesite="Lax")
     return response
+
+
+def _activate(request: HttpRequest, organization) -> None:
+    services.organization_activate(user=request.user, organization=organization)
+    request.session[SESSION_ORGANIZATION_KEY] = organization.pk
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -97,7 +102,7 @@ def organization_list(request: HttpRequest) -> HttpResponse:
     form = forms.OrganizationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         organization = services.organization_create(name=form.cleaned_data["name"], owner=request.user)
-        request.session[SESSION_ORGANIZATION_KEY] = organization.pk
+        _activate(request, organization)
         messages.success(request, _("Organization “%(name)s” created.") % {"name": organization.name})
         return redirect("accounts:organization-detail", pk=organization.pk)
     memberships = selectors.membership_list_for_user(user=request.user)
@@ -135,10 +140,11 @@ def organization_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def organization_switch(request: HttpRequest) -> HttpResponse:
-    organization = get_object_or_404(
-        selectors.organization_list(user=request.user), pk=request.POST.get("organization")
-    )
-    request.session[SESSION_ORGANIZATION_KEY] = organization.pk
+    chosen = request.POST.get("organization", "")
+    if not chosen.isdigit():
+        raise Http404
+    organization = get_object_or_404(selectors.organization_list(user=request.user), pk=int(chosen))
+    _activate(request, organization)
     messages.info(request, _("Now working in %(name)s.") % {"name": organization.name})
     return redirect(_safe_next(request, reverse("storefront:home")))
 
@@ -184,7 +190,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
                 {"invitation": invitation, "error": error.detail},
                 status=403,
             )
-        request.session[SESSION_ORGANIZATION_KEY] = membership.organization_id
+        _activate(request, membership.organization)
         messages.success(request, _("You joined %(name)s.") % {"name": membership.organization.name})
         return redirect("accounts:organization-detail", pk=membership.organization_id)
     return render(request, "accounts/invitation_accept.html", {"invitation": invitation})

@@ -1,4 +1,5 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
@@ -26,15 +27,20 @@ class MeSerializer(serializers.ModelSerializer):
         choices=settings.LANGUAGES, allow_blank=True, read_only=True, help_text="Empty: follow the browser."
     )
     active_organization = serializers.SerializerMethodField()
-    memberships = MembershipOfUserSerializer(many=True, read_only=True)
+    memberships = serializers.SerializerMethodField()
 
     class Meta:
         model = User
         fields = ["id", "email", "full_name", "preferred_language", "date_joined", "active_organization", "memberships"]
         read_only_fields = fields
 
-    def get_active_organization(self, user) -> OrganizationSummarySerializer:
+    @extend_schema_field(OrganizationSummarySerializer)
+    def get_active_organization(self, user) -> dict:
         return OrganizationSummarySerializer(self.context["organization"]).data
+
+    @extend_schema_field(MembershipOfUserSerializer(many=True))
+    def get_memberships(self, user) -> list:
+        return MembershipOfUserSerializer(self.context["memberships"], many=True).data
 
 
 class MeUpdateSerializer(serializers.Serializer):

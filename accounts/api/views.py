@@ -20,12 +20,11 @@ class MeView(OrganizationScopedMixin, GenericAPIView):
     pagination_class = None
 
     def _me(self, request: Request) -> Response:
-        user = type(request.user).objects.prefetch_related("memberships__organization").get(pk=request.user.pk)
+        memberships = selectors.membership_list_for_user(user=request.user)
         if request.api_key is not None:  # a key speaks for its own organization only
-            user._prefetched_objects_cache["memberships"] = [
-                m for m in user.memberships.all() if m.organization_id == self.organization.pk
-            ]
-        return Response(serializers.MeSerializer(user, context={"organization": self.organization}).data)
+            memberships = memberships.filter(organization=self.organization)
+        context = {"organization": self.organization, "memberships": memberships}
+        return Response(serializers.MeSerializer(request.user, context=context).data)
 
     def get(self, request: Request) -> Response:
         return self._me(request)

@@ -122,3 +122,17 @@ def test_password_reset_sends_a_link_by_email(db, client, mailoutbox):
     client.post("/accounts/password-reset/", {"email": "forgot@example.com"})
     assert len(mailoutbox) == 1
     assert "/accounts/password-reset/" in mailoutbox[0].body
+
+
+def test_the_last_active_organization_is_remembered_at_the_next_sign_in(db, client):
+    # given
+    user = MembershipFactory().user
+    team = MembershipFactory(user=user, organization__name="Team").organization
+    client.force_login(user)
+    client.post("/accounts/organizations/switch/", {"organization": team.pk})
+    client.logout()
+    # when
+    client.force_login(user)
+    page = client.get("/accounts/api-keys/")
+    # then
+    assert page.context["request"].organization == team

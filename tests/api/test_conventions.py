@@ -103,3 +103,24 @@ def test_invitation_and_provider_application_through_the_api(organization, owner
     assert invited.status_code == 201 and invited.json()["role"] == "billing"
     assert applied.status_code == 201 and applied.json()["status"] == "pending"
     assert client.get(f"/api/v1/organizations/{organization.pk}/").json()["provider_status"] == "pending"
+
+
+def test_browser_session_reaches_the_api_with_its_active_organization(organization, owner, client):
+    # given
+    client.force_login(owner)
+    # when
+    me = client.get("/api/v1/me/")
+    keys = client.get("/api/v1/api-keys/")
+    # then
+    assert me.status_code == 200
+    assert me.json()["active_organization"]["id"] == organization.pk
+    assert keys.status_code == 200
+
+
+def test_browser_session_writes_need_the_csrf_token(organization, owner):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post("/api/v1/organizations/", {"name": "No token"}, content_type="application/json")
+    assert_error(response, 403, "permission_denied")

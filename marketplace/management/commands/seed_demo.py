@@ -42,6 +42,7 @@ class Command(BaseCommand):
         if provider_org is None:
             provider_org = account_services.organization_create(name="华东智算 East China AI Compute", owner=provider)
             created += 1
+            account_services.organization_activate(user=provider, organization=provider_org)
         if not ProviderProfile.objects.filter(organization=provider_org).exists():
             profile = account_services.provider_apply(
                 organization=provider_org,
