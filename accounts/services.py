@@ -91,15 +91,38 @@ def membership_require(*, user: User, organization: Organization, manage: bool =
     return membership
 
 
+def _owner_ids_locked(*, organization: Organization) -> list[int]:
+    """Owner memberships, locked: two concurrent demotions cannot both pass the last-owner check."""
+    owners = Membership.objects.select_for_update().filter(organization=organization, role=Membership.Role.OWNER)
+    return list(owners.order_by("pk").values_list("pk", flat=True))
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, actor: User) -> Membership:
+    """Owners and admins change roles; only owners grant or take away ownership, and one owner always stays."""
+    actor_membership = membership_require(user=actor, organization=membership.organization, manage=True)
+    if role not in Membership.Role.values:
+        raise DomainError(_("Unknown role."), code="invalid_role")
+    touches_ownership = Membership.Role.OWNER in {role, membership.role}
+    if touches_ownership and actor_membership.role != Membership.Role.OWNER:
+        raise PermissionDenied(_("Only owners can grant or remove ownership."), code="role_required")
+    owners = _owner_ids_locked(organization=membership.organization)
+    if membership.role == Membership.Role.OWNER and role != Membership.Role.OWNER and owners == [membership.pk]:
+        raise Conflict(_("An organization needs at least one owner."), code="last_owner")
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    return membership
+
+
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: User) -> None:
     """Remove a member (or leave); the last owner cannot go, and the member's API keys are revoked."""
     if membership.user_id != actor.pk:
-        membership_require(user=actor, organization=membership.organization, manage=True)
-    owners = Membership.objects.select_for_update().filter(
-        organization=membership.organization, role=Membership.Role.OWNER
-    )
-    if membership.role == Membership.Role.OWNER and owners.count() == 1:
+        actor_membership = membership_require(user=actor, organization=membership.organization, manage=True)
+        if membership.role == Membership.Role.OWNER and actor_membership.role != Membership.Role.OWNER:
+            raise PermissionDenied(_("Only owners can remove an owner."), code="role_required")
+    owners = _owner_ids_locked(organization=membership.organization)
+    if owners == [membership.pk]:
         raise Conflict(_("An organization needs at least one owner."), code="last_owner")
     ApiKey.objects.filter(
         organization=membership.organization, created_by=membership.user, revoked_at__isnull=True

@@ -42,6 +42,7 @@ urlpatterns = [
     path("organizations/switch/", views.organization_switch, name="organization-switch"),
     path("organizations/<int:pk>/", views.organization_detail, name="organization-detail"),
     path("members/<int:pk>/remove/", views.membership_remove, name="membership-remove"),
+    path("members/<int:pk>/role/", views.membership_change_role, name="membership-role"),
     path("invitations/<int:pk>/revoke/", views.invitation_revoke, name="invitation-revoke"),
     path("invitations/accept/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("provider/apply/", views.provider_apply, name="provider-apply"),

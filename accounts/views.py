@@ -133,6 +133,7 @@ def organization_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "invitations": selectors.invitation_list_pending(organization=organization),
         "form": form,
         "invite_link": invite_link,
+        "roles": Membership.Role.choices,
     }
     return render(request, "accounts/organization_detail.html", context)
 
@@ -161,6 +162,21 @@ def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, error.detail)
     if membership.user_id == request.user.pk:
         return redirect("accounts:organization-list")
+    return redirect("accounts:organization-detail", pk=membership.organization_id)
+
+
+@login_required
+@require_POST
+def membership_change_role(request: HttpRequest, pk: int) -> HttpResponse:
+    membership = get_object_or_404(
+        Membership.objects.filter(organization__memberships__user=request.user).select_related("organization"), pk=pk
+    )
+    try:
+        services.membership_change_role(membership=membership, role=request.POST.get("role", ""), actor=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, _("Role updated."))
     return redirect("accounts:organization-detail", pk=membership.organization_id)
 
 

@@ -76,6 +76,10 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class MembershipRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
 class InvitationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Invitation

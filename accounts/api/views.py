@@ -1,4 +1,5 @@
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -81,6 +82,24 @@ class OrganizationViewSet(
         page = self.paginate_queryset(selectors.membership_list(organization=self.get_object()))
         return self.get_paginated_response(serializers.MembershipSerializer(page, many=True).data)
 
+    @extend_schema(
+        methods=["patch"], request=serializers.MembershipRoleSerializer, responses=serializers.MembershipSerializer
+    )
+    @extend_schema(methods=["delete"], responses={204: None})
+    @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<membership_id>\d+)")
+    def member(self, request: Request, pk: str | None = None, membership_id: str | None = None) -> Response:
+        organization = self.get_object()
+        membership = get_object_or_404(selectors.membership_list(organization=organization), pk=membership_id)
+        if request.method == "DELETE":
+            services.membership_remove(membership=membership, actor=request.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        payload = serializers.MembershipRoleSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        membership = services.membership_change_role(
+            membership=membership, role=payload.validated_data["role"], actor=request.user
+        )
+        return Response(serializers.MembershipSerializer(membership).data)
+
     @extend_schema(methods=["get"], responses=serializers.InvitationSerializer(many=True), filters=False)
     @extend_schema(
         methods=["post"],
@@ -94,6 +113,14 @@ class OrganizationViewSet(
             return self._invite(request, organization)
         page = self.paginate_queryset(selectors.invitation_list_pending(organization=organization))
         return self.get_paginated_response(serializers.InvitationSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["delete"], url_path=r"invitations/(?P<invitation_id>\d+)")
+    def invitation(self, request: Request, pk: str | None = None, invitation_id: str | None = None) -> Response:
+        organization = self.get_object()
+        invitation = get_object_or_404(selectors.invitation_list_pending(organization=organization), pk=invitation_id)
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @idempotent
     def _invite(self, request: Request, organization: Organization) -> Response:

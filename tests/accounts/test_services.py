@@ -130,3 +130,28 @@ def test_provider_application_needs_known_regions(organization, owner):
             regions=["mars"],
         )
     assert error.value.code == "invalid_regions"
+
+
+def test_owner_promotes_and_demotes_but_the_last_owner_stays(organization, owner):
+    # given
+    member = MembershipFactory(organization=organization, role=Membership.Role.MEMBER)
+    owner_membership = Membership.objects.get(user=owner, organization=organization)
+    # when
+    services.membership_change_role(membership=member, role="owner", actor=owner)
+    services.membership_change_role(membership=owner_membership, role="billing", actor=owner)
+    # then
+    member.refresh_from_db()
+    assert member.role == Membership.Role.OWNER
+    with pytest.raises(Conflict):
+        services.membership_change_role(membership=member, role="admin", actor=member.user)
+    assert Membership.objects.get(pk=member.pk).role == Membership.Role.OWNER
+
+
+def test_admin_cannot_touch_ownership(organization, owner):
+    admin = MembershipFactory(organization=organization, role=Membership.Role.ADMIN).user
+    owner_membership = Membership.objects.get(user=owner, organization=organization)
+    with pytest.raises(PermissionDenied):
+        services.membership_change_role(membership=owner_membership, role="member", actor=admin)
+    with pytest.raises(PermissionDenied):
+        services.membership_remove(membership=owner_membership, actor=admin)
+    assert Membership.objects.get(pk=owner_membership.pk).role == Membership.Role.OWNER

@@ -124,3 +124,23 @@ def test_browser_session_writes_need_the_csrf_token(organization, owner):
     client.force_login(owner)
     response = client.post("/api/v1/organizations/", {"name": "No token"}, content_type="application/json")
     assert_error(response, 403, "permission_denied")
+
+
+def test_members_roles_and_invitations_are_managed_through_the_api(organization, owner, api_client_for):
+    # given
+    client = api_client_for(organization, user=owner)
+    member = MembershipFactory(organization=organization, role=Membership.Role.MEMBER)
+    invited = client.post(
+        f"/api/v1/organizations/{organization.pk}/invitations/", {"email": "x@example.com"}, format="json"
+    ).json()
+    # when
+    promoted = client.patch(
+        f"/api/v1/organizations/{organization.pk}/members/{member.pk}/", {"role": "admin"}, format="json"
+    )
+    revoked = client.delete(f"/api/v1/organizations/{organization.pk}/invitations/{invited['id']}/")
+    removed = client.delete(f"/api/v1/organizations/{organization.pk}/members/{member.pk}/")
+    # then
+    assert promoted.json()["role"] == "admin"
+    assert revoked.status_code == removed.status_code == 204
+    assert client.get(f"/api/v1/organizations/{organization.pk}/invitations/").json()["count"] == 0
+    assert not Membership.objects.filter(pk=member.pk).exists()

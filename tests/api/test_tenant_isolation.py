@@ -5,11 +5,13 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from accounts.models import ApiKey
+from accounts import services
+from accounts.models import ApiKey, Invitation, Membership
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
 
 API_PREFIX = "api/v1/"
 PK_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
+NESTED_GROUP = re.compile(r"\(\?P<(?!pk>)(\w+)>[^)]*\)")
 
 
 def api_routes() -> list[tuple[str, object]]:
@@ -43,7 +45,22 @@ def tenants(db):
     MembershipFactory(organization=organization_b)
     ProviderProfileFactory(organization=organization_a)
     key_a, secret_a = api_key_for(organization_a, user=user_a)
-    return {"a": organization_a, "b": organization_b, "key_a": key_a, "secret_a": secret_a}
+    invitation_a, _token = services.invitation_create(
+        organization=organization_a, email="invitee@example.com", role="member", invited_by=user_a
+    )
+    return {
+        "a": organization_a,
+        "b": organization_b,
+        "key_a": key_a,
+        "secret_a": secret_a,
+        "membership_id": organization_a.memberships.get(user=user_a).pk,
+        "invitation_id": invitation_a.pk,
+    }
+
+
+def concrete_path(route: str, *, pk: int, tenants: dict) -> str:
+    path = PK_GROUP.sub(str(pk), route)
+    return "/" + API_PREFIX + NESTED_GROUP.sub(lambda match: str(tenants[match.group(1)]), path)
 
 
 def test_every_api_route_is_covered_by_the_isolation_walk():
@@ -63,7 +80,7 @@ def test_other_organization_gets_404_on_every_detail_route_and_nothing_changes(t
     # when / then
     for route, callback in detail_routes:
         object_id = OBJECT_OF_A[route.split("/")[0]](tenants)
-        path = "/" + API_PREFIX + PK_GROUP.sub(str(object_id), route)
+        path = concrete_path(route, pk=object_id, tenants=tenants)
         methods = allowed_methods(callback)
         if "GET" in methods:  # the same path works for A itself
             assert client_a.get(path).status_code == 200, path
@@ -71,10 +88,31 @@ def test_other_organization_gets_404_on_every_detail_route_and_nothing_changes(t
             response = getattr(client_b, method.lower())(path, data={"name": "hijack"}, format="json")
             assert response.status_code == 404, (method, path, response.status_code, response.content)
             assert response.json()["error"]["code"] == "not_found"
+    assert_a_unchanged(tenants)
+
+
+def assert_a_unchanged(tenants: dict) -> None:
     tenants["a"].refresh_from_db()
     assert tenants["a"].name == "Tenant A"
     assert ApiKey.objects.get(pk=tenants["key_a"].pk).revoked_at is None
-    assert not tenants["a"].invitations.exists()
+    assert Membership.objects.get(pk=tenants["membership_id"]).role == Membership.Role.OWNER
+    assert Invitation.objects.get(pk=tenants["invitation_id"]).is_pending
+    assert list(tenants["a"].invitations.values_list("email", flat=True)) == ["invitee@example.com"]
+
+
+def test_nested_objects_of_a_are_404_under_bs_own_organization(tenants, api_client_for):
+    # given
+    client_b = api_client_for(tenants["b"])
+    nested_routes = [(route, cb) for route, cb in api_routes() if NESTED_GROUP.search(route)]
+    nested_kinds = {concrete_path(route, pk=0, tenants=tenants).split("/")[5] for route, _cb in nested_routes}
+    assert nested_kinds == {"members", "invitations"}
+    # when / then
+    for route, callback in nested_routes:
+        path = concrete_path(route, pk=tenants["b"].pk, tenants=tenants)
+        for method in allowed_methods(callback):
+            response = getattr(client_b, method.lower())(path, data={"role": "member"}, format="json")
+            assert response.status_code == 404, (method, path, response.status_code, response.content)
+    assert_a_unchanged(tenants)
 
 
 def test_other_organization_lists_show_nothing_of_a(tenants, api_client_for):
