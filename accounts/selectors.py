@@ -19,7 +19,11 @@ def membership_list(*, organization: Organization) -> QuerySet[Membership]:
 
 
 def membership_list_for_user(*, user: User) -> QuerySet[Membership]:
-    return Membership.objects.filter(user=user).select_related("organization").order_by("organization__name", "pk")
+    return (
+        Membership.objects.filter(user=user)
+        .select_related("organization__provider_profile")
+        .order_by("organization__name", "pk")
+    )
 
 
 def invitation_list_pending(*, organization: Organization) -> QuerySet[Invitation]:

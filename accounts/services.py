@@ -367,14 +367,21 @@ def api_key_verify(*, raw_key: str) -> ApiKey:
 # --- Login throttling (shared cache, so every web worker counts the same failures) ---
 
 
-def _login_failure_key(email: str) -> str:
-    return "login-failures:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+def _login_failure_keys(*, email: str, ip_address: str) -> dict[str, tuple[str, int]]:
+    """Counters per address (stops guessing one password) and per client IP (stops spraying many addresses)."""
+    email_digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    ip_digest = hashlib.sha256(ip_address.encode()).hexdigest()
+    return {
+        "email": (f"login-failures:email:{email_digest}", settings.LOGIN_FAILURE_LIMIT),
+        "ip": (f"login-failures:ip:{ip_digest}", settings.LOGIN_FAILURE_LIMIT_PER_IP),
+    }
 
 
-def login_attempt_check(*, email: str) -> None:
-    """RateLimited once an address has LOGIN_FAILURE_LIMIT failures, whether or not the account exists."""
-    failures = cache.get(_login_failure_key(email), 0)
-    if failures >= settings.LOGIN_FAILURE_LIMIT:
+def login_attempt_check(*, email: str, ip_address: str) -> None:
+    """RateLimited once an address or a client has too many failures, whether or not the account exists."""
+    keys = _login_failure_keys(email=email, ip_address=ip_address)
+    counts = cache.get_many([key for key, _limit in keys.values()])
+    if any(counts.get(key, 0) >= limit for key, limit in keys.values()):
         minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
         raise RateLimited(
             _("Too many failed sign-in attempts. Try again in %(minutes)d minutes or reset your password.")
@@ -384,18 +391,19 @@ def login_attempt_check(*, email: str) -> None:
         )
 
 
-def login_failure_record(*, email: str) -> None:
-    key = _login_failure_key(email)
-    cache.add(key, 0, timeout=settings.LOGIN_LOCKOUT_SECONDS)
-    try:
-        cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=settings.LOGIN_LOCKOUT_SECONDS)
-    logger.warning("sign-in failed", extra={"login_key": key[-12:]})
+def login_failure_record(*, email: str, ip_address: str) -> None:
+    for key, _limit in _login_failure_keys(email=email, ip_address=ip_address).values():
+        cache.add(key, 0, timeout=settings.LOGIN_LOCKOUT_SECONDS)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=settings.LOGIN_LOCKOUT_SECONDS)
+    logger.warning("sign-in failed", extra={"client_ip": ip_address})
 
 
-def login_success_record(*, email: str) -> None:
-    cache.delete(_login_failure_key(email))
+def login_success_record(*, email: str, ip_address: str) -> None:
+    """A correct password clears the address's count; the client's count expires on its own."""
+    cache.delete(_login_failure_keys(email=email, ip_address=ip_address)["email"][0])
 
 
 def user_profile_update(*, user: User, full_name: str, preferred_language: str) -> User:

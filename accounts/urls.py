@@ -38,6 +38,18 @@ urlpatterns = [
         name="password-reset-complete",
     ),
     path("profile/", views.profile, name="profile"),
+    path(
+        "password/",
+        auth_views.PasswordChangeView.as_view(
+            template_name="accounts/password_change.html", success_url=reverse_lazy("accounts:password-change-done")
+        ),
+        name="password-change",
+    ),
+    path(
+        "password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="accounts/password_change_done.html"),
+        name="password-change-done",
+    ),
     path("organizations/", views.organization_list, name="organization-list"),
     path("organizations/switch/", views.organization_switch, name="organization-switch"),
     path("organizations/<int:pk>/", views.organization_detail, name="organization-detail"),

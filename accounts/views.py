@@ -59,20 +59,20 @@ def login_view(request: HttpRequest) -> HttpResponse:
     form = forms.LoginForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
-        email = form.cleaned_data["email"]
+        email, ip_address = form.cleaned_data["email"], request.META.get("REMOTE_ADDR", "")
         try:
-            services.login_attempt_check(email=email)
+            services.login_attempt_check(email=email, ip_address=ip_address)
         except RateLimited as error:
             form.add_error(None, error.detail)
             status = 429
         else:
             user = authenticate(request, email=email, password=form.cleaned_data["password"])
             if user is None:
-                services.login_failure_record(email=email)
+                services.login_failure_record(email=email, ip_address=ip_address)
                 # One answer for an unknown address and a wrong password: no account enumeration.
                 form.add_error(None, _("The e-mail address or password is incorrect."))
             else:
-                services.login_success_record(email=email)
+                services.login_success_record(email=email, ip_address=ip_address)
                 login(request, user)
                 response = redirect(_safe_next(request, reverse("storefront:home")))
                 return _apply_language(response, user.preferred_language)

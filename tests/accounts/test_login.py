@@ -53,3 +53,16 @@ def test_successful_login_resets_the_failure_count(db, client):
     for _ in range(4):
         attempt(client, user.email, "wrong")
     assert attempt(client, user.email, PASSWORD).status_code == 302
+
+
+@override_settings(LOGIN_FAILURE_LIMIT_PER_IP=4)
+def test_one_client_spraying_many_addresses_is_locked_out(db, client):
+    # given
+    victim = UserFactory(email="victim@example.com")
+    # when
+    for n in range(4):
+        attempt(client, f"guess{n}@example.com", "wrong")
+    locked = attempt(client, victim.email, PASSWORD)
+    # then
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session

@@ -1,7 +1,12 @@
 """Account pages through Django's test client (the browser flow is in tests/browser/)."""
 
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts import services
 from accounts.models import ApiKey, Invitation, Membership, Organization, User
-from tests.factories.accounts import MembershipFactory, ProviderProfileFactory, UserFactory
+from tests.factories.accounts import PASSWORD, MembershipFactory, ProviderProfileFactory, UserFactory, api_key_for
 
 
 def test_sign_up_page_creates_user_and_logs_in(db, client):
@@ -136,3 +141,66 @@ def test_the_last_active_organization_is_remembered_at_the_next_sign_in(db, clie
     page = client.get("/accounts/api-keys/")
     # then
     assert page.context["request"].organization == team
+
+
+def test_password_change_keeps_the_user_signed_in(db, client):
+    user = MembershipFactory().user
+    client.force_login(user)
+    response = client.post(
+        "/accounts/password/",
+        {"old_password": PASSWORD, "new_password1": "a-new-long-passphrase", "new_password2": "a-new-long-passphrase"},
+    )
+    assert response.url == "/accounts/password/done/"
+    user.refresh_from_db()
+    assert user.check_password("a-new-long-passphrase")
+    assert client.get("/accounts/profile/").status_code == 200
+
+
+def test_staff_approve_a_provider_in_the_admin(db, client):
+    # given
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    profile = ProviderProfileFactory(status="pending")
+    client.force_login(staff)
+    # when
+    response = client.post(
+        "/admin/accounts/providerprofile/", {"action": "approve", "_selected_action": [profile.pk]}, follow=True
+    )
+    # then
+    profile.refresh_from_db()
+    assert response.status_code == 200
+    assert profile.status == "approved"
+    assert profile.reviewed_by == staff
+    assert profile.organization.is_approved_provider
+
+
+def test_staff_reject_a_provider_in_the_admin(db, client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    profile = ProviderProfileFactory(status="pending")
+    client.force_login(staff)
+    client.post("/admin/accounts/providerprofile/", {"action": "reject", "_selected_action": [profile.pk]})
+    profile.refresh_from_db()
+    assert profile.status == "rejected"
+
+
+@pytest.mark.parametrize(
+    "path", ["/accounts/organizations/", "/accounts/api-keys/", "/accounts/organizations/{org}/", "/"]
+)
+def test_list_page_query_count_does_not_grow_with_rows(db, client, path):
+    # given
+    membership = MembershipFactory()
+    client.force_login(membership.user)
+    path = path.format(org=membership.organization_id)
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(path).status_code == 200
+    # when
+    for _ in range(12):
+        other = MembershipFactory(organization=membership.organization, role="member").user
+        api_key_for(membership.organization, user=other)
+        MembershipFactory(user=membership.user)
+        services.invitation_create(
+            organization=membership.organization, email=f"{other.pk}@x.cn", role="member", invited_by=membership.user
+        )
+    # then
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(path).status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
