@@ -13,21 +13,26 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed-base: $(REQUIREMENTS) | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r $(REQUIREMENTS)
+	@echo "==> Installing the locked Python dependencies ($(REQUIREMENTS))"
+	$(BIN)/pip install --progress-bar on --require-hashes -r $(REQUIREMENTS)
 	touch $@
 
 $(VENV)/.installed-dev: $(TEST_REQUIREMENTS) | $(BIN)/python
-	$(BIN)/pip install --quiet --require-hashes -r $(TEST_REQUIREMENTS)
+	@echo "==> Installing the locked Python dependencies ($(TEST_REQUIREMENTS))"
+	$(BIN)/pip install --progress-bar on --require-hashes -r $(TEST_REQUIREMENTS)
 	touch $@ $(VENV)/.installed-base
 
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed-base
+	@echo "==> Installing the front-end assets from the npm registry (package-lock.json)"
 	$(BIN)/npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 setup: $(VENV)/.installed-base node_modules/.installed
+	@echo "==> Collecting static files"
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 
 setup-dev: $(VENV)/.installed-dev node_modules/.installed
+	@echo "==> Collecting static files"
 	$(BIN)/python manage.py collectstatic --noinput -v 0
 
 run: setup

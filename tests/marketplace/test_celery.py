@@ -81,3 +81,14 @@ def test_committed_task_runs_on_a_real_worker_through_redis(redis_broker):
     assert result is None  # delay_on_commit returns nothing: the id exists only after commit
     assert cache.get(HEARTBEAT_CACHE_KEY) is not None
     assert redis_broker.llen(QUEUE) == 0
+
+
+def test_tasks_retry_transient_errors_with_backoff_and_send_on_commit():
+    from django.db import OperationalError
+
+    assert issubclass(OperationalError, health_check_task.autoretry_for)
+    assert health_check_task.retry_backoff is True
+    assert health_check_task.max_retries == 8
+    assert hasattr(health_check_task, "delay_on_commit")
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
