@@ -153,9 +153,7 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    membership = get_object_or_404(
-        Membership.objects.filter(organization__memberships__user=request.user).select_related("organization"), pk=pk
-    )
+    membership = get_object_or_404(selectors.membership_list_visible_to(user=request.user), pk=pk)
     try:
         services.membership_remove(membership=membership, actor=request.user)
     except DomainError as error:
@@ -168,9 +166,7 @@ def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def membership_change_role(request: HttpRequest, pk: int) -> HttpResponse:
-    membership = get_object_or_404(
-        Membership.objects.filter(organization__memberships__user=request.user).select_related("organization"), pk=pk
-    )
+    membership = get_object_or_404(selectors.membership_list_visible_to(user=request.user), pk=pk)
     try:
         services.membership_change_role(membership=membership, role=request.POST.get("role", ""), actor=request.user)
     except DomainError as error:
