@@ -1,14 +1,21 @@
 """Reads of the accounts app. Tenant data is always selected through an organization."""
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils.timezone import now
 
-from accounts.models import ApiKey, Invitation, Membership, Organization, User
+from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
 
 
 def organization_list(*, user: User, only: Organization | None = None) -> QuerySet[Organization]:
-    """Organizations the user belongs to; an API key sees only its own organization (`only`)."""
-    qs = Organization.objects.filter(memberships__user=user).select_related("provider_profile").order_by("name", "pk")
+    """Organizations the user belongs to, with the user's role as `caller_role`; an API key sees only its own
+    organization (`only`)."""
+    role = Membership.objects.filter(organization=OuterRef("pk"), user=user).values("role")[:1]
+    qs = (
+        Organization.objects.filter(memberships__user=user)
+        .select_related("provider_profile")
+        .annotate(caller_role=Subquery(role))
+        .order_by("name", "pk")
+    )
     if only is not None:
         qs = qs.filter(pk=only.pk)
     return qs
@@ -54,3 +61,7 @@ def organization_get_active(*, user: User, organization_id: int | None) -> Organ
             return chosen.organization
     membership = memberships.order_by("-organization__is_personal", "created_at").first()
     return membership.organization if membership else None
+
+
+def provider_profile_get(*, organization: Organization) -> ProviderProfile | None:
+    return ProviderProfile.objects.filter(organization=organization).first()

@@ -211,7 +211,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 def provider_apply(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    profile = ProviderProfile.objects.filter(organization=organization).first()
+    profile = selectors.provider_profile_get(organization=organization)
     can_apply = profile is None or profile.status == ProviderProfile.Status.REJECTED
     form = forms.ProviderApplicationForm(request.POST or None, initial={"contact_email": request.user.email})
     if request.method == "POST" and can_apply and form.is_valid():

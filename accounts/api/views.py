@@ -1,4 +1,4 @@
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from accounts import selectors, services
 from accounts.api import serializers
-from accounts.models import ApiKey, Membership, Organization, ProviderProfile
+from accounts.models import ApiKey, Membership, Organization
 from marketplace.core.api import OrganizationScopedMixin
 from marketplace.core.errors import NotFound
 from marketplace.core.idempotency import idempotent
@@ -53,10 +53,7 @@ class OrganizationViewSet(
         if getattr(self, "swagger_fake_view", False):
             return Organization.objects.none()
         api_key = self.request.api_key
-        role = Membership.objects.filter(organization=OuterRef("pk"), user=self.request.user).values("role")[:1]
-        return selectors.organization_list(
-            user=self.request.user, only=api_key.organization if api_key else None
-        ).annotate(caller_role=Subquery(role))
+        return selectors.organization_list(user=self.request.user, only=api_key.organization if api_key else None)
 
     @extend_schema(request=serializers.OrganizationWriteSerializer, responses={201: serializers.OrganizationSerializer})
     @idempotent
@@ -142,7 +139,7 @@ class OrganizationViewSet(
         organization = self.get_object()
         if request.method == "POST":
             return self._apply(request, organization)
-        profile = ProviderProfile.objects.filter(organization=organization).first()
+        profile = selectors.provider_profile_get(organization=organization)
         if profile is None:
             raise NotFound(_("This organization has not applied to become a provider."), code="no_provider_application")
         return Response(serializers.ProviderProfileSerializer(profile).data)
