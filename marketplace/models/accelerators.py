@@ -1,0 +1,55 @@
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from marketplace.core.models import TimeStampedModel
+
+
+class Precision(models.TextChoices):
+    FP64 = "fp64", "FP64"
+    FP32 = "fp32", "FP32"
+    TF32 = "tf32", "TF32"
+    BF16 = "bf16", "BF16"
+    FP16 = "fp16", "FP16"
+    FP8 = "fp8", "FP8"
+    INT8 = "int8", "INT8"
+
+
+def _peak_field(precision: str):
+    return models.DecimalField(
+        _("peak dense %(p)s (TFLOPS; TOPS for INT8)") % {"p": precision.upper()},
+        max_digits=8,
+        decimal_places=2,
+        null=True,
+        blank=True,
+    )
+
+
+class AcceleratorModel(TimeStampedModel):
+    """An accelerator as its vendor's datasheet describes it. Peaks are dense (no sparsity); empty = unsupported."""
+
+    vendor = models.CharField(_("vendor"), max_length=60, db_index=True)
+    name = models.CharField(_("name"), max_length=80)
+    slug = models.SlugField(_("slug"), max_length=80, unique=True)
+    memory_gb = models.PositiveIntegerField(_("memory (GB)"))
+    memory_bandwidth_gbps = models.PositiveIntegerField(_("memory bandwidth (GB/s)"))
+    interconnect = models.CharField(_("interconnect"), max_length=120, blank=True)
+    is_domestic = models.BooleanField(_("domestic (信创)"), default=False, db_index=True)
+    tflops_fp64 = _peak_field("fp64")
+    tflops_fp32 = _peak_field("fp32")
+    tflops_tf32 = _peak_field("tf32")
+    tflops_bf16 = _peak_field("bf16")
+    tflops_fp16 = _peak_field("fp16")
+    tflops_fp8 = _peak_field("fp8")
+    tflops_int8 = _peak_field("int8")
+    datasheet_note = models.CharField(_("datasheet"), max_length=240, blank=True)
+
+    class Meta:
+        verbose_name = _("accelerator model")
+        verbose_name_plural = _("accelerator models")
+        ordering = ["vendor", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.name}"
+
+    def peak_tflops(self, precision: str):
+        return getattr(self, f"tflops_{precision}")
