@@ -234,6 +234,13 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "mk_live_<id>_<secret>"}}
     },
     "SECURITY": [{"ApiKey": []}],
+    "ENUM_NAME_OVERRIDES": {
+        "RegionEnum": "marketplace.core.regions.Region",
+        "AcceleratorPrecisionEnum": "marketplace.models.accelerators.Precision",
+        "ServedPrecisionEnum": "marketplace.models.model_services.ModelService.ServedPrecision",
+        "CatalogueStatusEnum": "marketplace.models.offerings.OfferingStatus",
+        "MembershipRoleEnum": "accounts.models.Membership.Role",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "marketplace.core.api.schema_add_error_responses",

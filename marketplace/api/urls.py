@@ -1,3 +1,19 @@
 from django.urls import include, path
+from rest_framework.routers import SimpleRouter
 
-urlpatterns = [path("", include("accounts.api.urls"))]
+from marketplace.api import views
+
+router = SimpleRouter()
+router.register("sites", views.SiteViewSet, basename="site")
+router.register("accelerators", views.AcceleratorViewSet, basename="accelerator")
+router.register("offerings", views.OfferingViewSet, basename="offering")
+router.register("model-services", views.ModelServiceViewSet, basename="model-service")
+router.register("provider/offerings", views.ProviderOfferingViewSet, basename="provider-offering")
+router.register("provider/model-services", views.ProviderModelServiceViewSet, basename="provider-model-service")
+
+urlpatterns = [
+    path("", include("accounts.api.urls")),
+    path("placements/quote/", views.PlacementQuoteView.as_view(), name="placement-quote"),
+    path("placements/estimate/", views.TrainingEstimateView.as_view(), name="placement-estimate"),
+    *router.urls,
+]

@@ -75,8 +75,9 @@ class StandardPagination(PageNumberPagination):
 class IsOrganizationMember(permissions.BasePermission):
     """The caller acts for an organization; an API key also needs the view's scope.
 
-    Reads need the `read` scope; writes need `view.write_scope` when the view names one (account
-    management names none: any key of a member may, within the member's role, which services check).
+    Reads need `view.read_scope` (`read` unless the view says otherwise); writes need `view.write_scope` when
+    the view names one (account management names none: any key of a member may, within the member's role,
+    which services check).
     """
 
     message = _("Sign in, or send an API key, to act for an organization.")
@@ -89,7 +90,10 @@ class IsOrganizationMember(permissions.BasePermission):
         api_key = getattr(request, "api_key", None)
         if api_key is None:
             return True
-        needed = "read" if request.method in permissions.SAFE_METHODS else getattr(view, "write_scope", None)
+        if request.method in permissions.SAFE_METHODS:
+            needed = getattr(view, "read_scope", "read")
+        else:
+            needed = getattr(view, "write_scope", None)
         if needed and needed not in api_key.scopes:
             raise exceptions.PermissionDenied(
                 _("This API key lacks the “%(scope)s” scope.") % {"scope": needed}, code="scope_required"

@@ -1,0 +1,198 @@
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from billing.money import AMOUNT_DIGITS, AMOUNT_PLACES
+from marketplace.core.regions import Region
+from marketplace.models import (
+    AcceleratorModel,
+    ModelService,
+    Offering,
+    OfferingPriceChange,
+    Precision,
+    ResidencyZone,
+    Site,
+)
+
+
+def money_field(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
+
+
+class ProviderRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class SiteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = ["id", "name", "slug", "region", "tier", "residency_zone", "operator", "pue"]
+        read_only_fields = fields
+
+
+class AcceleratorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AcceleratorModel
+        fields = [
+            "id", "slug", "vendor", "name", "memory_gb", "memory_bandwidth_gbps", "interconnect", "is_domestic",
+            "tflops_fp64", "tflops_fp32", "tflops_tf32", "tflops_bf16", "tflops_fp16", "tflops_fp8", "tflops_int8",
+            "datasheet_note",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OfferingSerializer(serializers.ModelSerializer):
+    provider = ProviderRefSerializer(read_only=True)
+    site = SiteSerializer(read_only=True)
+    accelerator = AcceleratorSerializer(read_only=True)
+    free_nodes = serializers.IntegerField(read_only=True)
+    is_verified = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Offering
+        fields = [
+            "id", "name", "description", "provider", "site", "accelerator", "accelerators_per_node",
+            "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps", "capacity_nodes", "free_nodes",
+            "on_demand_price", "interruptible_price", "reserved_1w_discount_percent", "reserved_1m_discount_percent",
+            "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours", "status", "published_at",
+            "is_verified", "verified_at", "verified_tflops",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OfferingWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=160)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    site = serializers.SlugRelatedField(slug_field="slug", queryset=Site.objects.all())
+    accelerator = serializers.SlugRelatedField(slug_field="slug", queryset=AcceleratorModel.objects.all())
+    accelerators_per_node = serializers.IntegerField(min_value=1, max_value=64)
+    vcpu_per_node = serializers.IntegerField(min_value=1, max_value=1024)
+    ram_gb_per_node = serializers.IntegerField(min_value=1, max_value=65536)
+    disk_gb_per_node = serializers.IntegerField(min_value=1, max_value=10**7)
+    network_gbps = serializers.IntegerField(min_value=1, max_value=100000)
+    capacity_nodes = serializers.IntegerField(min_value=0, max_value=100000)
+    on_demand_price = money_field(min_value=Decimal("0.00000001"))
+    interruptible_price = money_field(min_value=Decimal("0.00000001"), required=False, allow_null=True, default=None)
+    reserved_1w_discount_percent = serializers.DecimalField(5, 2, required=False, allow_null=True, default=None)
+    reserved_1m_discount_percent = serializers.DecimalField(5, 2, required=False, allow_null=True, default=None)
+    reserved_3m_discount_percent = serializers.DecimalField(5, 2, required=False, allow_null=True, default=None)
+    min_rental_hours = serializers.IntegerField(min_value=1, required=False, default=1)
+    max_rental_hours = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+
+class StatusChangeSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[s for s in Offering.Status.choices if s[0] != Offering.Status.DRAFT])
+
+
+class PriceChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OfferingPriceChange
+        fields = ["on_demand_price", "interruptible_price", "effective_at"]
+        read_only_fields = fields
+
+
+class ModelServiceSerializer(serializers.ModelSerializer):
+    """What buyers see. The upstream URL and key are the provider's business and never appear here."""
+
+    provider = ProviderRefSerializer(read_only=True)
+    model = serializers.SerializerMethodField(help_text="The name to pass as `model` to the gateway.")
+
+    class Meta:
+        model = ModelService
+        fields = [
+            "id", "model", "name", "slug", "provider", "model_family", "description", "modality", "context_length",
+            "max_output_tokens", "precision", "input_price_per_1k_tokens", "output_price_per_1k_tokens",
+            "rate_limit_rpm", "rate_limit_tpm", "residency_zone", "status",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_model(self, service: ModelService) -> str:
+        return f"{service.provider.slug}/{service.slug}"
+
+
+class ProviderModelServiceSerializer(ModelServiceSerializer):
+    """What the owning provider sees: the upstream URL, and whether a key is stored (never the key)."""
+
+    has_upstream_api_key = serializers.SerializerMethodField()
+
+    class Meta(ModelServiceSerializer.Meta):
+        fields = [*ModelServiceSerializer.Meta.fields, "upstream_base_url", "has_upstream_api_key"]
+        read_only_fields = fields
+
+    def get_has_upstream_api_key(self, service: ModelService) -> bool:
+        return bool(service.upstream_api_key)
+
+
+class ModelServiceWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    slug = serializers.SlugField(max_length=80)
+    model_family = serializers.CharField(max_length=80)
+    description = serializers.CharField(allow_blank=True, required=False, default="")
+    modality = serializers.ChoiceField(choices=ModelService.Modality.choices)
+    context_length = serializers.IntegerField(min_value=1, max_value=10**7)
+    max_output_tokens = serializers.IntegerField(
+        min_value=1, max_value=10**7, required=False, allow_null=True, default=None
+    )
+    precision = serializers.ChoiceField(choices=ModelService.ServedPrecision.choices)
+    input_price_per_1k_tokens = money_field(min_value=Decimal("0.00000001"))
+    output_price_per_1k_tokens = money_field(min_value=Decimal("0.00000001"))
+    rate_limit_rpm = serializers.IntegerField(min_value=1, max_value=10**7)
+    rate_limit_tpm = serializers.IntegerField(min_value=1, max_value=10**10)
+    residency_zone = serializers.ChoiceField(choices=ResidencyZone.choices)
+    upstream_base_url = serializers.URLField(max_length=200)
+    upstream_api_key = serializers.CharField(
+        max_length=255, write_only=True, required=False, allow_blank=True, default="", style={"input_type": "password"}
+    )
+
+
+class PlacementRequestSerializer(serializers.Serializer):
+    accelerators = serializers.IntegerField(min_value=1, max_value=100000)
+    hours = serializers.IntegerField(min_value=1, max_value=24 * 365 * 3)
+    accelerator = serializers.SlugRelatedField(
+        slug_field="slug", queryset=AcceleratorModel.objects.all(), required=False, allow_null=True, default=None
+    )
+    precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.BF16)
+    min_tflops = serializers.DecimalField(8, 2, min_value=Decimal("0"), required=False, allow_null=True, default=None)
+    region = serializers.ChoiceField(choices=Region.choices, required=False, allow_blank=True, default="")
+    residency_zone = serializers.ChoiceField(
+        choices=ResidencyZone.choices, required=False, allow_blank=True, default=""
+    )
+    domestic_only = serializers.BooleanField(default=False)
+    max_price_per_accelerator_hour = money_field(min_value=Decimal("0"), required=False, allow_null=True, default=None)
+    interruptible_allowed = serializers.BooleanField(default=False)
+
+
+class QuoteSerializer(serializers.Serializer):
+    offering = OfferingSerializer(read_only=True)
+    mode = serializers.ChoiceField(choices=["on_demand", "interruptible"], read_only=True)
+    nodes = serializers.IntegerField(read_only=True)
+    accelerators = serializers.IntegerField(read_only=True)
+    price_per_accelerator_hour = money_field(read_only=True)
+    total_price = money_field(read_only=True)
+    peak_tflops_per_yuan_hour = serializers.DecimalField(16, 4, read_only=True, allow_null=True)
+
+
+class ExclusionSerializer(serializers.Serializer):
+    offering_id = serializers.IntegerField(read_only=True)
+    offering_name = serializers.CharField(read_only=True)
+    reason = serializers.CharField(read_only=True)
+    message = serializers.CharField(read_only=True)
+
+
+class PlacementResultSerializer(serializers.Serializer):
+    quotes = QuoteSerializer(many=True, read_only=True)
+    excluded = ExclusionSerializer(many=True, read_only=True)
+
+
+class EstimateRequestSerializer(serializers.Serializer):
+    parameters = serializers.IntegerField(min_value=1, help_text="Model parameters, e.g. 7000000000.")
+    tokens = serializers.IntegerField(min_value=1, help_text="Training tokens.")
+    precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.BF16)
+    mfu = serializers.DecimalField(4, 3, min_value=Decimal("0.001"), max_value=Decimal("1"), default=Decimal("0.4"))
+
+
+class EstimateSerializer(serializers.Serializer):
+    total_flops = serializers.CharField(read_only=True, help_text="6·N·D, as an integer string.")
+    petaflop_days = serializers.DecimalField(20, 1, read_only=True)
+    accelerator_hours = serializers.DictField(child=serializers.DecimalField(24, 1), read_only=True)

@@ -1,0 +1,212 @@
+from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from marketplace.api import serializers
+from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.errors import PermissionDenied
+from marketplace.core.idempotency import idempotent
+from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
+from marketplace.models import ModelService, Offering, Site
+from marketplace.selectors import catalogue
+from marketplace.services import offerings as offering_services
+from marketplace.services.placement import EXCLUSION_REASONS, PlacementRequest, placement_quote, training_estimate
+
+
+class SiteViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = serializers.SiteSerializer
+    filterset_fields = ["region", "tier", "residency_zone"]
+    ordering_fields = ["name", "region"]
+
+    def get_queryset(self) -> QuerySet[Site]:
+        return catalogue.site_list()
+
+
+class AcceleratorViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = serializers.AcceleratorSerializer
+    filterset_fields = ["vendor", "is_domestic"]
+    ordering_fields = ["vendor", "memory_gb", "tflops_bf16"]
+
+    def get_queryset(self):
+        return catalogue.accelerator_list()
+
+
+class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
+    """Published offerings. Every storefront facet is a filter; `sort` orders them (price by default)."""
+
+    serializer_class = serializers.OfferingSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = OfferingFilterSet
+
+    def get_queryset(self) -> QuerySet[Offering]:
+        return catalogue.offering_list()
+
+    @extend_schema(responses=serializers.PriceChangeSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], url_path="price-history", filterset_class=None)
+    def price_history(self, request: Request, pk: str | None = None) -> Response:
+        page = self.paginate_queryset(catalogue.offering_price_history(offering=self.get_object()))
+        return self.get_paginated_response(serializers.PriceChangeSerializer(page, many=True).data)
+
+
+class ModelServiceViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = serializers.ModelServiceSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ModelServiceFilterSet
+
+    def get_queryset(self) -> QuerySet[ModelService]:
+        return catalogue.model_service_list()
+
+
+class ProviderScopedMixin(OrganizationScopedMixin):
+    """Provider endpoints: keys need the `provider` scope, organizations an approved provider profile."""
+
+    read_scope = write_scope = "provider"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if not request.organization.is_approved_provider:
+            raise PermissionDenied(_("Only approved providers can use provider endpoints."), code="provider_required")
+
+
+class ProviderOfferingViewSet(
+    ProviderScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = serializers.OfferingSerializer
+    filterset_fields = ["status"]
+    ordering_fields = ["updated_at", "on_demand_price", "name"]
+
+    def get_queryset(self) -> QuerySet[Offering]:
+        if getattr(self, "swagger_fake_view", False):
+            return Offering.objects.none()
+        return catalogue.offering_list_for_provider(provider=self.organization)
+
+    @extend_schema(request=serializers.OfferingWriteSerializer, responses={201: serializers.OfferingSerializer})
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.OfferingWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        offering = offering_services.offering_create(
+            provider=self.organization, actor=request.user, **payload.validated_data
+        )
+        return Response(serializers.OfferingSerializer(offering).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=serializers.OfferingWriteSerializer, responses=serializers.OfferingSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        offering = self.get_object()
+        payload = serializers.OfferingWriteSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        offering = offering_services.offering_update(
+            offering_id=offering.pk, actor=request.user, **_sent_fields(payload, request)
+        )
+        return Response(serializers.OfferingSerializer(self.get_queryset().get(pk=offering.pk)).data)
+
+    @extend_schema(request=serializers.StatusChangeSerializer, responses=serializers.OfferingSerializer)
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request: Request, pk: str | None = None) -> Response:
+        offering = self.get_object()
+        payload = serializers.StatusChangeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        offering_services.offering_set_status(
+            offering_id=offering.pk, status=payload.validated_data["status"], actor=request.user
+        )
+        return Response(serializers.OfferingSerializer(self.get_queryset().get(pk=offering.pk)).data)
+
+
+class ProviderModelServiceViewSet(
+    ProviderScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = serializers.ProviderModelServiceSerializer
+    filterset_fields = ["status", "modality"]
+    ordering_fields = ["updated_at", "name"]
+
+    def get_queryset(self) -> QuerySet[ModelService]:
+        if getattr(self, "swagger_fake_view", False):
+            return ModelService.objects.none()
+        return catalogue.model_service_list_for_provider(provider=self.organization)
+
+    @extend_schema(
+        request=serializers.ModelServiceWriteSerializer, responses={201: serializers.ProviderModelServiceSerializer}
+    )
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.ModelServiceWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        service = offering_services.model_service_create(
+            provider=self.organization, actor=request.user, **payload.validated_data
+        )
+        return Response(self.get_serializer(service).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=serializers.ModelServiceWriteSerializer, responses=serializers.ProviderModelServiceSerializer
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        service = self.get_object()
+        payload = serializers.ModelServiceWriteSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        service = offering_services.model_service_update(
+            model_service_id=service.pk, actor=request.user, **_sent_fields(payload, request)
+        )
+        return Response(self.get_serializer(service).data)
+
+    @extend_schema(request=serializers.StatusChangeSerializer, responses=serializers.ProviderModelServiceSerializer)
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request: Request, pk: str | None = None) -> Response:
+        service = self.get_object()
+        payload = serializers.StatusChangeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        service = offering_services.model_service_set_status(
+            model_service_id=service.pk, status=payload.validated_data["status"], actor=request.user
+        )
+        return Response(self.get_serializer(service).data)
+
+
+def _sent_fields(payload, request: Request) -> dict:
+    """In a partial update only the fields the caller sent change (serializer defaults must not overwrite)."""
+    return {name: value for name, value in payload.validated_data.items() if name in request.data}
+
+
+class PlacementQuoteView(OrganizationScopedMixin, APIView):
+    """Rank the feasible offerings for a request by total price, with the reason for every excluded one."""
+
+    write_scope = "read"  # a POST that reads: quoting changes nothing
+
+    @extend_schema(request=serializers.PlacementRequestSerializer, responses=serializers.PlacementResultSerializer)
+    def post(self, request: Request) -> Response:
+        payload = serializers.PlacementRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        accelerator = data.pop("accelerator")
+        placement = PlacementRequest(accelerator_slug=accelerator.slug if accelerator else "", **data)
+        result = placement_quote(request=placement, offerings=catalogue.offering_list())
+        body = {
+            "quotes": result.quotes,
+            "excluded": [
+                {"offering_id": o.pk, "offering_name": o.name, "reason": r, "message": str(EXCLUSION_REASONS[r])}
+                for o, r in result.excluded
+            ],
+        }
+        return Response(serializers.PlacementResultSerializer(body).data)
+
+
+class TrainingEstimateView(OrganizationScopedMixin, APIView):
+    """Training compute ≈ 6·N·D and the accelerator-hours it takes on each accelerator at the given MFU."""
+
+    write_scope = "read"
+
+    @extend_schema(request=serializers.EstimateRequestSerializer, responses=serializers.EstimateSerializer)
+    def post(self, request: Request) -> Response:
+        payload = serializers.EstimateRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        estimate = training_estimate(accelerators=list(catalogue.accelerator_list()), **payload.validated_data)
+        body = {
+            "total_flops": str(estimate.total_flops),
+            "petaflop_days": estimate.petaflop_days,
+            "accelerator_hours": estimate.accelerator_hours,
+        }
+        return Response(serializers.EstimateSerializer(body).data)

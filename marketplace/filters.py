@@ -1,0 +1,115 @@
+"""FilterSets shared by the storefront pages and the REST API: the same facets, the same SQL."""
+
+import django_filters
+from django.db.models import F, Q, QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from marketplace.core.regions import Region
+from marketplace.models import AcceleratorModel, ModelService, Precision, ResidencyZone, SiteTier
+
+DEFAULT_PRECISION = Precision.BF16
+
+
+def _vendor_choices():
+    return [(v, v) for v in AcceleratorModel.objects.order_by("vendor").values_list("vendor", flat=True).distinct()]
+
+
+def _accelerator_choices():
+    return list(AcceleratorModel.objects.order_by("vendor", "name").values_list("slug", "name"))
+
+
+class OfferingFilterSet(django_filters.FilterSet):
+    SORTS = [
+        ("price", _("Price: low to high")),
+        ("-price", _("Price: high to low")),
+        ("price_per_tflops", _("Price per TFLOPS at the chosen precision")),
+        ("-memory", _("Memory: most first")),
+    ]
+
+    q = django_filters.CharFilter(method="filter_text", label=_("Search"))
+    vendor = django_filters.MultipleChoiceFilter(
+        field_name="accelerator__vendor", choices=_vendor_choices, label=_("Vendor")
+    )
+    accelerator = django_filters.MultipleChoiceFilter(
+        field_name="accelerator__slug", choices=_accelerator_choices, label=_("Accelerator")
+    )
+    min_accelerators_per_node = django_filters.NumberFilter(
+        field_name="accelerators_per_node", lookup_expr="gte", label=_("Accelerators per node, at least")
+    )
+    min_memory_gb = django_filters.NumberFilter(
+        field_name="accelerator__memory_gb", lookup_expr="gte", label=_("Accelerator memory (GB), at least")
+    )
+    precision = django_filters.ChoiceFilter(
+        choices=Precision.choices, method="filter_nothing", label=_("Precision"), empty_label=None
+    )
+    min_tflops = django_filters.NumberFilter(
+        method="filter_min_tflops", label=_("Peak TFLOPS at that precision, at least")
+    )
+    region = django_filters.MultipleChoiceFilter(field_name="site__region", choices=Region.choices, label=_("Region"))
+    tier = django_filters.MultipleChoiceFilter(field_name="site__tier", choices=SiteTier.choices, label=_("Tier"))
+    zone = django_filters.MultipleChoiceFilter(
+        field_name="site__residency_zone", choices=ResidencyZone.choices, label=_("Data-residency zone")
+    )
+    domestic = django_filters.BooleanFilter(field_name="accelerator__is_domestic", label=_("Domestic (信创) only"))
+    min_price = django_filters.NumberFilter(field_name="on_demand_price", lookup_expr="gte", label=_("Price from"))
+    max_price = django_filters.NumberFilter(field_name="on_demand_price", lookup_expr="lte", label=_("Price up to"))
+    available = django_filters.BooleanFilter(method="filter_available", label=_("Available now"))
+    # Declared last: django-filter applies filters in declaration order, and sorting comes after narrowing.
+    sort = django_filters.ChoiceFilter(choices=SORTS, method="filter_sort", label=_("Sort"), empty_label=None)
+
+    def _precision(self) -> str:
+        return self.form.cleaned_data.get("precision") or DEFAULT_PRECISION
+
+    def filter_nothing(self, queryset: QuerySet, name: str, value) -> QuerySet:
+        return queryset  # precision only qualifies min_tflops and sort
+
+    def filter_text(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        for word in value.split():
+            queryset = queryset.filter(
+                Q(name__icontains=word)
+                | Q(accelerator__name__icontains=word)
+                | Q(accelerator__vendor__icontains=word)
+                | Q(site__name__icontains=word)
+                | Q(provider__name__icontains=word)
+            )
+        return queryset
+
+    def filter_min_tflops(self, queryset: QuerySet, name: str, value) -> QuerySet:
+        return queryset.filter(**{f"accelerator__tflops_{self._precision()}__gte": value})
+
+    def filter_available(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        return queryset.filter(capacity_nodes__gt=F("rented_nodes")) if value else queryset
+
+    def filter_sort(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if value == "-price":
+            return queryset.order_by("-on_demand_price", "-pk")
+        if value == "-memory":
+            return queryset.order_by("-accelerator__memory_gb", "on_demand_price", "pk")
+        if value == "price_per_tflops":
+            peak = F(f"accelerator__tflops_{self._precision()}")
+            return queryset.annotate(price_per_tflops=F("on_demand_price") / peak).order_by(
+                F("price_per_tflops").asc(nulls_last=True), "pk"
+            )
+        return queryset.order_by("on_demand_price", "pk")
+
+
+class ModelServiceFilterSet(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="filter_text", label=_("Search"))
+    modality = django_filters.ChoiceFilter(choices=ModelService.Modality.choices, label=_("Modality"))
+    model_family = django_filters.CharFilter(field_name="model_family", lookup_expr="iexact", label=_("Model family"))
+    zone = django_filters.MultipleChoiceFilter(
+        field_name="residency_zone", choices=ResidencyZone.choices, label=_("Data-residency zone")
+    )
+    min_context_length = django_filters.NumberFilter(
+        field_name="context_length", lookup_expr="gte", label=_("Context length, at least")
+    )
+    max_input_price = django_filters.NumberFilter(
+        field_name="input_price_per_1k_tokens", lookup_expr="lte", label=_("Input price per 1K tokens, up to")
+    )
+
+    def filter_text(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        for word in value.split():
+            queryset = queryset.filter(
+                Q(name__icontains=word) | Q(model_family__icontains=word) | Q(provider__name__icontains=word)
+            )
+        return queryset

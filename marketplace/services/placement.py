@@ -1,0 +1,146 @@
+"""Placement (算力调度): match a request to published offerings, price it, and say why the rest do not fit.
+
+Rentals take whole nodes: a request for N accelerators on nodes of K takes ceil(N / K) nodes and pays
+for every accelerator on them. Quotes rank by total price, then by peak TFLOPS per yuan.
+"""
+
+import math
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from marketplace.core.errors import DomainError
+from marketplace.models import AcceleratorModel, Offering
+
+SECONDS_PER_HOUR = 3600
+TRAINING_FLOPS_PER_PARAMETER_TOKEN = 6  # forward + backward pass of a dense transformer (Kaplan et al. 2020)
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    accelerators: int
+    hours: int
+    accelerator_slug: str = ""
+    precision: str = "bf16"
+    min_tflops: Decimal | None = None
+    region: str = ""
+    residency_zone: str = ""
+    domestic_only: bool = False
+    max_price_per_accelerator_hour: Decimal | None = None
+    interruptible_allowed: bool = False
+
+
+@dataclass(frozen=True)
+class Quote:
+    offering: Offering
+    mode: str  # "on_demand" or "interruptible"
+    nodes: int
+    accelerators: int
+    price_per_accelerator_hour: Decimal
+    total_price: Decimal
+    peak_tflops_per_yuan_hour: Decimal | None
+
+
+@dataclass
+class PlacementResult:
+    quotes: list[Quote] = field(default_factory=list)
+    excluded: list[tuple[Offering, str]] = field(default_factory=list)
+
+
+EXCLUSION_REASONS = {
+    "wrong_zone": gettext_lazy("Outside the requested data-residency zone"),
+    "wrong_region": gettext_lazy("Outside the requested region"),
+    "not_domestic": gettext_lazy("Not a domestic (信创) accelerator"),
+    "wrong_accelerator": gettext_lazy("A different accelerator model"),
+    "too_slow": gettext_lazy("Below the requested TFLOPS at that precision"),
+    "too_expensive": gettext_lazy("Above the maximum price"),
+    "no_capacity": gettext_lazy("Not enough free nodes"),
+    "duration_out_of_range": gettext_lazy("The duration is outside the offering's minimum and maximum"),
+}
+
+
+def _exclusion(offering: Offering, request: PlacementRequest, nodes: int, price: Decimal) -> str | None:
+    """The first rule the offering breaks, checked from the hardest constraint to the softest."""
+    accelerator = offering.accelerator
+    if request.residency_zone and offering.site.residency_zone != request.residency_zone:
+        return "wrong_zone"
+    if request.region and offering.site.region != request.region:
+        return "wrong_region"
+    if request.domestic_only and not accelerator.is_domestic:
+        return "not_domestic"
+    if request.accelerator_slug and accelerator.slug != request.accelerator_slug:
+        return "wrong_accelerator"
+    if request.min_tflops is not None:
+        peak = accelerator.peak_tflops(request.precision)
+        if peak is None or peak < request.min_tflops:
+            return "too_slow"
+    if request.max_price_per_accelerator_hour is not None and price > request.max_price_per_accelerator_hour:
+        return "too_expensive"
+    if request.hours < offering.min_rental_hours or (
+        offering.max_rental_hours is not None and request.hours > offering.max_rental_hours
+    ):
+        return "duration_out_of_range"
+    if offering.free_nodes < nodes:
+        return "no_capacity"
+    return None
+
+
+def placement_quote(*, request: PlacementRequest, offerings) -> PlacementResult:
+    """Rank the feasible offerings by total price; list every other one with the reason it was left out."""
+    if request.accelerators < 1 or request.hours < 1:
+        raise DomainError(_("Ask for at least one accelerator for at least one hour."), code="invalid_request")
+    result = PlacementResult()
+    for offering in offerings:
+        price, mode = offering.on_demand_price, "on_demand"
+        if request.interruptible_allowed and offering.interruptible_price is not None:
+            price, mode = offering.interruptible_price, "interruptible"
+        nodes = math.ceil(request.accelerators / offering.accelerators_per_node)
+        reason = _exclusion(offering, request, nodes, price)
+        if reason:
+            result.excluded.append((offering, reason))
+            continue
+        accelerators = nodes * offering.accelerators_per_node
+        peak = offering.accelerator.peak_tflops(request.precision)
+        result.quotes.append(
+            Quote(
+                offering=offering,
+                mode=mode,
+                nodes=nodes,
+                accelerators=accelerators,
+                price_per_accelerator_hour=price,
+                total_price=price * accelerators * request.hours,
+                peak_tflops_per_yuan_hour=(peak / price).quantize(Decimal("0.0001")) if peak else None,
+            )
+        )
+    result.quotes.sort(key=lambda q: (q.total_price, -(q.peak_tflops_per_yuan_hour or 0), q.offering.pk))
+    return result
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    total_flops: int
+    petaflop_days: Decimal
+    accelerator_hours: dict[str, Decimal]  # accelerator slug → hours at the given utilisation
+
+
+def training_estimate(
+    *, parameters: int, tokens: int, precision: str, mfu: Decimal, accelerators: list[AcceleratorModel]
+) -> TrainingEstimate:
+    """Total training compute ≈ 6·N·D FLOPs, and the accelerator-hours it takes on each accelerator at `mfu`."""
+    if parameters <= 0 or tokens <= 0:
+        raise DomainError(_("Parameters and tokens must be positive."), code="invalid_request")
+    if not (Decimal("0") < mfu <= Decimal("1")):
+        raise DomainError(_("Utilisation (MFU) is a fraction between 0 and 1."), code="invalid_request")
+    total_flops = TRAINING_FLOPS_PER_PARAMETER_TOKEN * parameters * tokens
+    hours = {}
+    for accelerator in accelerators:
+        peak = accelerator.peak_tflops(precision)
+        if peak:
+            effective_flops_per_second = Decimal(peak) * Decimal(10) ** 12 * mfu
+            hours[accelerator.slug] = (Decimal(total_flops) / effective_flops_per_second / SECONDS_PER_HOUR).quantize(
+                Decimal("0.1"), rounding=ROUND_HALF_UP
+            )
+    petaflop_days = (Decimal(total_flops) / (Decimal(10) ** 15 * 86400)).quantize(Decimal("0.1"))
+    return TrainingEstimate(total_flops=total_flops, petaflop_days=petaflop_days, accelerator_hours=hours)
