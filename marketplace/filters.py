@@ -1,7 +1,8 @@
 """FilterSets shared by the storefront pages and the REST API: the same facets, the same SQL."""
 
 import django_filters
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, FloatField, Q, QuerySet
+from django.db.models.functions import Cast
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.regions import Region
@@ -86,7 +87,8 @@ class OfferingFilterSet(django_filters.FilterSet):
         if value == "-memory":
             return queryset.order_by("-accelerator__memory_gb", "on_demand_price", "pk")
         if value == "price_per_tflops":
-            peak = F(f"accelerator__tflops_{self._precision()}")
+            # A ranking key, not money: the cast keeps SQLite from integer-dividing whole-number decimals.
+            peak = Cast(F(f"accelerator__tflops_{self._precision()}"), FloatField())
             return queryset.annotate(price_per_tflops=F("on_demand_price") / peak).order_by(
                 F("price_per_tflops").asc(nulls_last=True), "pk"
             )
