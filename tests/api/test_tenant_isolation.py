@@ -7,7 +7,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
+from marketplace.models import ModelService, Offering
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
+from tests.factories.marketplace import ModelServiceFactory, OfferingFactory
 
 API_PREFIX = "api/v1/"
 PK_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
@@ -44,6 +46,9 @@ def tenants(db):
     user_a = MembershipFactory(organization=organization_a).user
     MembershipFactory(organization=organization_b)
     ProviderProfileFactory(organization=organization_a)
+    ProviderProfileFactory(organization=organization_b)  # so provider routes answer B with 404, not 403
+    offering_a = OfferingFactory(provider=organization_a, status=Offering.Status.DRAFT)
+    service_a = ModelServiceFactory(provider=organization_a, status=ModelService.Status.DRAFT)
     key_a, secret_a = api_key_for(organization_a, user=user_a)
     invitation_a, _token = services.invitation_create(
         organization=organization_a, email="invitee@example.com", role="member", invited_by=user_a
@@ -55,6 +60,8 @@ def tenants(db):
         "secret_a": secret_a,
         "membership_id": organization_a.memberships.get(user=user_a).pk,
         "invitation_id": invitation_a.pk,
+        "offering_a": offering_a,
+        "service_a": service_a,
     }
 
 
@@ -63,27 +70,45 @@ def concrete_path(route: str, *, pk: int, tenants: dict) -> str:
     return "/" + API_PREFIX + NESTED_GROUP.sub(lambda match: str(tenants[match.group(1)]), path)
 
 
+def resource_of(route: str) -> str:
+    return route.split("(?P<pk>")[0]
+
+
+# Shared reference data that every tenant reads alike: no tenant owns a site or an accelerator model.
+GLOBAL_CATALOGUE = {"sites/", "accelerators/"}
+OBJECT_OF_A = {
+    "organizations/": lambda t: t["a"].pk,
+    "api-keys/": lambda t: t["key_a"].pk,
+    "offerings/": lambda t: t["offering_a"].pk,  # a draft: not in the public catalogue
+    "model-services/": lambda t: t["service_a"].pk,
+    "provider/offerings/": lambda t: t["offering_a"].pk,
+    "provider/model-services/": lambda t: t["service_a"].pk,
+}
+
+
 def test_every_api_route_is_covered_by_the_isolation_walk():
-    resources = {route.split("/")[0] for route, _cb in api_routes() if PK_GROUP.search(route)}
-    assert resources == {"organizations", "api-keys"}, "add the new resource to OBJECT_OF_A below"
-
-
-OBJECT_OF_A = {"organizations": lambda t: t["a"].pk, "api-keys": lambda t: t["key_a"].pk}
+    resources = {resource_of(route) for route, _cb in api_routes() if PK_GROUP.search(route)}
+    assert resources == set(OBJECT_OF_A) | GLOBAL_CATALOGUE, "add the new resource to OBJECT_OF_A"
 
 
 def test_other_organization_gets_404_on_every_detail_route_and_nothing_changes(tenants, api_client_for):
     # given
     client_b = api_client_for(tenants["b"])
     client_a = api_client_for(tenants["a"])
-    detail_routes = [(route, cb) for route, cb in api_routes() if PK_GROUP.search(route)]
+    detail_routes = [
+        (route, cb)
+        for route, cb in api_routes()
+        if PK_GROUP.search(route) and resource_of(route) not in GLOBAL_CATALOGUE
+    ]
     assert detail_routes
     # when / then
     for route, callback in detail_routes:
-        object_id = OBJECT_OF_A[route.split("/")[0]](tenants)
+        resource = resource_of(route)
+        object_id = OBJECT_OF_A[resource](tenants)
         path = concrete_path(route, pk=object_id, tenants=tenants)
         methods = allowed_methods(callback)
-        if "GET" in methods:  # the same path works for A itself
-            assert client_a.get(path).status_code == 200, path
+        if "GET" in methods and not resource.startswith(("offerings/", "model-services/")):
+            assert client_a.get(path).status_code == 200, path  # the same path works for A itself
         for method in methods:
             response = getattr(client_b, method.lower())(path, data={"name": "hijack"}, format="json")
             assert response.status_code == 404, (method, path, response.status_code, response.content)
@@ -98,6 +123,10 @@ def assert_a_unchanged(tenants: dict) -> None:
     assert Membership.objects.get(pk=tenants["membership_id"]).role == Membership.Role.OWNER
     assert Invitation.objects.get(pk=tenants["invitation_id"]).is_pending
     assert list(tenants["a"].invitations.values_list("email", flat=True)) == ["invitee@example.com"]
+    tenants["offering_a"].refresh_from_db()
+    tenants["service_a"].refresh_from_db()
+    assert tenants["offering_a"].name != "hijack" and tenants["offering_a"].status == Offering.Status.DRAFT
+    assert tenants["service_a"].name != "hijack" and tenants["service_a"].status == ModelService.Status.DRAFT
 
 
 def test_nested_objects_of_a_are_404_under_bs_own_organization(tenants, api_client_for):

@@ -16,10 +16,22 @@ def catalogue(db):
     edge = SiteFactory(name="Shenzhen Edge", region="greater-bay", tier="edge", residency_zone="cn-south")
     return {
         "h100": OfferingFactory(name="H100 east", site=east, on_demand_price=Decimal("18.5")),
-        "910b": OfferingFactory(name="Ascend west", site=west, accelerator=accelerator("huawei-ascend-910b"), on_demand_price=Decimal("9.0")),
-        "4090": OfferingFactory(name="4090 edge", site=edge, accelerator=accelerator("nvidia-rtx-4090"), accelerators_per_node=4, on_demand_price=Decimal("2.2"), capacity_nodes=2, rented_nodes=2),
-        "draft": OfferingFactory(name="H100 draft", site=east, status=Offering.Status.DRAFT, on_demand_price=Decimal("1")),
-    }  # fmt: skip
+        "910b": OfferingFactory(
+            name="Ascend west", site=west, accelerator=accelerator("huawei-ascend-910b"), on_demand_price=Decimal("9.0")
+        ),
+        "4090": OfferingFactory(
+            name="4090 edge",
+            site=edge,
+            accelerator=accelerator("nvidia-rtx-4090"),
+            accelerators_per_node=4,
+            on_demand_price=Decimal("2.2"),
+            capacity_nodes=2,
+            rented_nodes=2,
+        ),
+        "draft": OfferingFactory(
+            name="H100 draft", site=east, status=Offering.Status.DRAFT, on_demand_price=Decimal("1")
+        ),
+    }
 
 
 def names(filters) -> list[str]:

@@ -15,9 +15,11 @@ def offerings(db):
     return {
         "h100_east": OfferingFactory(site=east, on_demand_price=Decimal("18.5"), interruptible_price=Decimal("9.0")),
         "h100_west": OfferingFactory(site=west, on_demand_price=Decimal("15.0")),
-        "ascend_west": OfferingFactory(site=west, accelerator=accelerator("huawei-ascend-910b"), on_demand_price=Decimal("9.0")),
+        "ascend_west": OfferingFactory(
+            site=west, accelerator=accelerator("huawei-ascend-910b"), on_demand_price=Decimal("9.0")
+        ),
         "busy_east": OfferingFactory(site=east, on_demand_price=Decimal("1.0"), capacity_nodes=1, rented_nodes=1),
-    }  # fmt: skip
+    }
 
 
 def quote(**kwargs):
