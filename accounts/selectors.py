@@ -65,3 +65,8 @@ def organization_get_active(*, user: User, organization_id: int | None) -> Organ
 
 def provider_profile_get(*, organization: Organization) -> ProviderProfile | None:
     return ProviderProfile.objects.filter(organization=organization).first()
+
+
+def provider_is_approved(*, organization: Organization) -> bool:
+    """Asked of the database, not of a cached profile: approval may have changed since the object was loaded."""
+    return ProviderProfile.objects.filter(organization=organization, status=ProviderProfile.Status.APPROVED).exists()

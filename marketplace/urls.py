@@ -4,8 +4,32 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from marketplace.views import console, health, storefront
 
-storefront_patterns = ([path("", storefront.home, name="home")], "storefront")
-console_patterns = ([path("", console.console_home, name="home")], "console")
+storefront_patterns = (
+    [
+        path("", storefront.home, name="home"),
+        path("offerings/", storefront.offering_list, name="offering-list"),
+        path("offerings/compare/", storefront.offering_compare, name="offering-compare"),
+        path("offerings/<int:pk>/", storefront.offering_detail, name="offering-detail"),
+        path("offerings/<int:pk>/price/", storefront.offering_price_calculator, name="offering-price"),
+        path("models/", storefront.model_service_list, name="model-service-list"),
+        path("models/<int:pk>/", storefront.model_service_detail, name="model-service-detail"),
+        path("placement/", storefront.placement, name="placement"),
+        path("estimator/", storefront.estimator, name="estimator"),
+    ],
+    "storefront",
+)
+console_patterns = (
+    [
+        path("", console.console_home, name="home"),
+        path("offerings/new/", console.offering_edit, name="offering-create"),
+        path("offerings/<int:pk>/", console.offering_edit, name="offering-edit"),
+        path("offerings/<int:pk>/status/", console.offering_status, name="offering-status"),
+        path("model-services/new/", console.model_service_edit, name="model-service-create"),
+        path("model-services/<int:pk>/", console.model_service_edit, name="model-service-edit"),
+        path("model-services/<int:pk>/status/", console.model_service_status, name="model-service-status"),
+    ],
+    "console",
+)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

@@ -8,6 +8,7 @@ from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization, User
+from accounts.selectors import provider_is_approved
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
 from marketplace.models import AcceleratorModel, ModelService, Offering, OfferingPriceChange, Site
 
@@ -32,7 +33,7 @@ class InvalidTransition(Conflict):
 
 
 def provider_require(*, organization: Organization) -> None:
-    if not organization.is_approved_provider:
+    if not provider_is_approved(organization=organization):
         raise PermissionDenied(
             _("Only approved providers can list capacity. Apply under “Become a provider”."), code="provider_required"
         )
@@ -132,6 +133,8 @@ def offering_update(*, offering_id: int, actor: User, **fields) -> Offering:
 
 
 def _transition(model, *, pk: int, to: str, extra_check=None):
+    if to not in model.Status.values:
+        raise DomainError(_("Unknown status."), code="invalid_status", status=to)
     obj = model.objects.select_for_update().get(pk=pk)
     if obj.status == to:
         return obj, False

@@ -61,6 +61,47 @@ EXCLUSION_REASONS = {
 }
 
 
+class PricingMode:
+    ON_DEMAND, INTERRUPTIBLE = "on_demand", "interruptible"
+    RESERVED = {f"reserved_{term}": term for term in Offering.RESERVED_TERMS}  # reserved_1w, reserved_1m, reserved_3m
+
+
+@dataclass(frozen=True)
+class PriceEstimate:
+    mode: str
+    nodes: int
+    accelerators: int
+    hours: int
+    price_per_accelerator_hour: Decimal
+    total_price: Decimal
+
+
+def offering_price(*, offering: Offering, accelerators: int, hours: int, mode: str) -> PriceEstimate:
+    """What a rental would cost: whole nodes, the mode's price per accelerator-hour; a reserved term fixes the hours."""
+    if accelerators < 1 or hours < 1:
+        raise DomainError(_("Ask for at least one accelerator for at least one hour."), code="invalid_request")
+    if mode == PricingMode.ON_DEMAND:
+        price = offering.on_demand_price
+    elif mode == PricingMode.INTERRUPTIBLE and offering.interruptible_price is not None:
+        price = offering.interruptible_price
+    elif mode in PricingMode.RESERVED and offering.reserved_discounts()[PricingMode.RESERVED[mode]] is not None:
+        discount = offering.reserved_discounts()[PricingMode.RESERVED[mode]]
+        price = offering.on_demand_price * (100 - discount) / 100
+        hours = Offering.RESERVED_TERMS[PricingMode.RESERVED[mode]]
+    else:
+        raise DomainError(_("This offering is not sold in that mode."), code="mode_unavailable", mode=mode)
+    nodes = math.ceil(accelerators / offering.accelerators_per_node)
+    allocated = nodes * offering.accelerators_per_node
+    return PriceEstimate(
+        mode=mode,
+        nodes=nodes,
+        accelerators=allocated,
+        hours=hours,
+        price_per_accelerator_hour=price,
+        total_price=price * allocated * hours,
+    )
+
+
 def _exclusion(offering: Offering, request: PlacementRequest, nodes: int, price: Decimal) -> str | None:
     """The first rule the offering breaks, checked from the hardest constraint to the softest."""
     accelerator = offering.accelerator
@@ -93,25 +134,25 @@ def placement_quote(*, request: PlacementRequest, offerings) -> PlacementResult:
         raise DomainError(_("Ask for at least one accelerator for at least one hour."), code="invalid_request")
     result = PlacementResult()
     for offering in offerings:
-        price, mode = offering.on_demand_price, "on_demand"
-        if request.interruptible_allowed and offering.interruptible_price is not None:
-            price, mode = offering.interruptible_price, "interruptible"
-        nodes = math.ceil(request.accelerators / offering.accelerators_per_node)
-        reason = _exclusion(offering, request, nodes, price)
+        interruptible = request.interruptible_allowed and offering.interruptible_price is not None
+        mode = PricingMode.INTERRUPTIBLE if interruptible else PricingMode.ON_DEMAND
+        price = offering_price(offering=offering, accelerators=request.accelerators, hours=request.hours, mode=mode)
+        reason = _exclusion(offering, request, price.nodes, price.price_per_accelerator_hour)
         if reason:
             result.excluded.append((offering, reason))
             continue
-        accelerators = nodes * offering.accelerators_per_node
         peak = offering.accelerator.peak_tflops(request.precision)
         result.quotes.append(
             Quote(
                 offering=offering,
                 mode=mode,
-                nodes=nodes,
-                accelerators=accelerators,
-                price_per_accelerator_hour=price,
-                total_price=price * accelerators * request.hours,
-                peak_tflops_per_yuan_hour=(peak / price).quantize(Decimal("0.0001")) if peak else None,
+                nodes=price.nodes,
+                accelerators=price.accelerators,
+                price_per_accelerator_hour=price.price_per_accelerator_hour,
+                total_price=price.total_price,
+                peak_tflops_per_yuan_hour=(peak / price.price_per_accelerator_hour).quantize(Decimal("0.0001"))
+                if peak
+                else None,
             )
         )
     result.quotes.sort(key=lambda q: (q.total_price, -(q.peak_tflops_per_yuan_hour or 0), q.offering.pk))

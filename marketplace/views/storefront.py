@@ -1,8 +1,152 @@
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+"""Storefront pages: selectors out, templates; htmx asks for the fragments."""
 
+import math
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from marketplace.core.errors import DomainError
 from marketplace.core.regions import Region
+from marketplace.filters import DEFAULT_PRECISION, ModelServiceFilterSet, OfferingFilterSet
+from marketplace.forms import EstimatorForm, PlacementForm, PriceCalculatorForm
+from marketplace.models import Precision
+from marketplace.selectors import catalogue
+from marketplace.services.placement import (
+    EXCLUSION_REASONS,
+    PlacementRequest,
+    offering_price,
+    placement_quote,
+    training_estimate,
+)
+
+PAGE_SIZE = 20
+MAX_COMPARED = 4
+ESTIMATE_QUOTE_ACCELERATORS = 8  # the estimator's "quote it" link asks for one 8-accelerator node
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "marketplace/home.html", {"regions": Region.choices})
+    context = {"regions": Region.choices, "cheapest": catalogue.offering_list()[:6]}
+    return render(request, "marketplace/home.html", context)
+
+
+def offering_list(request: HttpRequest) -> HttpResponse:
+    filterset = OfferingFilterSet(request.GET, queryset=catalogue.offering_list())
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    precision = (filterset.form.cleaned_data.get("precision") if filterset.is_valid() else None) or DEFAULT_PRECISION
+    for offering in page:
+        offering.peak_at_precision = offering.accelerator.peak_tflops(precision)
+    context = {
+        "filterset": filterset,
+        "page": page,
+        "precision": precision,
+        "query": _query_without_page(request),
+        "compare_limit": MAX_COMPARED,
+    }
+    template = "marketplace/partials/_offering_results.html" if _is_htmx(request) else "marketplace/offering_list.html"
+    return render(request, template, context)
+
+
+def offering_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    offering = get_object_or_404(catalogue.offering_list(), pk=pk)
+    history = list(catalogue.offering_price_history(offering=offering)[:50])
+    context = {
+        "offering": offering,
+        "calculator": PriceCalculatorForm(offering=offering),
+        "history": history,
+        "chart": {
+            "labels": [change.effective_at.strftime("%Y-%m-%d") for change in reversed(history)],
+            "on_demand": [str(change.on_demand_price) for change in reversed(history)],
+        },
+        "peaks": [
+            (p, offering.accelerator.peak_tflops(p)) for p in ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+        ],
+    }
+    return render(request, "marketplace/offering_detail.html", context)
+
+
+def offering_price_calculator(request: HttpRequest, pk: int) -> HttpResponse:
+    offering = get_object_or_404(catalogue.offering_list(), pk=pk)
+    form = PriceCalculatorForm(request.GET, offering=offering)
+    estimate, error = None, None
+    if form.is_valid():
+        try:
+            estimate = offering_price(offering=offering, **form.cleaned_data)
+        except DomainError as exc:
+            error = exc.detail
+    return render(
+        request, "marketplace/partials/_price_estimate.html", {"form": form, "estimate": estimate, "error": error}
+    )
+
+
+def offering_compare(request: HttpRequest) -> HttpResponse:
+    ids = [int(i) for i in request.GET.getlist("ids") if i.isdigit()][:MAX_COMPARED]
+    offerings = list(catalogue.offering_list().filter(pk__in=ids))
+    context = {
+        "offerings": offerings,
+        "too_many": len(request.GET.getlist("ids")) > MAX_COMPARED,
+        "peak_rows": [(p.label, [o.accelerator.peak_tflops(p.value) for o in offerings]) for p in Precision],
+    }
+    return render(request, "marketplace/offering_compare.html", context)
+
+
+def model_service_list(request: HttpRequest) -> HttpResponse:
+    filterset = ModelServiceFilterSet(request.GET, queryset=catalogue.model_service_list())
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"filterset": filterset, "page": page, "query": _query_without_page(request)}
+    template = (
+        "marketplace/partials/_model_results.html" if _is_htmx(request) else "marketplace/model_service_list.html"
+    )
+    return render(request, template, context)
+
+
+def model_service_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    service = get_object_or_404(catalogue.model_service_list(), pk=pk)
+    return render(request, "marketplace/model_service_detail.html", {"service": service})
+
+
+def placement(request: HttpRequest) -> HttpResponse:
+    """The 算力调度 form: requirements in, ranked quotes and the reasons for the rest out."""
+    form = PlacementForm(request.GET or None)
+    result = None
+    if form.is_valid():
+        data = dict(form.cleaned_data)
+        accelerator = data.pop("accelerator")
+        placement_request = PlacementRequest(accelerator_slug=accelerator.slug if accelerator else "", **data)
+        result = placement_quote(request=placement_request, offerings=catalogue.offering_list())
+    context = {"form": form, "result": result, "reasons": EXCLUSION_REASONS}
+    template = "marketplace/partials/_placement_results.html" if _is_htmx(request) else "marketplace/placement.html"
+    return render(request, template, context)
+
+
+def estimator(request: HttpRequest) -> HttpResponse:
+    form = EstimatorForm(request.GET or None)
+    estimate, rows = None, []
+    if form.is_valid():
+        accelerators = list(catalogue.accelerator_list())
+        try:
+            estimate = training_estimate(accelerators=accelerators, **form.cleaned_data)
+        except DomainError as error:
+            form.add_error(None, error.detail)
+        else:
+            hours = estimate.accelerator_hours
+            rows = sorted(
+                (
+                    (a, hours[a.slug], math.ceil(hours[a.slug] / ESTIMATE_QUOTE_ACCELERATORS))
+                    for a in accelerators
+                    if a.slug in hours
+                ),
+                key=lambda row: row[1],
+            )
+    context = {"form": form, "estimate": estimate, "rows": rows, "quote_accelerators": ESTIMATE_QUOTE_ACCELERATORS}
+    return render(request, "marketplace/estimator.html", context)

@@ -1,0 +1,88 @@
+from decimal import Decimal
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from marketplace.core.regions import Region
+from marketplace.models import AcceleratorModel, ModelService, Offering, Precision, ResidencyZone, Site
+from marketplace.services.placement import PricingMode
+
+
+class PriceCalculatorForm(forms.Form):
+    accelerators = forms.IntegerField(label=_("Accelerators"), min_value=1, max_value=10000, initial=8)
+    hours = forms.IntegerField(label=_("Hours"), min_value=1, max_value=24 * 365, initial=24)
+    mode = forms.ChoiceField(label=_("Mode"))
+
+    def __init__(self, *args, offering: Offering, **kwargs):
+        super().__init__(*args, **kwargs)
+        modes = [(PricingMode.ON_DEMAND, _("On demand"))]
+        if offering.interruptible_price is not None:
+            modes.append((PricingMode.INTERRUPTIBLE, _("Interruptible")))
+        labels = {"1w": _("Reserved 1 week"), "1m": _("Reserved 1 month"), "3m": _("Reserved 3 months")}
+        modes += [(f"reserved_{t}", labels[t]) for t, d in offering.reserved_discounts().items() if d is not None]
+        self.fields["mode"].choices = modes
+        self.fields["accelerators"].initial = offering.accelerators_per_node
+
+
+class PlacementForm(forms.Form):
+    accelerators = forms.IntegerField(label=_("Accelerators"), min_value=1, max_value=100000, initial=8)
+    hours = forms.IntegerField(label=_("Hours"), min_value=1, max_value=24 * 365 * 3, initial=24)
+    accelerator = forms.ModelChoiceField(
+        label=_("Accelerator model"), queryset=AcceleratorModel.objects.order_by("vendor", "name"), required=False,
+        to_field_name="slug", empty_label=_("Any"),
+    )  # fmt: skip
+    precision = forms.ChoiceField(label=_("Precision"), choices=Precision.choices, initial=Precision.BF16)
+    min_tflops = forms.DecimalField(label=_("Peak TFLOPS at that precision, at least"), min_value=0, required=False)
+    region = forms.ChoiceField(label=_("Region"), choices=[("", _("Any")), *Region.choices], required=False)
+    residency_zone = forms.ChoiceField(
+        label=_("Data-residency zone"), choices=[("", _("Any")), *ResidencyZone.choices], required=False
+    )
+    domestic_only = forms.BooleanField(label=_("Domestic (信创) only"), required=False)
+    max_price_per_accelerator_hour = forms.DecimalField(
+        label=_("Max price per accelerator-hour (CNY)"), min_value=0, required=False
+    )
+    interruptible_allowed = forms.BooleanField(label=_("Interruptible is fine"), required=False)
+
+
+class EstimatorForm(forms.Form):
+    parameters = forms.IntegerField(label=_("Model parameters"), min_value=1, initial=7_000_000_000)
+    tokens = forms.IntegerField(label=_("Training tokens"), min_value=1, initial=2_000_000_000_000)
+    precision = forms.ChoiceField(label=_("Precision"), choices=Precision.choices, initial=Precision.BF16)
+    mfu = forms.DecimalField(
+        label=_("Utilisation (MFU)"), min_value=Decimal("0.01"), max_value=Decimal("1"), initial=Decimal("0.4")
+    )
+
+
+class OfferingForm(forms.ModelForm):
+    site = forms.ModelChoiceField(label=_("Site"), queryset=Site.objects.order_by("region", "name"))
+    accelerator = forms.ModelChoiceField(
+        label=_("Accelerator model"), queryset=AcceleratorModel.objects.order_by("vendor", "name")
+    )
+
+    class Meta:
+        model = Offering
+        fields = [
+            "name", "description", "site", "accelerator", "accelerators_per_node", "vcpu_per_node",
+            "ram_gb_per_node", "disk_gb_per_node", "network_gbps", "capacity_nodes", "on_demand_price",
+            "interruptible_price", "reserved_1w_discount_percent", "reserved_1m_discount_percent",
+            "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours",
+        ]  # fmt: skip
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class ModelServiceForm(forms.ModelForm):
+    upstream_api_key = forms.CharField(
+        label=_("Upstream API key"),
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_("Stored for the gateway and never shown again. Leave blank to keep the current key."),
+    )
+
+    class Meta:
+        model = ModelService
+        fields = [
+            "name", "slug", "model_family", "description", "modality", "context_length", "max_output_tokens",
+            "precision", "input_price_per_1k_tokens", "output_price_per_1k_tokens", "rate_limit_rpm",
+            "rate_limit_tpm", "residency_zone", "upstream_base_url", "upstream_api_key",
+        ]  # fmt: skip
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
