@@ -1,7 +1,7 @@
 """FilterSets shared by the storefront pages and the REST API: the same facets, the same SQL."""
 
 import django_filters
-from django.db.models import F, FloatField, Q, QuerySet
+from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils.translation import gettext_lazy as _
 
@@ -89,9 +89,8 @@ class OfferingFilterSet(django_filters.FilterSet):
         if value == "price_per_tflops":
             # A ranking key, not money: the cast keeps SQLite from integer-dividing whole-number decimals.
             peak = Cast(F(f"accelerator__tflops_{self._precision()}"), FloatField())
-            return queryset.annotate(price_per_tflops=F("on_demand_price") / peak).order_by(
-                F("price_per_tflops").asc(nulls_last=True), "pk"
-            )
+            ratio = ExpressionWrapper(F("on_demand_price") / peak, output_field=FloatField())
+            return queryset.annotate(price_per_tflops=ratio).order_by(F("price_per_tflops").asc(nulls_last=True), "pk")
         return queryset.order_by("on_demand_price", "pk")
 
 

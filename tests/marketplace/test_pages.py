@@ -1,0 +1,164 @@
+"""Storefront and console pages through Django's test client (browser flows live in tests/browser/)."""
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from marketplace.core.regions import Region
+from marketplace.models import ModelService, Offering, Site, SiteTier
+from tests.factories.accounts import MembershipFactory
+from tests.factories.marketplace import (
+    ModelServiceFactory,
+    OfferingFactory,
+    ProviderOrganizationFactory,
+    SiteFactory,
+    accelerator,
+)
+
+
+def test_seed_demo_is_idempotent_and_covers_every_region_and_tier(db):
+    call_command("seed_demo", stdout=io.StringIO())
+    counts = (Site.objects.count(), Offering.objects.count(), ModelService.objects.count())
+    second_run = io.StringIO()
+    call_command("seed_demo", stdout=second_run)
+    assert (Site.objects.count(), Offering.objects.count(), ModelService.objects.count()) == counts
+    assert "(0 new objects)" in second_run.getvalue()
+    assert set(Site.objects.values_list("region", flat=True)) == set(Region.values)
+    assert set(Site.objects.values_list("tier", flat=True)) == set(SiteTier.values)
+    assert Offering.objects.filter(status="published", accelerator__is_domestic=True).count() >= 4
+    assert set(ModelService.objects.values_list("status", flat=True)) == {"paused"}
+
+
+def test_offering_list_htmx_returns_the_results_fragment(db, client):
+    OfferingFactory(name="Visible H100")
+    full = client.get("/offerings/?region=yangtze-delta")
+    fragment = client.get("/offerings/?region=yangtze-delta", HTTP_HX_REQUEST="true")
+    assert "Visible H100" in full.content.decode() and "<html" in full.content.decode()
+    assert "Visible H100" in fragment.content.decode() and "<html" not in fragment.content.decode()
+
+
+def test_offering_list_shows_an_empty_state_that_says_what_to_do(db, client):
+    OfferingFactory()
+    body = client.get("/offerings/?region=ningxia", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No offering matches these filters" in body
+
+
+def test_offering_list_page_query_count_is_flat(db, client):
+    OfferingFactory.create_batch(3)
+    with CaptureQueriesContext(connection) as few:
+        client.get("/offerings/?sort=price_per_tflops&precision=fp8")
+    OfferingFactory.create_batch(30)
+    with CaptureQueriesContext(connection) as many:
+        response = client.get("/offerings/?sort=price_per_tflops&precision=fp8")
+    assert response.status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_draft_offering_detail_is_404_for_buyers(db, client):
+    draft = OfferingFactory(status=Offering.Status.DRAFT)
+    assert client.get(f"/offerings/{draft.pk}/").status_code == 404
+
+
+def test_price_calculator_prices_whole_nodes_and_reserved_terms(db, client):
+    offering = OfferingFactory(on_demand_price=Decimal("10"), reserved_1m_discount_percent=Decimal("20"))
+    on_demand = client.get(f"/offerings/{offering.pk}/price/?accelerators=3&hours=10&mode=on_demand")
+    reserved = client.get(f"/offerings/{offering.pk}/price/?accelerators=8&hours=1&mode=reserved_1m")
+    assert on_demand.context["estimate"].total_price == Decimal("800")  # one 8-accelerator node × 10 h × ¥10
+    assert reserved.context["estimate"].total_price == Decimal("8") * 8 * 720  # ¥8 after 20 % off, 30 days
+
+
+def test_compare_shows_up_to_four(db, client):
+    offerings = OfferingFactory.create_batch(5)
+    query = "&".join(f"ids={o.pk}" for o in offerings)
+    response = client.get(f"/offerings/compare/?{query}")
+    assert len(response.context["offerings"]) == 4
+    assert response.context["too_many"] is True
+
+
+def test_placement_page_ranks_and_explains(db, client):
+    OfferingFactory(name="East", site=SiteFactory(residency_zone="cn-east"))
+    OfferingFactory(name="South", site=SiteFactory(residency_zone="cn-south"))
+    response = client.get("/placement/?accelerators=8&hours=4&precision=bf16&residency_zone=cn-east")
+    result = response.context["result"]
+    assert [q.offering.name for q in result.quotes] == ["East"]
+    assert [(o.name, r) for o, r in result.excluded] == [("South", "wrong_zone")]
+
+
+def test_estimator_page(db, client):
+    response = client.get("/estimator/?parameters=175000000000&tokens=300000000000&precision=bf16&mfu=0.5")
+    assert response.status_code == 200
+    assert response.context["estimate"].petaflop_days == Decimal("3645.8")
+    assert response.context["rows"][0][0] == accelerator("nvidia-h100-sxm")  # fastest at BF16 (tied with H800)
+
+
+def test_model_services_list_hides_drafts_and_secrets(db, client):
+    ModelServiceFactory(name="Public Qwen")
+    ModelServiceFactory(name="Secret draft", status="draft")
+    body = client.get("/models/").content.decode()
+    assert "Public Qwen" in body and "Secret draft" not in body
+    assert "sk-upstream-secret-never-shown" not in body
+
+
+@pytest.fixture
+def provider_client(db, client):
+    provider = ProviderOrganizationFactory()
+    user = MembershipFactory(organization=provider).user
+    client.force_login(user)
+    return client, provider
+
+
+def test_provider_creates_publishes_and_buyers_see_it(provider_client):
+    client, provider = provider_client
+    site = SiteFactory()
+    response = client.post(
+        "/console/offerings/new/",
+        {
+            "name": "Console H100", "description": "Ready", "site": site.pk,
+            "accelerator": accelerator("nvidia-h100-sxm").pk, "accelerators_per_node": 8, "vcpu_per_node": 96,
+            "ram_gb_per_node": 1024, "disk_gb_per_node": 4000, "network_gbps": 200, "capacity_nodes": 2,
+            "on_demand_price": "17.5", "min_rental_hours": 1,
+        },
+    )  # fmt: skip
+    offering = Offering.objects.get(name="Console H100")
+    client.post(f"/console/offerings/{offering.pk}/status/", {"status": "published"})
+    assert response.status_code == 302
+    assert "Console H100" in client.get("/offerings/").content.decode()
+
+
+def test_console_form_shows_the_services_refusal_next_to_the_field(provider_client):
+    client, provider = provider_client
+    offering = OfferingFactory(provider=provider, capacity_nodes=4, rented_nodes=3)
+    data = {
+        "name": offering.name, "description": "x", "site": offering.site_id, "accelerator": offering.accelerator_id,
+        "accelerators_per_node": 8, "vcpu_per_node": 96, "ram_gb_per_node": 1024, "disk_gb_per_node": 4000,
+        "network_gbps": 200, "capacity_nodes": 2, "on_demand_price": "17.5", "min_rental_hours": 1,
+    }  # fmt: skip
+    response = client.post(f"/console/offerings/{offering.pk}/", data)
+    assert response.status_code == 200
+    assert response.context["form"].errors["capacity_nodes"]
+    offering.refresh_from_db()
+    assert offering.capacity_nodes == 4
+
+
+def test_provider_cannot_open_another_providers_offering_in_the_console(provider_client):
+    client, _provider = provider_client
+    theirs = OfferingFactory()
+    assert client.get(f"/console/offerings/{theirs.pk}/").status_code == 404
+    assert client.post(f"/console/offerings/{theirs.pk}/status/", {"status": "retired"}).status_code == 404
+
+
+def test_console_model_service_form_never_shows_the_key(provider_client):
+    client, provider = provider_client
+    service = ModelServiceFactory(provider=provider)
+    body = client.get(f"/console/model-services/{service.pk}/").content.decode()
+    assert "sk-upstream-secret-never-shown" not in body
+
+
+@pytest.mark.parametrize("path", ["/", "/offerings/", "/models/", "/placement/", "/estimator/", "/offerings/compare/"])
+def test_storefront_pages_render(db, client, path):
+    OfferingFactory()
+    assert client.get(path).status_code == 200
