@@ -1,6 +1,7 @@
 """FilterSets shared by the storefront pages and the REST API: the same facets, the same SQL."""
 
 import django_filters
+from django import forms
 from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils.translation import gettext_lazy as _
@@ -9,6 +10,7 @@ from marketplace.core.regions import Region
 from marketplace.models import AcceleratorModel, ModelService, Precision, ResidencyZone, SiteTier
 
 DEFAULT_PRECISION = Precision.BF16
+CHECKBOXES = forms.CheckboxSelectMultiple
 
 
 def _vendor_choices():
@@ -29,10 +31,10 @@ class OfferingFilterSet(django_filters.FilterSet):
 
     q = django_filters.CharFilter(method="filter_text", label=_("Search"))
     vendor = django_filters.MultipleChoiceFilter(
-        field_name="accelerator__vendor", choices=_vendor_choices, label=_("Vendor")
+        field_name="accelerator__vendor", choices=_vendor_choices, label=_("Vendor"), widget=CHECKBOXES
     )
     accelerator = django_filters.MultipleChoiceFilter(
-        field_name="accelerator__slug", choices=_accelerator_choices, label=_("Accelerator")
+        field_name="accelerator__slug", choices=_accelerator_choices, label=_("Accelerator"), widget=CHECKBOXES
     )
     min_accelerators_per_node = django_filters.NumberFilter(
         field_name="accelerators_per_node", lookup_expr="gte", label=_("Accelerators per node, at least")
@@ -46,15 +48,27 @@ class OfferingFilterSet(django_filters.FilterSet):
     min_tflops = django_filters.NumberFilter(
         method="filter_min_tflops", label=_("Peak TFLOPS at that precision, at least")
     )
-    region = django_filters.MultipleChoiceFilter(field_name="site__region", choices=Region.choices, label=_("Region"))
-    tier = django_filters.MultipleChoiceFilter(field_name="site__tier", choices=SiteTier.choices, label=_("Tier"))
-    zone = django_filters.MultipleChoiceFilter(
-        field_name="site__residency_zone", choices=ResidencyZone.choices, label=_("Data-residency zone")
+    region = django_filters.MultipleChoiceFilter(
+        field_name="site__region", choices=Region.choices, label=_("Region"), widget=CHECKBOXES
     )
-    domestic = django_filters.BooleanFilter(field_name="accelerator__is_domestic", label=_("Domestic (信创) only"))
+    tier = django_filters.MultipleChoiceFilter(
+        field_name="site__tier", choices=SiteTier.choices, label=_("Tier"), widget=CHECKBOXES
+    )
+    zone = django_filters.MultipleChoiceFilter(
+        field_name="site__residency_zone",
+        choices=ResidencyZone.choices,
+        label=_("Data-residency zone"),
+        widget=CHECKBOXES,
+    )
+    # Ticked narrows the list; unticked (or false) leaves it alone: "only" facets, not "exclude" facets.
+    domestic = django_filters.BooleanFilter(
+        method="filter_domestic", label=_("Domestic (信创) only"), widget=forms.CheckboxInput
+    )
     min_price = django_filters.NumberFilter(field_name="on_demand_price", lookup_expr="gte", label=_("Price from"))
     max_price = django_filters.NumberFilter(field_name="on_demand_price", lookup_expr="lte", label=_("Price up to"))
-    available = django_filters.BooleanFilter(method="filter_available", label=_("Available now"))
+    available = django_filters.BooleanFilter(
+        method="filter_available", label=_("Available now"), widget=forms.CheckboxInput
+    )
     # Declared last: django-filter applies filters in declaration order, and sorting comes after narrowing.
     sort = django_filters.ChoiceFilter(choices=SORTS, method="filter_sort", label=_("Sort"), empty_label=None)
 
@@ -77,6 +91,9 @@ class OfferingFilterSet(django_filters.FilterSet):
 
     def filter_min_tflops(self, queryset: QuerySet, name: str, value) -> QuerySet:
         return queryset.filter(**{f"accelerator__tflops_{self._precision()}__gte": value})
+
+    def filter_domestic(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        return queryset.filter(accelerator__is_domestic=True) if value else queryset
 
     def filter_available(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         return queryset.filter(capacity_nodes__gt=F("rented_nodes")) if value else queryset

@@ -68,6 +68,7 @@ class OfferingForm(forms.ModelForm):
             "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours",
         ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        labels = {"vcpu_per_node": _("vCPU per node")}  # capfirst would print "VCPU"
 
 
 class ModelServiceForm(forms.ModelForm):

@@ -5,6 +5,7 @@ import math
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.errors import DomainError
 from marketplace.core.regions import Region
@@ -21,6 +22,7 @@ from marketplace.services.placement import (
 )
 
 PAGE_SIZE = 20
+RESERVED_TERM_LABELS = [_("Reserved 1 week"), _("Reserved 1 month"), _("Reserved 3 months")]
 MAX_COMPARED = 4
 ESTIMATE_QUOTE_ACCELERATORS = 8  # the estimator's "quote it" link asks for one 8-accelerator node
 
@@ -41,7 +43,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def offering_list(request: HttpRequest) -> HttpResponse:
-    filterset = OfferingFilterSet(request.GET, queryset=catalogue.offering_list())
+    facets = request.GET.copy()
+    facets.setdefault("precision", DEFAULT_PRECISION)  # so the form shows the precision the table uses
+    filterset = OfferingFilterSet(facets, queryset=catalogue.offering_list())
     page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     precision = (filterset.form.cleaned_data.get("precision") if filterset.is_valid() else None) or DEFAULT_PRECISION
     for offering in page:

@@ -107,7 +107,7 @@ def test_purge_drops_expired_records_only(organization, owner, api_client_for):
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_same_key_in_flight_is_409_and_runs_once(require_postgres, api_client_for):
     # given
     organization = OrganizationFactory()
@@ -147,7 +147,7 @@ def test_same_key_in_flight_is_409_and_runs_once(require_postgres, api_client_fo
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_parallel_requests_with_one_key_create_exactly_one_object(require_postgres):
     # given
     from rest_framework.test import APIClient

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from accounts.models import ApiKey, Organization
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def test_sign_up_create_organization_and_api_key_shown_once(page, screenshot):

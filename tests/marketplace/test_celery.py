@@ -48,7 +48,7 @@ def test_task_enqueued_on_commit_is_not_sent_when_the_transaction_rolls_back(db,
 
 
 @pytest.mark.redis
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_rolled_back_task_never_reaches_the_broker_and_committed_one_does(redis_broker):
     # when: one transaction rolls back, another commits
     with pytest.raises(Rollback), transaction.atomic():
@@ -65,7 +65,7 @@ def test_rolled_back_task_never_reaches_the_broker_and_committed_one_does(redis_
 
 
 @pytest.mark.redis
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_committed_task_runs_on_a_real_worker_through_redis(redis_broker):
     # given
     assert cache.get(HEARTBEAT_CACHE_KEY) is None
