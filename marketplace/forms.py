@@ -72,6 +72,7 @@ class OfferingForm(forms.ModelForm):
 
 
 class ModelServiceForm(forms.ModelForm):
+    upstream_base_url = forms.URLField(label=_("Upstream base URL"), max_length=200, assume_scheme="https")
     upstream_api_key = forms.CharField(
         label=_("Upstream API key"),
         required=False,
