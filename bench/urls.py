@@ -1,0 +1,98 @@
+"""Bench-only routes next to the product's: the ceiling (same SQL, JSON built by PostgreSQL; static bytes)
+and the peer (a textbook DRF list view). Never mounted by the product."""
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import generics, permissions, serializers
+from rest_framework.pagination import PageNumberPagination
+
+from accounts.models import Organization
+from bench.cells import product_sql
+from marketplace.filters import OfferingFilterSet
+from marketplace.models import AcceleratorModel, Offering, Site
+
+_sql_of_cell: dict[tuple[str, int], tuple[str, tuple]] = {}  # built once per worker, outside the timed path
+_static_bodies: dict[tuple[str, int], bytes] = {}
+
+
+def _ceiling_body(key: str, page: int) -> bytes:
+    if (key, page) not in _sql_of_cell:
+        _sql_of_cell[(key, page)] = product_sql(key, page)
+    sql, params = _sql_of_cell[(key, page)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT coalesce(json_agg(t), '[]')::text FROM ({sql}) t", params)
+        return cursor.fetchone()[0].encode()
+
+
+def ceiling_sql(request: HttpRequest, key: str) -> HttpResponse:
+    """C_sql: the product's own SQL for the page, with the JSON built by PostgreSQL, and nothing else."""
+    return HttpResponse(_ceiling_body(key, int(request.GET["page"])), content_type="application/json")
+
+
+def ceiling_static(request: HttpRequest, key: str) -> HttpResponse:
+    """C_static: the same bytes from memory."""
+    page = int(request.GET["page"])
+    if (key, page) not in _static_bodies:
+        _static_bodies[(key, page)] = _ceiling_body(key, page)
+    return HttpResponse(_static_bodies[(key, page)], content_type="application/json")
+
+
+class PeerSiteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Site
+        fields = "__all__"
+
+
+class PeerAcceleratorSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AcceleratorModel
+        fields = "__all__"
+
+
+class PeerProviderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "slug"]
+
+
+class PeerOfferingSerializer(serializers.ModelSerializer):
+    site = PeerSiteSerializer()
+    accelerator = PeerAcceleratorSerializer()
+    provider = PeerProviderSerializer()
+
+    class Meta:
+        model = Offering
+        fields = "__all__"
+
+
+class PeerPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class PeerOfferingList(generics.ListAPIView):
+    """The textbook: nested ModelSerializer, page-number pagination with COUNT, django-filter. No auth."""
+
+    serializer_class = PeerOfferingSerializer
+    pagination_class = PeerPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = OfferingFilterSet
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+
+    def get_queryset(self):
+        return (
+            Offering.objects.filter(status="published")
+            .select_related("site", "accelerator", "provider")
+            .order_by("on_demand_price", "pk")
+        )
+
+
+urlpatterns = [
+    path("bench/ceiling/sql/<str:key>", ceiling_sql),
+    path("bench/ceiling/static/<str:key>", ceiling_static),
+    path("bench/peer/offerings/", PeerOfferingList.as_view()),
+    path("", include("marketplace.urls")),
+]
