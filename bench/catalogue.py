@@ -318,7 +318,8 @@ def main() -> None:
                 rps = statistics.median(r for r, _cpu in results[(key, name)])
                 cpu = statistics.median(c for _r, c in results[(key, name)])
                 log(
-                    f"{key:<20} p{page:<3} {name:<15} {rps:9.1f} rps  {cpu:6.2f} ms CPU/req  {rps / ceiling:5.2f} × C_sql"
+                    f"{key:<20} p{page:<3} {name:<15} {rps:9.1f} rps  {cpu:6.2f} ms CPU/req  "
+                    f"{rps / ceiling:5.2f} × C_sql"
                 )
     finally:
         server.send_signal(signal.SIGTERM)

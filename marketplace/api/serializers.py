@@ -61,6 +61,68 @@ class OfferingSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+_datetime = serializers.DateTimeField()
+
+
+def _decimal(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _datetime_or_none(value) -> str | None:
+    return None if value is None else _datetime.to_representation(value)
+
+
+def offering_row_representation(row: dict) -> dict:
+    """What OfferingSerializer writes, built from a flat `.values()` row; a test holds the two equal."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "provider": {"id": row["provider__id"], "name": row["provider__name"]},
+        "site": {
+            "id": row["site__id"],
+            "name": row["site__name"],
+            "slug": row["site__slug"],
+            "region": row["site__region"],
+            "tier": row["site__tier"],
+            "residency_zone": row["site__residency_zone"],
+            "operator": row["site__operator"],
+            "pue": _decimal(row["site__pue"]),
+        },
+        "accelerator": {
+            "id": row["accelerator__id"],
+            "slug": row["accelerator__slug"],
+            "vendor": row["accelerator__vendor"],
+            "name": row["accelerator__name"],
+            "memory_gb": row["accelerator__memory_gb"],
+            "memory_bandwidth_gbps": row["accelerator__memory_bandwidth_gbps"],
+            "interconnect": row["accelerator__interconnect"],
+            "is_domestic": row["accelerator__is_domestic"],
+            **{f"tflops_{p}": _decimal(row[f"accelerator__tflops_{p}"]) for p in Precision.values},
+            "datasheet_note": row["accelerator__datasheet_note"],
+        },
+        "accelerators_per_node": row["accelerators_per_node"],
+        "vcpu_per_node": row["vcpu_per_node"],
+        "ram_gb_per_node": row["ram_gb_per_node"],
+        "disk_gb_per_node": row["disk_gb_per_node"],
+        "network_gbps": row["network_gbps"],
+        "capacity_nodes": row["capacity_nodes"],
+        "free_nodes": row["capacity_nodes"] - row["rented_nodes"],
+        "on_demand_price": _decimal(row["on_demand_price"]),
+        "interruptible_price": _decimal(row["interruptible_price"]),
+        "reserved_1w_discount_percent": _decimal(row["reserved_1w_discount_percent"]),
+        "reserved_1m_discount_percent": _decimal(row["reserved_1m_discount_percent"]),
+        "reserved_3m_discount_percent": _decimal(row["reserved_3m_discount_percent"]),
+        "min_rental_hours": row["min_rental_hours"],
+        "max_rental_hours": row["max_rental_hours"],
+        "status": row["status"],
+        "published_at": _datetime_or_none(row["published_at"]),
+        "is_verified": row["verified_at"] is not None,
+        "verified_at": _datetime_or_none(row["verified_at"]),
+        "verified_tflops": row["verified_tflops"],
+    }
+
+
 class OfferingWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=160)
     description = serializers.CharField(allow_blank=True, required=False, default="")

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.api import serializers
-from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.api import CountlessPagination, OrganizationScopedMixin
 from marketplace.core.errors import PermissionDenied
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
@@ -38,14 +38,23 @@ class AcceleratorViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
-    """Published offerings. Every storefront facet is a filter; `sort` orders them (price by default)."""
+    """Published offerings. Every storefront facet is a filter; `sort` orders them (price by default).
+
+    The list is the catalogue's hot path: flat rows instead of model instances and serializers, and pages
+    without COUNT(*) (`next` says whether there is more).
+    """
 
     serializer_class = serializers.OfferingSerializer
     filter_backends = [DjangoFilterBackend]
     filterset_class = OfferingFilterSet
+    pagination_class = CountlessPagination
 
     def get_queryset(self) -> QuerySet[Offering]:
         return catalogue.offering_list()
+
+    def list(self, request: Request) -> Response:
+        rows = self.paginate_queryset(catalogue.offering_rows(self.filter_queryset(self.get_queryset())))
+        return self.get_paginated_response([serializers.offering_row_representation(row) for row in rows])
 
     @extend_schema(responses=serializers.PriceChangeSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], url_path="price-history", filterset_class=None)

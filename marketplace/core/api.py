@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, permissions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from marketplace.core.errors import DomainError, RateLimited
 
@@ -70,6 +71,57 @@ class StandardPagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+class CountlessPagination(PageNumberPagination):
+    """Page numbers without COUNT(*): one extra row tells whether a next page exists.
+
+    For large public lists (the catalogue), where counting every match costs more than the page itself.
+    """
+
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        size = self.get_page_size(request)
+        raw_number = request.query_params.get(self.page_query_param, "1")
+        if not raw_number.isdigit() or int(raw_number) < 1:
+            raise exceptions.NotFound(_("Invalid page."))
+        self.number = int(raw_number)
+        rows = list(queryset[(self.number - 1) * size : self.number * size + 1])
+        if self.number > 1 and not rows:
+            raise exceptions.NotFound(_("Invalid page."))
+        self.has_next = len(rows) > size
+        return rows[:size]
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        return replace_query_param(self.request.build_absolute_uri(), self.page_query_param, self.number + 1)
+
+    def get_previous_link(self) -> str | None:
+        if self.number == 1:
+            return None
+        url = self.request.build_absolute_uri()
+        if self.number == 2:
+            return remove_query_param(url, self.page_query_param)
+        return replace_query_param(url, self.page_query_param, self.number - 1)
+
+    def get_paginated_response(self, data) -> Response:
+        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "next": {"type": "string", "nullable": True, "format": "uri"},
+                "previous": {"type": "string", "nullable": True, "format": "uri"},
+                "results": schema,
+            },
+        }
 
 
 class IsOrganizationMember(permissions.BasePermission):

@@ -24,7 +24,27 @@ def _offering_base() -> QuerySet[Offering]:
 def offering_list(*, filters: Mapping[str, object] | None = None) -> QuerySet[Offering]:
     """Published offerings, narrowed and sorted by the storefront's facets (price first by default)."""
     qs = _offering_base().filter(status=Offering.Status.PUBLISHED).order_by("on_demand_price", "pk")
-    return OfferingFilterSet(filters or {}, queryset=qs).qs
+    return qs if filters is None else OfferingFilterSet(filters, queryset=qs).qs
+
+
+OFFERING_ROW_FIELDS = (
+    "id", "name", "description", "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node",
+    "network_gbps", "capacity_nodes", "rented_nodes", "on_demand_price", "interruptible_price",
+    "reserved_1w_discount_percent", "reserved_1m_discount_percent", "reserved_3m_discount_percent",
+    "min_rental_hours", "max_rental_hours", "status", "published_at", "verified_at", "verified_tflops",
+    "provider__id", "provider__name",
+    "site__id", "site__name", "site__slug", "site__region", "site__tier", "site__residency_zone", "site__operator",
+    "site__pue",
+    "accelerator__id", "accelerator__slug", "accelerator__vendor", "accelerator__name", "accelerator__memory_gb",
+    "accelerator__memory_bandwidth_gbps", "accelerator__interconnect", "accelerator__is_domestic",
+    "accelerator__tflops_fp64", "accelerator__tflops_fp32", "accelerator__tflops_tf32", "accelerator__tflops_bf16",
+    "accelerator__tflops_fp16", "accelerator__tflops_fp8", "accelerator__tflops_int8", "accelerator__datasheet_note",
+)  # fmt: skip
+
+
+def offering_rows(queryset: QuerySet[Offering]) -> QuerySet:
+    """The same offerings as flat rows: one query, no model instances (the catalogue's hot path)."""
+    return queryset.values(*OFFERING_ROW_FIELDS)
 
 
 def offering_list_for_provider(*, provider: Organization) -> QuerySet[Offering]:

@@ -45,7 +45,7 @@ def test_provider_creates_and_publishes_an_offering_that_buyers_then_see(provide
     buyer = api_client_for(OrganizationFactory())
     # when
     created = provider_client.post("/api/v1/provider/offerings/", {**NEW_OFFERING, "site": site.slug}, format="json")
-    hidden = buyer.get("/api/v1/offerings/").json()["count"]
+    hidden = buyer.get("/api/v1/offerings/").json()["results"]
     published = provider_client.post(
         f"/api/v1/provider/offerings/{created.json()['id']}/status/", {"status": "published"}, format="json"
     )
@@ -53,7 +53,7 @@ def test_provider_creates_and_publishes_an_offering_that_buyers_then_see(provide
     # then
     assert created.status_code == 201, created.content
     assert created.json()["status"] == "draft"
-    assert hidden == 0
+    assert hidden == []
     assert published.json()["status"] == "published"
     assert [o["name"] for o in listed["results"]] == ["8× H100 · Lingang"]
     assert listed["results"][0]["is_verified"] is False
@@ -163,7 +163,7 @@ def test_catalogue_list_query_count_is_flat(provider, provider_client, path):
     # then
     with CaptureQueriesContext(connection) as many:
         response = provider_client.get(path + "?page_size=100")
-    assert response.json()["count"] >= 43
+    assert len(response.json()["results"]) >= 43
     assert len(many.captured_queries) == len(few.captured_queries)
 
 
@@ -191,3 +191,33 @@ def test_training_estimate_endpoint(db, api_client_for):
     body = response.json()
     assert body["total_flops"] == str(6 * 7_000_000_000 * 2_000_000_000_000)
     assert set(body["accelerator_hours"]) >= {"nvidia-h100-sxm", "huawei-ascend-910b"}
+
+
+def test_offering_list_rows_are_what_the_serializer_writes(db, api_client_for):
+    # given: every field filled, so that no formatting difference can hide behind a null
+    offering = OfferingFactory(
+        interruptible_price=Decimal("9.5"), reserved_1w_discount_percent=Decimal("5"),
+        reserved_1m_discount_percent=Decimal("12.5"), reserved_3m_discount_percent=Decimal("20"),
+        max_rental_hours=720, verified_tflops={"bf16": "801.9"}, site=SiteFactory(pue=Decimal("1.18")),
+        rented_nodes=1,
+    )  # fmt: skip
+    offering.published_at = offering.verified_at = offering.created_at
+    offering.save()
+    client = api_client_for(OrganizationFactory())
+    # when
+    listed = client.get("/api/v1/offerings/").json()["results"]
+    detail = client.get(f"/api/v1/offerings/{offering.pk}/").json()
+    # then
+    assert listed == [detail]
+
+
+def test_offering_pages_link_forward_without_counting(db, api_client_for):
+    OfferingFactory.create_batch(3)
+    client = api_client_for(OrganizationFactory())
+    first = client.get("/api/v1/offerings/?page_size=2").json()
+    second = client.get(first["next"]).json()
+    assert len(first["results"]) == 2 and first["previous"] is None
+    assert len(second["results"]) == 1 and second["next"] is None
+    assert second["previous"].endswith("/api/v1/offerings/?page_size=2")
+    assert client.get("/api/v1/offerings/?page=9").status_code == 404
+    assert client.get("/api/v1/offerings/?page=abc").json()["error"]["code"] == "not_found"
