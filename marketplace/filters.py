@@ -1,5 +1,7 @@
 """FilterSets shared by the storefront pages and the REST API: the same facets, the same SQL."""
 
+import time
+
 import django_filters
 from django import forms
 from django.db.models import ExpressionWrapper, F, FloatField, Q, QuerySet
@@ -13,12 +15,33 @@ DEFAULT_PRECISION = Precision.BF16
 CHECKBOXES = forms.CheckboxSelectMultiple
 
 
+ACCELERATOR_CHOICES_TTL_SECONDS = 60
+_accelerator_choices_cache: dict[str, tuple[float, list]] = {}
+
+
+def _reference_choices(name: str, load) -> list:
+    """Accelerator models are reference data that staff change rarely: validating a facet must not cost a
+    query per request, so each process keeps the choices for a minute."""
+    cached = _accelerator_choices_cache.get(name)
+    if cached is None or cached[0] < time.monotonic():
+        cached = (time.monotonic() + ACCELERATOR_CHOICES_TTL_SECONDS, load())
+        _accelerator_choices_cache[name] = cached
+    return cached[1]
+
+
 def _vendor_choices():
-    return [(v, v) for v in AcceleratorModel.objects.order_by("vendor").values_list("vendor", flat=True).distinct()]
+    return _reference_choices(
+        "vendor",
+        lambda: [
+            (v, v) for v in AcceleratorModel.objects.order_by("vendor").values_list("vendor", flat=True).distinct()
+        ],
+    )
 
 
 def _accelerator_choices():
-    return list(AcceleratorModel.objects.order_by("vendor", "name").values_list("slug", "name"))
+    return _reference_choices(
+        "accelerator", lambda: list(AcceleratorModel.objects.order_by("vendor", "name").values_list("slug", "name"))
+    )
 
 
 class OfferingFilterSet(django_filters.FilterSet):
