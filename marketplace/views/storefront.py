@@ -5,6 +5,7 @@ import math
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.errors import DomainError
@@ -27,6 +28,33 @@ MAX_COMPARED = 4
 ESTIMATE_QUOTE_ACCELERATORS = 8  # the estimator's "quote it" link asks for one 8-accelerator node
 
 
+class CappedPaginator(Paginator):
+    """Counts at most COUNT_CAP + 1 matches: past that the page says "1000+", and counting stays cheap."""
+
+    COUNT_CAP = 1000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.COUNT_CAP + 1].count()
+
+    @property
+    def count_is_capped(self) -> bool:
+        return self.count > self.COUNT_CAP
+
+
+CHECKBOX_FACETS = ("vendor", "accelerator", "region", "tier", "zone")
+
+
+def _checkbox_facets(form) -> list[tuple[object, list, list]]:
+    """(bound field, choices, chosen values) for the facets shown as checkbox lists."""
+    facets = []
+    for name in CHECKBOX_FACETS:
+        field = form[name]
+        choices = field.field.choices
+        facets.append((field, list(choices() if callable(choices) else choices), field.value() or []))
+    return facets
+
+
 def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -46,12 +74,13 @@ def offering_list(request: HttpRequest) -> HttpResponse:
     facets = request.GET.copy()
     facets.setdefault("precision", DEFAULT_PRECISION)  # so the form shows the precision the table uses
     filterset = OfferingFilterSet(facets, queryset=catalogue.offering_list())
-    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CappedPaginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     precision = (filterset.form.cleaned_data.get("precision") if filterset.is_valid() else None) or DEFAULT_PRECISION
     for offering in page:
         offering.peak_at_precision = offering.accelerator.peak_tflops(precision)
     context = {
         "filterset": filterset,
+        "checkbox_facets": _checkbox_facets(filterset.form),
         "page": page,
         "precision": precision,
         "query": _query_without_page(request),
@@ -106,7 +135,7 @@ def offering_compare(request: HttpRequest) -> HttpResponse:
 
 def model_service_list(request: HttpRequest) -> HttpResponse:
     filterset = ModelServiceFilterSet(request.GET, queryset=catalogue.model_service_list())
-    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CappedPaginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"filterset": filterset, "page": page, "query": _query_without_page(request)}
     template = (
         "marketplace/partials/_model_results.html" if _is_htmx(request) else "marketplace/model_service_list.html"
