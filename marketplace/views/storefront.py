@@ -35,7 +35,8 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.COUNT_CAP + 1].count()
+        # No ordering and one column: the database may stop at the cap instead of sorting every match.
+        return self.object_list.order_by().values("pk")[: self.COUNT_CAP + 1].count()
 
     @property
     def count_is_capped(self) -> bool:
