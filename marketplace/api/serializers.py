@@ -243,8 +243,11 @@ class ExclusionSerializer(serializers.Serializer):
 
 
 class PlacementResultSerializer(serializers.Serializer):
-    quotes = QuoteSerializer(many=True, read_only=True)
-    excluded = ExclusionSerializer(many=True, read_only=True)
+    quotes = QuoteSerializer(many=True, read_only=True, help_text="The cheapest feasible offerings, best first.")
+    excluded = ExclusionSerializer(many=True, read_only=True, help_text="A few examples for each exclusion reason.")
+    excluded_counts = serializers.DictField(
+        child=serializers.IntegerField(), read_only=True, help_text="How many offerings each reason excluded."
+    )
 
 
 class EstimateRequestSerializer(serializers.Serializer):

@@ -199,6 +199,7 @@ class PlacementQuoteView(OrganizationScopedMixin, APIView):
                 {"offering_id": o.pk, "offering_name": o.name, "reason": r, "message": str(EXCLUSION_REASONS[r])}
                 for o, r in result.excluded
             ],
+            "excluded_counts": result.excluded_counts,
         }
         return Response(serializers.PlacementResultSerializer(body).data)
 

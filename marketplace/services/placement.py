@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+from django.db.models import Case, CharField, Count, ExpressionWrapper, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models.lookups import GreaterThan, LessThan
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -15,6 +17,8 @@ from marketplace.core.errors import DomainError
 from marketplace.models import AcceleratorModel, Offering
 
 SECONDS_PER_HOUR = 3600
+QUOTE_LIMIT = 20
+EXAMPLES_PER_REASON = 5
 TRAINING_FLOPS_PER_PARAMETER_TOKEN = 6  # forward + backward pass of a dense transformer (Kaplan et al. 2020)
 
 
@@ -46,7 +50,8 @@ class Quote:
 @dataclass
 class PlacementResult:
     quotes: list[Quote] = field(default_factory=list)
-    excluded: list[tuple[Offering, str]] = field(default_factory=list)
+    excluded: list[tuple[Offering, str]] = field(default_factory=list)  # a few examples per reason
+    excluded_counts: dict[str, int] = field(default_factory=dict)  # reason → how many offerings it excluded
 
 
 EXCLUSION_REASONS = {
@@ -102,45 +107,59 @@ def offering_price(*, offering: Offering, accelerators: int, hours: int, mode: s
     )
 
 
-def _exclusion(offering: Offering, request: PlacementRequest, nodes: int, price: Decimal) -> str | None:
-    """The first rule the offering breaks, checked from the hardest constraint to the softest."""
-    accelerator = offering.accelerator
-    if request.residency_zone and offering.site.residency_zone != request.residency_zone:
-        return "wrong_zone"
-    if request.region and offering.site.region != request.region:
-        return "wrong_region"
-    if request.domestic_only and not accelerator.is_domestic:
-        return "not_domestic"
-    if request.accelerator_slug and accelerator.slug != request.accelerator_slug:
-        return "wrong_accelerator"
+def _exclusion_reason(request: PlacementRequest, nodes_needed, unit_price) -> Case:
+    """The first rule an offering breaks, as SQL: the hardest constraint first, the softest last; '' fits."""
+    rules = []
+    if request.residency_zone:
+        rules.append(When(~Q(site__residency_zone=request.residency_zone), then=Value("wrong_zone")))
+    if request.region:
+        rules.append(When(~Q(site__region=request.region), then=Value("wrong_region")))
+    if request.domestic_only:
+        rules.append(When(accelerator__is_domestic=False, then=Value("not_domestic")))
+    if request.accelerator_slug:
+        rules.append(When(~Q(accelerator__slug=request.accelerator_slug), then=Value("wrong_accelerator")))
     if request.min_tflops is not None:
-        peak = accelerator.peak_tflops(request.precision)
-        if peak is None or peak < request.min_tflops:
-            return "too_slow"
-    if request.max_price_per_accelerator_hour is not None and price > request.max_price_per_accelerator_hour:
-        return "too_expensive"
-    if request.hours < offering.min_rental_hours or (
-        offering.max_rental_hours is not None and request.hours > offering.max_rental_hours
-    ):
-        return "duration_out_of_range"
-    if offering.free_nodes < nodes:
-        return "no_capacity"
-    return None
+        peak = f"accelerator__tflops_{request.precision}"
+        rules.append(
+            When(Q(**{f"{peak}__isnull": True}) | Q(**{f"{peak}__lt": request.min_tflops}), then=Value("too_slow"))
+        )
+    if request.max_price_per_accelerator_hour is not None:
+        rules.append(When(GreaterThan(unit_price, request.max_price_per_accelerator_hour), then=Value("too_expensive")))
+    rules.append(
+        When(
+            Q(min_rental_hours__gt=request.hours) | Q(max_rental_hours__lt=request.hours),
+            then=Value("duration_out_of_range"),
+        )
+    )
+    rules.append(When(LessThan(F("capacity_nodes") - F("rented_nodes"), nodes_needed), then=Value("no_capacity")))
+    return Case(*rules, default=Value(""), output_field=CharField())
 
 
-def placement_quote(*, request: PlacementRequest, offerings) -> PlacementResult:
-    """Rank the feasible offerings by total price; list every other one with the reason it was left out."""
+def placement_quote(
+    *, request: PlacementRequest, offerings: QuerySet[Offering], limit: int = QUOTE_LIMIT
+) -> PlacementResult:
+    """The `limit` cheapest feasible offerings by total price; for the rest, how many each rule excluded and
+    a few examples of each. Classification happens in the database, so it scales with the catalogue."""
     if request.accelerators < 1 or request.hours < 1:
         raise DomainError(_("Ask for at least one accelerator for at least one hour."), code="invalid_request")
+    interruptible = Q(interruptible_price__isnull=False) if request.interruptible_allowed else Q(pk__in=[])
+    unit_price = Case(When(interruptible, then=F("interruptible_price")), default=F("on_demand_price"))
+    # ceil(N / K) in integer arithmetic, the same on PostgreSQL and SQLite
+    nodes_needed = ExpressionWrapper(
+        (Value(request.accelerators) + F("accelerators_per_node") - 1) / F("accelerators_per_node"),
+        output_field=IntegerField(),
+    )
+    classified = offerings.annotate(
+        unit_price=unit_price, nodes_needed=nodes_needed, exclusion=_exclusion_reason(request, nodes_needed, unit_price)
+    )
+    feasible = classified.filter(exclusion="").order_by(
+        F("unit_price") * F("nodes_needed") * F("accelerators_per_node"), "pk"
+    )[: limit * 2]  # ties on total price are ranked by performance below, within a window
     result = PlacementResult()
-    for offering in offerings:
-        interruptible = request.interruptible_allowed and offering.interruptible_price is not None
-        mode = PricingMode.INTERRUPTIBLE if interruptible else PricingMode.ON_DEMAND
+    for offering in feasible:
+        interruptible_used = request.interruptible_allowed and offering.interruptible_price is not None
+        mode = PricingMode.INTERRUPTIBLE if interruptible_used else PricingMode.ON_DEMAND
         price = offering_price(offering=offering, accelerators=request.accelerators, hours=request.hours, mode=mode)
-        reason = _exclusion(offering, request, price.nodes, price.price_per_accelerator_hour)
-        if reason:
-            result.excluded.append((offering, reason))
-            continue
         peak = offering.accelerator.peak_tflops(request.precision)
         result.quotes.append(
             Quote(
@@ -156,6 +175,16 @@ def placement_quote(*, request: PlacementRequest, offerings) -> PlacementResult:
             )
         )
     result.quotes.sort(key=lambda q: (q.total_price, -(q.peak_tflops_per_yuan_hour or 0), q.offering.pk))
+    result.quotes = result.quotes[:limit]
+    excluded = classified.exclude(exclusion="")
+    result.excluded_counts = dict(
+        excluded.order_by().values_list("exclusion").annotate(n=Count("pk")).values_list("exclusion", "n")
+    )
+    for reason in result.excluded_counts:
+        result.excluded += [
+            (o, reason)
+            for o in excluded.filter(exclusion=reason).order_by("on_demand_price", "pk")[:EXAMPLES_PER_REASON]
+        ]
     return result
 
 

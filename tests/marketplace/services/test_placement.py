@@ -86,3 +86,16 @@ def test_gpt3_training_compute_matches_the_published_figure(db):
     # on H100 bf16 dense 989.4 TFLOPS at 50 % MFU: 3.15e23 / 494.7e12 / 3600 ≈ 176,874.9 accelerator-hours
     assert estimate.accelerator_hours["nvidia-h100-sxm"] == Decimal("176874.9")
     assert "hygon-dcu-z100" not in estimate.accelerator_hours  # no published BF16 figure
+
+
+def test_exclusions_are_counted_per_reason_with_a_few_examples(offerings):
+    for _ in range(7):
+        OfferingFactory(site=SiteFactory(residency_zone="cn-south"))
+    result = quote(accelerators=8, hours=1, residency_zone="cn-east")
+    assert result.excluded_counts == {"wrong_zone": 9, "no_capacity": 1}
+    assert len([o for o, reason in result.excluded if reason == "wrong_zone"]) == 5
+
+
+def test_only_the_cheapest_quotes_are_returned(offerings):
+    result = placement_quote(request=PlacementRequest(accelerators=8, hours=1), offerings=offering_list(), limit=2)
+    assert [q.offering for q in result.quotes] == [offerings["ascend_west"], offerings["h100_west"]]
