@@ -13,6 +13,8 @@ from marketplace.models import AcceleratorModel, ModelService, Precision, Reside
 
 DEFAULT_PRECISION = Precision.BF16
 CHECKBOXES = forms.CheckboxSelectMultiple
+# The facets filter through forward foreign keys only, so no row repeats: DISTINCT would only add a sort of
+# every column (django-filter turns it on for multiple choices by default).
 
 
 ACCELERATOR_CHOICES_TTL_SECONDS = 60
@@ -54,10 +56,14 @@ class OfferingFilterSet(django_filters.FilterSet):
 
     q = django_filters.CharFilter(method="filter_text", label=_("Search"))
     vendor = django_filters.MultipleChoiceFilter(
-        field_name="accelerator__vendor", choices=_vendor_choices, label=_("Vendor"), widget=CHECKBOXES
+        field_name="accelerator__vendor", choices=_vendor_choices, label=_("Vendor"), widget=CHECKBOXES, distinct=False
     )
     accelerator = django_filters.MultipleChoiceFilter(
-        field_name="accelerator__slug", choices=_accelerator_choices, label=_("Accelerator"), widget=CHECKBOXES
+        field_name="accelerator__slug",
+        choices=_accelerator_choices,
+        label=_("Accelerator"),
+        widget=CHECKBOXES,
+        distinct=False,
     )
     min_accelerators_per_node = django_filters.NumberFilter(
         field_name="accelerators_per_node", lookup_expr="gte", label=_("Accelerators per node, at least")
@@ -72,16 +78,17 @@ class OfferingFilterSet(django_filters.FilterSet):
         method="filter_min_tflops", label=_("Peak TFLOPS at that precision, at least")
     )
     region = django_filters.MultipleChoiceFilter(
-        field_name="site__region", choices=Region.choices, label=_("Region"), widget=CHECKBOXES
+        field_name="site__region", choices=Region.choices, label=_("Region"), widget=CHECKBOXES, distinct=False
     )
     tier = django_filters.MultipleChoiceFilter(
-        field_name="site__tier", choices=SiteTier.choices, label=_("Tier"), widget=CHECKBOXES
+        field_name="site__tier", choices=SiteTier.choices, label=_("Tier"), widget=CHECKBOXES, distinct=False
     )
     zone = django_filters.MultipleChoiceFilter(
         field_name="site__residency_zone",
         choices=ResidencyZone.choices,
         label=_("Data-residency zone"),
         widget=CHECKBOXES,
+        distinct=False,
     )
     # Ticked narrows the list; unticked (or false) leaves it alone: "only" facets, not "exclude" facets.
     domestic = django_filters.BooleanFilter(
