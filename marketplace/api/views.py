@@ -1,8 +1,9 @@
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -72,21 +73,65 @@ class ModelServiceViewSet(viewsets.ReadOnlyModelViewSet):
         return catalogue.model_service_list()
 
 
-class ProviderScopedMixin(OrganizationScopedMixin):
-    """Provider endpoints: keys need the `provider` scope, organizations an approved provider profile."""
+class ProviderCatalogueViewSet(
+    OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """What a provider sells, one kind per subclass: keys need the `provider` scope, organizations an approved
+    provider profile; writes go through the kind's create, update and status services."""
 
     read_scope = write_scope = "provider"
+    write_serializer_class: type[drf_serializers.Serializer]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         if not request.organization.is_approved_provider:
             raise PermissionDenied(_("Only approved providers can use provider endpoints."), code="provider_required")
 
+    def perform_create_service(self, request: Request, data: dict):
+        raise NotImplementedError
 
-class ProviderOfferingViewSet(
-    ProviderScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
+    def perform_update_service(self, request: Request, pk: int, data: dict):
+        raise NotImplementedError
+
+    def perform_status_service(self, request: Request, pk: int, new_status: str):
+        raise NotImplementedError
+
+    def _represent(self, pk: int) -> Response:
+        return Response(self.get_serializer(self.get_queryset().get(pk=pk)).data)
+
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = self.write_serializer_class(data=request.data)
+        payload.is_valid(raise_exception=True)
+        created = self.perform_create_service(request, payload.validated_data)
+        return Response(self.get_serializer(created).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        item = self.get_object()
+        payload = self.write_serializer_class(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        # only the fields the caller sent change: serializer defaults must not overwrite stored values
+        sent = {name: value for name, value in payload.validated_data.items() if name in request.data}
+        self.perform_update_service(request, item.pk, sent)
+        return self._represent(item.pk)
+
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request: Request, pk: str | None = None) -> Response:
+        item = self.get_object()
+        payload = serializers.StatusChangeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        self.perform_status_service(request, item.pk, payload.validated_data["status"])
+        return self._represent(item.pk)
+
+
+@extend_schema_view(
+    create=extend_schema(request=serializers.OfferingWriteSerializer, responses={201: serializers.OfferingSerializer}),
+    partial_update=extend_schema(request=serializers.OfferingWriteSerializer),
+    set_status=extend_schema(request=serializers.StatusChangeSerializer),
+)
+class ProviderOfferingViewSet(ProviderCatalogueViewSet):
     serializer_class = serializers.OfferingSerializer
+    write_serializer_class = serializers.OfferingWriteSerializer
     filterset_fields = ["status"]
     ordering_fields = ["updated_at", "on_demand_price", "name"]
 
@@ -95,42 +140,26 @@ class ProviderOfferingViewSet(
             return Offering.objects.none()
         return catalogue.offering_list_for_provider(provider=self.organization)
 
-    @extend_schema(request=serializers.OfferingWriteSerializer, responses={201: serializers.OfferingSerializer})
-    @idempotent
-    def create(self, request: Request) -> Response:
-        payload = serializers.OfferingWriteSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        offering = offering_services.offering_create(
-            provider=self.organization, actor=request.user, **payload.validated_data
-        )
-        return Response(serializers.OfferingSerializer(offering).data, status=status.HTTP_201_CREATED)
+    def perform_create_service(self, request: Request, data: dict) -> Offering:
+        return offering_services.offering_create(provider=self.organization, actor=request.user, **data)
 
-    @extend_schema(request=serializers.OfferingWriteSerializer, responses=serializers.OfferingSerializer)
-    def partial_update(self, request: Request, pk: str | None = None) -> Response:
-        offering = self.get_object()
-        payload = serializers.OfferingWriteSerializer(data=request.data, partial=True)
-        payload.is_valid(raise_exception=True)
-        offering = offering_services.offering_update(
-            offering_id=offering.pk, actor=request.user, **_sent_fields(payload, request)
-        )
-        return Response(serializers.OfferingSerializer(self.get_queryset().get(pk=offering.pk)).data)
+    def perform_update_service(self, request: Request, pk: int, data: dict) -> None:
+        offering_services.offering_update(offering_id=pk, actor=request.user, **data)
 
-    @extend_schema(request=serializers.StatusChangeSerializer, responses=serializers.OfferingSerializer)
-    @action(detail=True, methods=["post"], url_path="status")
-    def set_status(self, request: Request, pk: str | None = None) -> Response:
-        offering = self.get_object()
-        payload = serializers.StatusChangeSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        offering_services.offering_set_status(
-            offering_id=offering.pk, status=payload.validated_data["status"], actor=request.user
-        )
-        return Response(serializers.OfferingSerializer(self.get_queryset().get(pk=offering.pk)).data)
+    def perform_status_service(self, request: Request, pk: int, new_status: str) -> None:
+        offering_services.offering_set_status(offering_id=pk, status=new_status, actor=request.user)
 
 
-class ProviderModelServiceViewSet(
-    ProviderScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
+@extend_schema_view(
+    create=extend_schema(
+        request=serializers.ModelServiceWriteSerializer, responses={201: serializers.ProviderModelServiceSerializer}
+    ),
+    partial_update=extend_schema(request=serializers.ModelServiceWriteSerializer),
+    set_status=extend_schema(request=serializers.StatusChangeSerializer),
+)
+class ProviderModelServiceViewSet(ProviderCatalogueViewSet):
     serializer_class = serializers.ProviderModelServiceSerializer
+    write_serializer_class = serializers.ModelServiceWriteSerializer
     filterset_fields = ["status", "modality"]
     ordering_fields = ["updated_at", "name"]
 
@@ -139,45 +168,14 @@ class ProviderModelServiceViewSet(
             return ModelService.objects.none()
         return catalogue.model_service_list_for_provider(provider=self.organization)
 
-    @extend_schema(
-        request=serializers.ModelServiceWriteSerializer, responses={201: serializers.ProviderModelServiceSerializer}
-    )
-    @idempotent
-    def create(self, request: Request) -> Response:
-        payload = serializers.ModelServiceWriteSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        service = offering_services.model_service_create(
-            provider=self.organization, actor=request.user, **payload.validated_data
-        )
-        return Response(self.get_serializer(service).data, status=status.HTTP_201_CREATED)
+    def perform_create_service(self, request: Request, data: dict) -> ModelService:
+        return offering_services.model_service_create(provider=self.organization, actor=request.user, **data)
 
-    @extend_schema(
-        request=serializers.ModelServiceWriteSerializer, responses=serializers.ProviderModelServiceSerializer
-    )
-    def partial_update(self, request: Request, pk: str | None = None) -> Response:
-        service = self.get_object()
-        payload = serializers.ModelServiceWriteSerializer(data=request.data, partial=True)
-        payload.is_valid(raise_exception=True)
-        service = offering_services.model_service_update(
-            model_service_id=service.pk, actor=request.user, **_sent_fields(payload, request)
-        )
-        return Response(self.get_serializer(service).data)
+    def perform_update_service(self, request: Request, pk: int, data: dict) -> None:
+        offering_services.model_service_update(model_service_id=pk, actor=request.user, **data)
 
-    @extend_schema(request=serializers.StatusChangeSerializer, responses=serializers.ProviderModelServiceSerializer)
-    @action(detail=True, methods=["post"], url_path="status")
-    def set_status(self, request: Request, pk: str | None = None) -> Response:
-        service = self.get_object()
-        payload = serializers.StatusChangeSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        service = offering_services.model_service_set_status(
-            model_service_id=service.pk, status=payload.validated_data["status"], actor=request.user
-        )
-        return Response(self.get_serializer(service).data)
-
-
-def _sent_fields(payload, request: Request) -> dict:
-    """In a partial update only the fields the caller sent change (serializer defaults must not overwrite)."""
-    return {name: value for name, value in payload.validated_data.items() if name in request.data}
+    def perform_status_service(self, request: Request, pk: int, new_status: str) -> None:
+        offering_services.model_service_set_status(model_service_id=pk, status=new_status, actor=request.user)
 
 
 class PlacementQuoteView(OrganizationScopedMixin, APIView):

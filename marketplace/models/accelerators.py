@@ -14,14 +14,8 @@ class Precision(models.TextChoices):
     INT8 = "int8", "INT8"
 
 
-def _peak_field(precision: str):
-    return models.DecimalField(
-        _("peak dense %(p)s (TFLOPS; TOPS for INT8)") % {"p": precision.upper()},
-        max_digits=8,
-        decimal_places=2,
-        null=True,
-        blank=True,
-    )
+def _peak_field(verbose_name):
+    return models.DecimalField(verbose_name, max_digits=8, decimal_places=2, null=True, blank=True)
 
 
 class AcceleratorModel(TimeStampedModel):
@@ -34,13 +28,14 @@ class AcceleratorModel(TimeStampedModel):
     memory_bandwidth_gbps = models.PositiveIntegerField(_("memory bandwidth (GB/s)"))
     interconnect = models.CharField(_("interconnect"), max_length=120, blank=True)
     is_domestic = models.BooleanField(_("domestic (信创)"), default=False, db_index=True)
-    tflops_fp64 = _peak_field("fp64")
-    tflops_fp32 = _peak_field("fp32")
-    tflops_tf32 = _peak_field("tf32")
-    tflops_bf16 = _peak_field("bf16")
-    tflops_fp16 = _peak_field("fp16")
-    tflops_fp8 = _peak_field("fp8")
-    tflops_int8 = _peak_field("int8")
+    # Whole lazy strings: formatting a lazy string would freeze it in the language active at import.
+    tflops_fp64 = _peak_field(_("peak dense FP64 (TFLOPS)"))
+    tflops_fp32 = _peak_field(_("peak dense FP32 (TFLOPS)"))
+    tflops_tf32 = _peak_field(_("peak dense TF32 (TFLOPS)"))
+    tflops_bf16 = _peak_field(_("peak dense BF16 (TFLOPS)"))
+    tflops_fp16 = _peak_field(_("peak dense FP16 (TFLOPS)"))
+    tflops_fp8 = _peak_field(_("peak dense FP8 (TFLOPS)"))
+    tflops_int8 = _peak_field(_("peak dense INT8 (TOPS)"))
     datasheet_note = models.CharField(_("datasheet"), max_length=240, blank=True)
 
     class Meta:
