@@ -158,7 +158,12 @@ def placement(request: HttpRequest) -> HttpResponse:
         accelerator = data.pop("accelerator")
         placement_request = PlacementRequest(accelerator_slug=accelerator.slug if accelerator else "", **data)
         result = placement_quote(request=placement_request, offerings=catalogue.offering_list())
-    context = {"form": form, "result": result, "reasons": EXCLUSION_REASONS}
+    exclusions = []
+    if result is not None:
+        for reason, count in sorted(result.excluded_counts.items(), key=lambda item: -item[1]):
+            examples = [offering.name for offering, r in result.excluded if r == reason]
+            exclusions.append((EXCLUSION_REASONS[reason], count, examples))
+    context = {"form": form, "result": result, "exclusions": exclusions}
     template = "marketplace/partials/_placement_results.html" if _is_htmx(request) else "marketplace/placement.html"
     return render(request, template, context)
 
