@@ -134,7 +134,8 @@ class OfferingFilterSet(django_filters.FilterSet):
         if value == "-memory":
             return queryset.order_by("-accelerator__memory_gb", "on_demand_price", "pk")
         if value == "price_per_tflops":
-            # A ranking key, not money: the cast keeps SQLite from integer-dividing whole-number decimals.
+            # A ranking key, not money (no amount is ever computed from it): the float cast keeps SQLite, which
+            # stores 9.00 as 9, from integer-dividing; PostgreSQL ranks the same either way.
             peak = Cast(F(f"accelerator__tflops_{self._precision()}"), FloatField())
             ratio = ExpressionWrapper(F("on_demand_price") / peak, output_field=FloatField())
             return queryset.annotate(price_per_tflops=ratio).order_by(F("price_per_tflops").asc(nulls_last=True), "pk")
