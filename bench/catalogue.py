@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=3, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds after the warm-up")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--only", default="", help="run only the cells whose key contains this text")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -298,7 +299,7 @@ def main() -> None:
     base, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {secret}"}
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
-        for key in CELLS:
+        for key in [k for k in CELLS if args.only in k]:
             page = cell_page(key)
             query = query_string(key, page)
             variants = {
@@ -333,7 +334,8 @@ def main() -> None:
             for k in keys
         )
 
-    keys, page_keys = list(CELLS), [k for k in CELLS if k.endswith("-20")]
+    keys = [k for k in CELLS if args.only in k]
+    page_keys = [k for k in keys if k.endswith("-20")]
     figures = {
         "api_vs_sql": ratio("product_api", "ceiling_sql", keys),
         "api_vs_peer": ratio("product_api", "peer_drf", keys),

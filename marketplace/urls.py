@@ -9,6 +9,7 @@ storefront_patterns = (
         path("", storefront.home, name="home"),
         path("offerings/", storefront.offering_list, name="offering-list"),
         path("offerings/compare/", storefront.offering_compare, name="offering-compare"),
+        path("offerings/count/", storefront.offering_count, name="offering-count"),
         path("offerings/<int:pk>/", storefront.offering_detail, name="offering-detail"),
         path("offerings/<int:pk>/price/", storefront.offering_price_calculator, name="offering-price"),
         path("models/", storefront.model_service_list, name="model-service-list"),

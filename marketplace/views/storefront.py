@@ -1,6 +1,7 @@
 """Storefront pages: selectors out, templates; htmx asks for the fragments."""
 
 import math
+from dataclasses import dataclass
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -71,11 +72,54 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/home.html", context)
 
 
-def offering_list(request: HttpRequest) -> HttpResponse:
+@dataclass
+class RowsPage:
+    """A page found without counting: one extra row tells whether a next page exists."""
+
+    object_list: list
+    number: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_other_pages(self) -> bool:
+        return self.has_previous or self.has_next
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    def __iter__(self):
+        return iter(self.object_list)
+
+    @classmethod
+    def of(cls, queryset, raw_number: str | None, size: int = PAGE_SIZE) -> "RowsPage":
+        number = int(raw_number) if raw_number and raw_number.isdigit() and int(raw_number) > 0 else 1
+        rows = list(queryset[(number - 1) * size : number * size + 1])
+        return cls(object_list=rows[:size], number=number, has_next=len(rows) > size)
+
+
+def _offering_filterset(request: HttpRequest) -> OfferingFilterSet:
     facets = request.GET.copy()
     facets.setdefault("precision", DEFAULT_PRECISION)  # so the form shows the precision the table uses
-    filterset = OfferingFilterSet(facets, queryset=catalogue.offering_list())
-    page = CappedPaginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    return OfferingFilterSet(facets, queryset=catalogue.offering_list())
+
+
+def offering_count(request: HttpRequest) -> HttpResponse:
+    """The number of matches, fetched by the list after it has shown its rows: counting every match can cost
+    more than the page itself, so the page does not wait for it."""
+    paginator = CappedPaginator(_offering_filterset(request).qs, PAGE_SIZE)
+    return render(request, "marketplace/partials/_offering_count.html", {"paginator": paginator})
+
+
+def offering_list(request: HttpRequest) -> HttpResponse:
+    filterset = _offering_filterset(request)
+    page = RowsPage.of(filterset.qs, request.GET.get("page"))
     precision = (filterset.form.cleaned_data.get("precision") if filterset.is_valid() else None) or DEFAULT_PRECISION
     for offering in page:
         offering.peak_at_precision = offering.accelerator.peak_tflops(precision)

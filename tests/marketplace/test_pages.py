@@ -163,3 +163,21 @@ def test_console_model_service_form_never_shows_the_key(provider_client):
 def test_storefront_pages_render(db, client, path):
     OfferingFactory()
     assert client.get(path).status_code == 200
+
+
+def test_the_list_fetches_its_count_separately(db, client):
+    OfferingFactory.create_batch(3, site=SiteFactory(region="guizhou"))
+    OfferingFactory()
+    page = client.get("/offerings/?region=guizhou", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    count = client.get("/offerings/count/?region=guizhou", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert 'hx-get="/offerings/count/?region=guizhou' in page
+    assert "3 offerings" in count
+
+
+def test_the_count_is_capped(db, client, monkeypatch):
+    from marketplace.views.storefront import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "COUNT_CAP", 2)
+    OfferingFactory.create_batch(3)
+    count = client.get("/offerings/count/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "More than 2 offerings" in count
