@@ -7,6 +7,8 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.functional import cached_property
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.errors import DomainError
@@ -47,13 +49,27 @@ class CappedPaginator(Paginator):
 CHECKBOX_FACETS = ("vendor", "accelerator", "region", "tier", "zone")
 
 
-def _checkbox_facets(form) -> list[tuple[object, list, list]]:
-    """(bound field, choices, chosen values) for the facets shown as checkbox lists."""
+def _checkbox_facets(form) -> list[tuple[object, str]]:
+    """(bound field, its checkboxes as HTML) for the facets shown as checkbox lists.
+
+    Built with format_html_join rather than template loops: some 80 checkboxes per page cost more
+    in the template engine than the page's query.
+    """
     facets = []
     for name in CHECKBOX_FACETS:
         field = form[name]
         choices = field.field.choices
-        facets.append((field, list(choices() if callable(choices) else choices), field.value() or []))
+        chosen = {str(value) for value in field.value() or []}
+        boxes = format_html_join(
+            "",
+            '<div class="form-check"><input class="form-check-input" type="checkbox" name="{}" value="{}" '
+            'id="id_{}_{}"{}><label class="form-check-label" for="id_{}_{}">{}</label></div>',
+            (
+                (name, value, name, index, mark_safe(" checked") if str(value) in chosen else "", name, index, label)
+                for index, (value, label) in enumerate(choices() if callable(choices) else choices)
+            ),
+        )
+        facets.append((field, boxes))
     return facets
 
 
