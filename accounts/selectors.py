@@ -30,6 +30,11 @@ def membership_list_visible_to(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(organization__memberships__user=user).select_related("organization", "user")
 
 
+def invitation_list_visible_to(*, user: User) -> QuerySet[Invitation]:
+    """Invitations of every organization the user belongs to (what they may change, services decide)."""
+    return Invitation.objects.filter(organization__memberships__user=user).select_related("organization")
+
+
 def membership_list_for_user(*, user: User) -> QuerySet[Membership]:
     return (
         Membership.objects.filter(user=user)

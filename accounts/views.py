@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 
 from accounts import forms, selectors, services
 from accounts.middleware import SESSION_ORGANIZATION_KEY
-from accounts.models import Invitation, Membership, ProviderProfile
+from accounts.models import Membership, ProviderProfile
 from marketplace.core.errors import DomainError, RateLimited
 
 
@@ -179,7 +179,7 @@ def membership_change_role(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
-    invitation = get_object_or_404(Invitation.objects.filter(organization__memberships__user=request.user), pk=pk)
+    invitation = get_object_or_404(selectors.invitation_list_visible_to(user=request.user), pk=pk)
     try:
         services.invitation_revoke(invitation=invitation, actor=request.user)
     except DomainError as error:

@@ -43,8 +43,17 @@ def _form_error(form, error: DomainError) -> None:
         form.add_error(None, error.detail)
 
 
-def _status_words(item) -> dict:
-    return {"name": item.name, "status": item.get_status_display()}
+def _status_change(request: HttpRequest, set_status) -> HttpResponse:
+    """Run a status service for the posted status; say the outcome in the status's own (translated) words."""
+    try:
+        item = set_status(request.POST.get("status", ""))
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(
+            request, _("“%(name)s” is now %(status)s.") % {"name": item.name, "status": item.get_status_display()}
+        )
+    return redirect("console:home")
 
 
 @provider_required
@@ -91,15 +100,9 @@ def offering_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 @require_POST
 def offering_status(request: HttpRequest, pk: int) -> HttpResponse:
     offering = get_object_or_404(catalogue.offering_list_for_provider(provider=request.organization), pk=pk)
-    try:
-        services.offering_set_status(offering_id=offering.pk, status=request.POST.get("status", ""), actor=request.user)
-    except DomainError as error:
-        messages.error(request, error.detail)
-    else:
-        messages.success(
-            request, _("“%(name)s” is now %(status)s.") % {"name": offering.name, "status": request.POST["status"]}
-        )
-    return redirect("console:home")
+    return _status_change(
+        request, lambda status: services.offering_set_status(offering_id=offering.pk, status=status, actor=request.user)
+    )
 
 
 @provider_required
@@ -126,14 +129,9 @@ def model_service_edit(request: HttpRequest, pk: int | None = None) -> HttpRespo
 @require_POST
 def model_service_status(request: HttpRequest, pk: int) -> HttpResponse:
     service = get_object_or_404(catalogue.model_service_list_for_provider(provider=request.organization), pk=pk)
-    try:
-        services.model_service_set_status(
-            model_service_id=service.pk, status=request.POST.get("status", ""), actor=request.user
-        )
-    except DomainError as error:
-        messages.error(request, error.detail)
-    else:
-        messages.success(
-            request, _("“%(name)s” is now %(status)s.") % {"name": service.name, "status": request.POST["status"]}
-        )
-    return redirect("console:home")
+    return _status_change(
+        request,
+        lambda status: services.model_service_set_status(
+            model_service_id=service.pk, status=status, actor=request.user
+        ),
+    )

@@ -181,3 +181,13 @@ def test_the_count_is_capped(db, client, monkeypatch):
     OfferingFactory.create_batch(3)
     count = client.get("/offerings/count/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "More than 2 offerings" in count
+
+
+def test_console_status_change_reports_the_status_label(provider_client):
+    client, provider = provider_client
+    offering = OfferingFactory(provider=provider)
+    response = client.post(
+        f"/console/offerings/{offering.pk}/status/", {"status": "paused"}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+    )
+    messages = [str(m) for m in response.context["messages"]]
+    assert messages == [f"“{offering.name}” is now Paused."]
