@@ -89,6 +89,7 @@ class Membership(TimeStampedModel):
         BILLING = "billing", _("Billing")
 
     MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+    BILLING_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.BILLING})
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
@@ -110,6 +111,10 @@ class Membership(TimeStampedModel):
     @property
     def can_manage(self) -> bool:
         return self.role in self.MANAGER_ROLES
+
+    @property
+    def can_manage_billing(self) -> bool:
+        return self.role in self.BILLING_ROLES
 
 
 class Invitation(TimeStampedModel):

@@ -25,6 +25,10 @@ def membership_list(*, organization: Organization) -> QuerySet[Membership]:
     return Membership.objects.filter(organization=organization).select_related("user").order_by("created_at", "pk")
 
 
+def membership_get(*, user: User, organization: Organization) -> Membership | None:
+    return Membership.objects.filter(user=user, organization=organization).first()
+
+
 def membership_list_visible_to(*, user: User) -> QuerySet[Membership]:
     """Memberships of every organization the user belongs to (whom they may see, not what they may change)."""
     return Membership.objects.filter(organization__memberships__user=user).select_related("organization", "user")

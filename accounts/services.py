@@ -16,6 +16,7 @@ from django.utils.text import slugify
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
+from accounts import selectors
 from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
 from marketplace.core.errors import Conflict, DomainError, NotFound, PermissionDenied, RateLimited
 from marketplace.core.regions import Region
@@ -83,7 +84,7 @@ def organization_activate(*, user: User, organization: Organization) -> Organiza
 
 def membership_require(*, user: User, organization: Organization, manage: bool = False) -> Membership:
     """The user's membership of the organization; NotFound for outsiders, PermissionDenied for too low a role."""
-    membership = Membership.objects.filter(user=user, organization=organization).first()
+    membership = selectors.membership_get(user=user, organization=organization)
     if membership is None:
         raise NotFound(_("Organization not found."))
     if manage and not membership.can_manage:

@@ -15,3 +15,20 @@ def amount_field(**kwargs) -> models.DecimalField:
 def round_to_minor_unit(amount: Decimal) -> Decimal:
     """Top-up, statement and payout boundaries: half-up to the minor unit (0.005 → 0.01)."""
     return amount.quantize(MINOR_UNIT, rounding=ROUND_HALF_UP)
+
+
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_PLACES)
+
+
+def quantize_amount(amount: Decimal) -> Decimal:
+    """To the stored scale (8 places), half-up: how computed amounts (a fee share, a rated usage) are kept."""
+    return amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def to_minor_units(amount: Decimal) -> int:
+    """Stripe wants integer minor units (fen); rounding happens here, at the boundary."""
+    return int(round_to_minor_unit(amount) / MINOR_UNIT)
+
+
+def from_minor_units(minor: int) -> Decimal:
+    return Decimal(minor) * MINOR_UNIT

@@ -5,9 +5,11 @@ PostgreSQL, Redis or RabbitMQ take over by setting DATABASE_URL, CELERY_BROKER_U
 """
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from celery.schedules import crontab
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -272,6 +274,10 @@ CELERY_BEAT_SCHEDULE = {
     "health-check": {"task": "marketplace.health_check", "schedule": 60.0},
     # 17 * * * *  idempotency records are kept for IDEMPOTENCY_KEY_TTL_HOURS
     "idempotency-purge": {"task": "marketplace.idempotency_purge", "schedule": 3600.0},
+    # */1 * * * *  holds past their expiry return their remainder to available funds
+    "billing-hold-expiry": {"task": "billing.hold_expire_due", "schedule": 60.0},
+    # 30 3 * * *  cached balances against the sum of their postings
+    "billing-ledger-reconcile": {"task": "billing.ledger_reconcile", "schedule": crontab(hour=3, minute=30)},
 }
 HEALTH_WORKER_STALE_SECONDS = env_int("HEALTH_WORKER_STALE_SECONDS", 180)
 
@@ -282,6 +288,12 @@ STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 
 # --- Money ---
 PLATFORM_CURRENCY = os.environ.get("PLATFORM_CURRENCY", "CNY")
+# The platform's share of every charge a provider earns; staff may set another per provider.
+PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "10"))
+TOPUP_MIN_AMOUNT = Decimal(os.environ.get("TOPUP_MIN_AMOUNT", "10.00"))
+TOPUP_MAX_AMOUNT = Decimal(os.environ.get("TOPUP_MAX_AMOUNT", "50000.00"))
+# Top-ups without Stripe credit at once and are marked "test mode": only ever in DEBUG or when this says so.
+BILLING_TEST_TOPUPS = env_bool("BILLING_TEST_TOPUPS", DEBUG)
 
 # --- Logging: structured enough to grep; secrets never reach it ---
 LOGGING = {

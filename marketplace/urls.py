@@ -40,6 +40,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("billing/", include("billing.urls")),
     path("console/", include(console_patterns)),
     path("", include(storefront_patterns)),
 ]

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from billing.money import AMOUNT_DIGITS, AMOUNT_PLACES
+from marketplace.core.api import money_field
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
@@ -13,10 +13,6 @@ from marketplace.models import (
     ResidencyZone,
     Site,
 )
-
-
-def money_field(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
 
 
 class ProviderRefSerializer(serializers.Serializer):

@@ -13,6 +13,7 @@ router.register("provider/model-services", views.ProviderModelServiceViewSet, ba
 
 urlpatterns = [
     path("", include("accounts.api.urls")),
+    path("", include("billing.api.urls")),
     path("placements/quote/", views.PlacementQuoteView.as_view(), name="placement-quote"),
     path("placements/estimate/", views.TrainingEstimateView.as_view(), name="placement-estimate"),
     *router.urls,

@@ -6,11 +6,12 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, permissions
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from billing.money import AMOUNT_DIGITS, AMOUNT_PLACES
 from marketplace.core.errors import DomainError, RateLimited
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,11 @@ WRITE_ERROR_STATUSES = {
     "409": "Conflicts with the current state, or the same Idempotency-Key is in flight.",
     "422": "The Idempotency-Key was used with a different request.",
 }
+
+
+def money_field(**kwargs) -> serializers.DecimalField:
+    """Money in the API: a string with the ledger's 8 places, never a float."""
+    return serializers.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
 
 
 def _error_body(code: str, message: str, details: dict | None = None) -> dict:

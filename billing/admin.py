@@ -1,0 +1,156 @@
+"""Staff see the ledger read-only; money moves only through services (refunds, credit lines)."""
+
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+
+from billing.forms import CreditLineForm, RefundForm
+from billing.models import (
+    AccountKind,
+    Hold,
+    LedgerAccount,
+    LedgerTransaction,
+    Posting,
+    ProviderBilling,
+    Refund,
+    StripeEvent,
+    TopUp,
+)
+from billing.services.ledger import credit_line_set
+from billing.services.refunds import refund_request
+from marketplace.core.errors import DomainError
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _form_view(model_admin, request, obj, form_class, title: str, apply):
+    """A small staff form on one object: valid input goes to `apply`; a refusal is shown on the form."""
+    form = form_class(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            message = apply(form.cleaned_data)
+        except DomainError as error:
+            form.add_error(None, error.detail)
+        else:
+            model_admin.message_user(request, message, messages.SUCCESS)
+            opts = obj._meta
+            return redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+    context = {**model_admin.admin_site.each_context(request), "title": title, "form": form, "object": obj,
+               "opts": obj._meta}  # fmt: skip
+    return TemplateResponse(request, "admin/billing/object_form.html", context)
+
+
+@admin.register(LedgerAccount)
+class LedgerAccountAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "organization", "kind", "balance", "minimum_balance"]
+    list_filter = ["kind"]
+    search_fields = ["organization__name"]
+    change_form_template = "admin/billing/ledgeraccount_change_form.html"
+
+    def get_urls(self):
+        extra = [
+            path("<int:pk>/credit-line/", self.admin_site.admin_view(self.credit_line), name="billing_credit_line")
+        ]
+        return extra + super().get_urls()
+
+    def credit_line(self, request, pk: int):
+        account = get_object_or_404(LedgerAccount, pk=pk, kind=AccountKind.AVAILABLE)
+
+        def apply(data):
+            credit_line_set(organization=account.organization, limit=data["limit"])
+            return _("Credit line of %(org)s set to %(n)s.") % {"org": account.organization, "n": data["limit"]}
+
+        return _form_view(self, request, account, CreditLineForm, _("Set the credit line"), apply)
+
+
+class PostingInline(admin.TabularInline):
+    model = Posting
+    extra = 0
+    can_delete = False
+    readonly_fields = ["account", "amount"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "organization", "memo", "reference", "idempotency_key"]
+    list_filter = ["kind"]
+    search_fields = ["idempotency_key", "reference", "organization__name"]
+    inlines = [PostingInline]
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ["description", "organization", "amount", "captured_amount", "status", "expires_at"]
+    list_filter = ["status"]
+    search_fields = ["reference", "organization__name"]
+
+
+class RefundInline(admin.TabularInline):
+    model = Refund
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["amount", "status", "reason", "stripe_refund_id", "requested_by", "created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(TopUp)
+class TopUpAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organization", "amount", "mode", "status", "refunded_amount"]
+    list_filter = ["status", "mode"]
+    search_fields = ["organization__name", "stripe_checkout_session_id", "stripe_payment_intent_id"]
+    inlines = [RefundInline]
+    change_form_template = "admin/billing/topup_change_form.html"
+
+    def get_urls(self):
+        extra = [path("<int:pk>/refund/", self.admin_site.admin_view(self.refund), name="billing_topup_refund")]
+        return extra + super().get_urls()
+
+    def refund(self, request, pk: int):
+        top_up = get_object_or_404(TopUp, pk=pk)
+
+        def apply(data):
+            refund = refund_request(
+                top_up_id=top_up.pk, amount=data["amount"], reason=data["reason"], requested_by=request.user
+            )
+            return _("Refund of %(n)s recorded (%(status)s).") % {
+                "n": refund.amount,
+                "status": refund.get_status_display(),
+            }
+
+        return _form_view(self, request, top_up, RefundForm, _("Refund this top-up"), apply)
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "top_up", "amount", "status", "stripe_refund_id", "requested_by"]
+    list_filter = ["status"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "event_id", "type", "processed_at"]
+    list_filter = ["type"]
+    search_fields = ["event_id"]
+
+
+@admin.register(ProviderBilling)
+class ProviderBillingAdmin(admin.ModelAdmin):
+    list_display = ["organization", "platform_fee_percent", "stripe_connect_account_id"]
+    search_fields = ["organization__name"]
+    autocomplete_fields = ["organization"]

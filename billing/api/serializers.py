@@ -1,0 +1,44 @@
+from rest_framework import serializers
+
+from billing.models import LedgerTransaction, TopUp
+from marketplace.core.api import money_field
+
+
+class WalletSerializer(serializers.Serializer):
+    currency = serializers.CharField(read_only=True)
+    available = money_field(read_only=True, help_text="Funds free to spend.")
+    held = money_field(read_only=True, help_text="Funds reserved for running work (rentals, gateway calls).")
+    credit_limit = money_field(read_only=True, help_text="Approved credit line: available may go down to minus this.")
+    spendable = money_field(read_only=True, help_text="Available plus the unused credit line.")
+    earnings = money_field(read_only=True, help_text="Provider earnings not yet paid out.")
+    test_mode_top_ups = serializers.BooleanField(
+        read_only=True, help_text="Top-ups credit at once without payment (development only)."
+    )
+
+
+class TransactionSerializer(serializers.ModelSerializer):
+    available_change = money_field(read_only=True)
+    held_change = money_field(read_only=True)
+    earnings_change = money_field(read_only=True)
+
+    class Meta:
+        model = LedgerTransaction
+        fields = ["id", "kind", "memo", "reference", "created_at", "available_change", "held_change", "earnings_change"]
+        read_only_fields = fields
+
+
+class TopUpSerializer(serializers.ModelSerializer):
+    checkout_url = serializers.SerializerMethodField(help_text="Where the buyer pays (Stripe Checkout) while pending.")
+
+    class Meta:
+        model = TopUp
+        fields = ["id", "amount", "mode", "status", "checkout_url", "refunded_amount", "created_at", "credited_at"]
+        read_only_fields = fields
+
+    def get_checkout_url(self, top_up: TopUp) -> str | None:
+        return top_up.checkout_url if top_up.status == TopUp.Status.PENDING and top_up.checkout_url else None
+
+
+class TopUpCreateSerializer(serializers.Serializer):
+    # A string, validated by the service: money never passes through a float.
+    amount = serializers.CharField(help_text='Amount in the platform currency, at most two decimals, e.g. "100.00".')

@@ -1,0 +1,10 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from billing.api import views
+
+router = SimpleRouter()
+router.register("transactions", views.TransactionViewSet, basename="transaction")
+router.register("top-ups", views.TopUpViewSet, basename="top-up")
+
+urlpatterns = [path("wallet/", views.WalletView.as_view(), name="wallet"), *router.urls]

@@ -1,0 +1,60 @@
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors
+from billing.api import serializers
+from billing.filters import TopUpFilterSet, TransactionFilterSet
+from billing.models import LedgerTransaction, TopUp
+from billing.services.topups import topup_start, topup_test_mode
+from billing.services.wallets import billing_manager_require
+from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.idempotency import idempotent
+
+
+class WalletView(OrganizationScopedMixin, APIView):
+    @extend_schema(responses=serializers.WalletSerializer)
+    def get(self, request: Request) -> Response:
+        wallet = selectors.wallet_get(organization=self.organization)
+        data = {**vars(wallet), "spendable": wallet.spendable, "test_mode_top_ups": topup_test_mode()}
+        return Response(serializers.WalletSerializer(data).data)
+
+
+class TransactionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Every ledger transaction that moved the organization's money, with its effect on each balance."""
+
+    serializer_class = serializers.TransactionSerializer
+    filterset_class = TransactionFilterSet
+    ordering_fields = ["created_at"]
+
+    def get_queryset(self) -> QuerySet[LedgerTransaction]:
+        if getattr(self, "swagger_fake_view", False):
+            return LedgerTransaction.objects.none()
+        return selectors.transaction_list(organization=self.organization)
+
+
+class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Top-ups. Creating one returns a Stripe Checkout URL to pay at (or, in test mode, a credited top-up)."""
+
+    serializer_class = serializers.TopUpSerializer
+    filterset_class = TopUpFilterSet
+    ordering_fields = ["created_at", "amount"]
+
+    def get_queryset(self) -> QuerySet[TopUp]:
+        if getattr(self, "swagger_fake_view", False):
+            return TopUp.objects.none()
+        return selectors.top_up_list(organization=self.organization)
+
+    @extend_schema(request=serializers.TopUpCreateSerializer, responses={201: serializers.TopUpSerializer})
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.TopUpCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        billing_manager_require(user=request.user, organization=self.organization)
+        top_up = topup_start(
+            organization=self.organization, amount=payload.validated_data["amount"], created_by=request.user
+        )
+        return Response(serializers.TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)

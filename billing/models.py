@@ -1,0 +1,298 @@
+"""The ledger is the record of every balance: accounts, transactions and append-only postings.
+
+Sign convention: an account's balance is the sum of its postings, and every transaction's postings sum
+to zero. An organization's funds are positive balances (money the platform owes it); the platform's
+payment clearing account mirrors cash at the payment rail and goes negative as money comes in.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from billing.money import amount_field
+
+
+class AccountKind(models.TextChoices):
+    AVAILABLE = "available", _("Available funds")
+    HELD = "held", _("Held funds")
+    EARNINGS = "earnings", _("Provider earnings payable")
+    PLATFORM_REVENUE = "platform_revenue", _("Platform revenue")
+    PAYMENT_CLEARING = "payment_clearing", _("Payment clearing")
+
+
+ORGANIZATION_ACCOUNT_KINDS = (AccountKind.AVAILABLE, AccountKind.HELD, AccountKind.EARNINGS)
+PLATFORM_ACCOUNT_KINDS = (AccountKind.PLATFORM_REVENUE, AccountKind.PAYMENT_CLEARING)
+
+
+class LedgerAccount(models.Model):
+    """One balance: an organization's (available, held, earnings) or the platform's (revenue, clearing).
+
+    `balance` is a cache of the sum of postings, updated in the posting's transaction; the daily
+    reconciliation compares the two. `minimum_balance` is the floor a debit may not cross: zero for held
+    funds and earnings, minus the approved credit line for available funds, none for platform accounts.
+    It is enforced by the ledger's conditional update rather than a CHECK constraint, because one kind of
+    posting must be able to cross it: a refund that Stripe reports after it happened (a dashboard refund of
+    money already spent) is recorded as it is, and leaves the organization owing.
+    """
+
+    Kind = AccountKind
+
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_accounts"
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=AccountKind.choices)
+    currency = models.CharField(_("currency"), max_length=3, default=settings.PLATFORM_CURRENCY)
+    balance = amount_field(verbose_name=_("balance"), default=0)
+    minimum_balance = amount_field(verbose_name=_("minimum balance"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("ledger account")
+        verbose_name_plural = _("ledger accounts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "kind", "currency"],
+                condition=Q(organization__isnull=False),
+                name="ledger_account_unique_organization_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "currency"],
+                condition=Q(organization__isnull=True),
+                name="ledger_account_unique_platform",
+            ),
+            models.CheckConstraint(condition=Q(kind__in=AccountKind.values), name="ledger_account_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(organization__isnull=True, kind__in=PLATFORM_ACCOUNT_KINDS)
+                | Q(organization__isnull=False, kind__in=ORGANIZATION_ACCOUNT_KINDS),
+                name="ledger_account_owner_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.organization_id and f"org {self.organization_id}" or "platform"
+        return f"{owner} · {self.get_kind_display()} ({self.currency})"
+
+    @property
+    def credit_limit(self):
+        return -self.minimum_balance if self.minimum_balance is not None else None
+
+
+class TransactionKind(models.TextChoices):
+    TOP_UP = "top_up", _("Top-up")
+    HOLD = "hold", _("Hold")
+    CAPTURE = "capture", _("Charge")
+    RELEASE = "release", _("Hold released")
+    REFUND = "refund", _("Refund")
+    REFUND_REVERSAL = "refund_reversal", _("Refund reversed")
+    PAYOUT = "payout", _("Payout")
+    ADJUSTMENT = "adjustment", _("Adjustment")
+
+
+class LedgerTransaction(models.Model):
+    """A set of postings that sum to zero, made at most once per idempotency key."""
+
+    Kind = TransactionKind
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=TransactionKind.choices)
+    # The organization the transaction is about (its statements list it); null for platform-only moves.
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    memo = models.CharField(_("memo"), max_length=255)
+    reference = models.CharField(_("reference"), max_length=100, blank=True, db_index=True)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("ledger transaction")
+        verbose_name_plural = _("ledger transactions")
+        indexes = [models.Index(fields=["organization", "-created_at", "-id"], name="ledger_txn_org_time")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=TransactionKind.values), name="ledger_txn_kind_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} · {self.memo}"
+
+
+class Posting(models.Model):
+    """One side of a transaction. Append-only: the database refuses UPDATE and DELETE (see migration 0002)."""
+
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="postings")
+    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="postings")
+    amount = amount_field(verbose_name=_("amount"))
+
+    class Meta:
+        verbose_name = _("posting")
+        verbose_name_plural = _("postings")
+        indexes = [models.Index(fields=["account", "transaction"], name="posting_account_txn")]
+        constraints = [models.CheckConstraint(condition=~Q(amount=0), name="posting_amount_nonzero")]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.amount:+}"
+
+
+class HoldStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    RELEASED = "released", _("Released")
+    EXPIRED = "expired", _("Expired")
+
+
+class Hold(models.Model):
+    """Funds reserved before work and settled after: captured in parts, the rest returned once.
+
+    `amount` only grows (an on-demand rental tops its hold up); what is still held is
+    `amount - captured_amount` while active, nothing once resolved.
+    """
+
+    Status = HoldStatus
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="holds")
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    reference = models.CharField(_("reference"), max_length=100, db_index=True)
+    description = models.CharField(_("description"), max_length=255)
+    amount = amount_field(verbose_name=_("amount held"))
+    captured_amount = amount_field(verbose_name=_("captured"), default=0)
+    status = models.CharField(_("status"), max_length=10, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True, db_index=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("hold")
+        verbose_name_plural = _("holds")
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=HoldStatus.values), name="hold_status_valid"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(captured_amount__gte=0, captured_amount__lte=F("amount")), name="hold_capture_within_amount"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.get_status_display()})"
+
+    @property
+    def remaining(self):
+        return self.amount - self.captured_amount if self.status == HoldStatus.ACTIVE else Decimal(0)
+
+
+class TopUp(models.Model):
+    """Money paid in: through a Stripe Checkout Session, or in the marked test mode (never in production)."""
+
+    class Mode(models.TextChoices):
+        STRIPE = "stripe", _("Stripe")
+        TEST = "test", _("Test mode")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Awaiting payment")
+        SUCCEEDED = "succeeded", _("Paid")
+        FAILED = "failed", _("Failed")
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="top_ups")
+    amount = amount_field(verbose_name=_("amount"))
+    mode = models.CharField(_("mode"), max_length=8, choices=Mode.choices)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    stripe_checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    refunded_amount = amount_field(verbose_name=_("refunded"), default=0)
+    created_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    credited_at = models.DateTimeField(_("credited at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("top-up")
+        verbose_name_plural = _("top-ups")
+        indexes = [models.Index(fields=["organization", "-created_at"], name="topup_org_time")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="topup_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount__gte=0, refunded_amount__lte=F("amount")), name="topup_refund_within_amount"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {settings.PLATFORM_CURRENCY} ({self.get_status_display()})"
+
+    @property
+    def refundable_amount(self):
+        return self.amount - self.refunded_amount if self.status == self.Status.SUCCEEDED else Decimal(0)
+
+
+class Refund(models.Model):
+    """Money returned from a top-up: by staff (admin, then Stripe) or reported by Stripe (dashboard refunds)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    top_up = models.ForeignKey(TopUp, on_delete=models.PROTECT, related_name="refunds")
+    amount = amount_field(verbose_name=_("amount"))
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PENDING)
+    stripe_refund_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    failure_message = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} ({self.get_status_display()})"
+
+
+class StripeEvent(models.Model):
+    """Every verified webhook event, stored once by id before it is processed (dj-stripe's rule)."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Stripe event")
+        verbose_name_plural = _("Stripe events")
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.type}"
+
+
+class ProviderBilling(models.Model):
+    """Per-provider billing terms set by staff: a platform fee other than the global one, the payout account."""
+
+    organization = models.OneToOneField(
+        "accounts.Organization", on_delete=models.CASCADE, related_name="provider_billing"
+    )
+    platform_fee_percent = models.DecimalField(
+        _("platform fee (%)"),
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=_("Leave empty for the platform's default fee."),
+    )
+    stripe_connect_account_id = models.CharField(_("Stripe Connect account"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("provider billing terms")
+        verbose_name_plural = _("provider billing terms")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(platform_fee_percent__isnull=True)
+                | Q(platform_fee_percent__gte=0, platform_fee_percent__lte=100),
+                name="provider_fee_within_bounds",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return str(self.organization)

@@ -1,0 +1,99 @@
+"""Reads of billing. Everything of a tenant is selected through its organization."""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils.timezone import localdate, now
+
+from accounts.models import Organization
+from billing.models import AccountKind, Hold, LedgerAccount, LedgerTransaction, TopUp, TransactionKind
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Wallet:
+    currency: str
+    available: Decimal
+    held: Decimal
+    credit_limit: Decimal
+    earnings: Decimal
+
+    @property
+    def spendable(self) -> Decimal:
+        """What a new hold may take: available funds plus the unused credit line."""
+        return self.available + self.credit_limit
+
+
+def wallet_get(*, organization: Organization) -> Wallet:
+    """The organization's balances in one query; accounts not opened yet read as zero."""
+    accounts = {
+        account.kind: account
+        for account in LedgerAccount.objects.filter(organization=organization, currency=settings.PLATFORM_CURRENCY)
+    }
+    available = accounts.get(AccountKind.AVAILABLE)
+
+    def balance(kind: str) -> Decimal:
+        return accounts[kind].balance if kind in accounts else ZERO
+
+    return Wallet(
+        currency=settings.PLATFORM_CURRENCY,
+        available=balance(AccountKind.AVAILABLE),
+        held=balance(AccountKind.HELD),
+        credit_limit=(available.credit_limit or ZERO) if available else ZERO,
+        earnings=balance(AccountKind.EARNINGS),
+    )
+
+
+def transaction_list(*, organization: Organization) -> QuerySet[LedgerTransaction]:
+    """Transactions that moved the organization's money, newest first, each with what it did to the
+    organization's available funds, held funds and earnings (`*_change`)."""
+    mine = Q(postings__account__organization=organization)
+
+    def change(kind: str) -> Sum:
+        return Sum("postings__amount", filter=Q(postings__account__kind=kind), default=ZERO)
+
+    return (
+        LedgerTransaction.objects.filter(mine)
+        .annotate(
+            available_change=change(AccountKind.AVAILABLE),
+            held_change=change(AccountKind.HELD),
+            earnings_change=change(AccountKind.EARNINGS),
+        )
+        .order_by("-created_at", "-pk")
+    )
+
+
+def top_up_list(*, organization: Organization) -> QuerySet[TopUp]:
+    return TopUp.objects.filter(organization=organization).order_by("-created_at", "-pk")
+
+
+def spend_by_day(*, organization: Organization, days: int = 30) -> list[tuple[date, Decimal]]:
+    """Charges per day over the last `days` days, every day present (zero where nothing was charged)."""
+    first_day = localdate() - timedelta(days=days - 1)
+    rows = (
+        LedgerTransaction.objects.filter(
+            kind=TransactionKind.CAPTURE,
+            organization=organization,
+            created_at__gte=now() - timedelta(days=days),
+            postings__account__organization=organization,
+            postings__account__kind=AccountKind.HELD,
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(spent=Sum("postings__amount"))
+    )
+    spent = {row["day"]: -row["spent"] for row in rows}
+    return [(day, spent.get(day, ZERO)) for day in (first_day + timedelta(n) for n in range(days))]
+
+
+def hold_ids_due_to_expire(*, limit: int = 1000) -> list[int]:
+    return list(
+        Hold.objects.filter(status=Hold.Status.ACTIVE, expires_at__lte=now())
+        .order_by("expires_at")
+        .values_list("pk", flat=True)[:limit]
+    )

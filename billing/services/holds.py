@@ -1,0 +1,189 @@
+"""Holds: reserve funds before work (a rental, a gateway call), capture what the work cost, return the rest.
+
+Lock order everywhere: the hold row first, then ledger accounts in primary-key order (inside ledger_post).
+"""
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils.timezone import now
+from django.utils.translation import gettext as _
+
+from accounts.models import Organization
+from billing.models import AccountKind, Hold, LedgerTransaction, ProviderBilling, TransactionKind
+from billing.money import quantize_amount
+from billing.services.ledger import ZERO, ledger_post, organization_account, platform_account
+from marketplace.core.errors import Conflict, DomainError
+
+logger = logging.getLogger(__name__)
+
+
+class HoldResolved(Conflict):
+    code = "hold_resolved"
+
+
+class CaptureExceedsHold(Conflict):
+    code = "capture_exceeds_hold"
+
+
+def platform_fee_percent(*, provider: Organization) -> Decimal:
+    """The platform's share of a provider's charges: the provider's own rate where staff set one, else global."""
+    override = ProviderBilling.objects.filter(organization=provider).values_list("platform_fee_percent", flat=True)
+    override = next(iter(override), None)
+    return override if override is not None else settings.PLATFORM_FEE_PERCENT
+
+
+def fee_split(*, amount: Decimal, fee_percent: Decimal) -> tuple[Decimal, Decimal]:
+    """(provider earnings, platform fee) of a charge. The fee is rounded half-up to 8 places and the provider
+    gets exactly the rest, so the two always add up to the charge."""
+    fee = quantize_amount(amount * fee_percent / 100)
+    return amount - fee, fee
+
+
+def _positive(amount: Decimal, what: str) -> None:
+    if amount <= 0:
+        raise DomainError(_("The %(what)s must be positive.") % {"what": what}, code="invalid_amount")
+
+
+@transaction.atomic
+def hold_place(
+    *,
+    organization: Organization,
+    amount: Decimal,
+    idempotency_key: str,
+    reference: str,
+    description: str,
+    expires_at: datetime | None = None,
+) -> Hold:
+    """Move `amount` from available to held funds. Idempotent per key (a replay returns the same hold).
+
+    Raises InsufficientFunds (with how much is missing) when available funds plus the credit line fall short.
+    """
+    _positive(amount, _("amount to hold"))
+    try:
+        with transaction.atomic():
+            hold = Hold.objects.create(
+                organization=organization,
+                idempotency_key=idempotency_key,
+                reference=reference,
+                description=description[:255],
+                amount=amount,
+                expires_at=expires_at,
+            )
+    except IntegrityError:
+        return Hold.objects.get(idempotency_key=idempotency_key, organization=organization)
+    ledger_post(
+        idempotency_key=f"hold:{hold.pk}",
+        kind=TransactionKind.HOLD,
+        lines=[
+            (organization_account(organization_id=organization.pk, kind=AccountKind.AVAILABLE), -amount),
+            (organization_account(organization_id=organization.pk, kind=AccountKind.HELD), amount),
+        ],
+        memo=description,
+        organization=organization,
+        reference=reference,
+    )
+    return hold
+
+
+@transaction.atomic
+def hold_increase(*, hold_id: int, amount: Decimal, idempotency_key: str) -> Hold:
+    """Hold more on an active hold (an on-demand rental's runway). Idempotent per key."""
+    _positive(amount, _("amount to hold"))
+    hold = Hold.objects.select_for_update().get(pk=hold_id)
+    if LedgerTransaction.objects.filter(idempotency_key=idempotency_key).exists():
+        return hold
+    if hold.status != Hold.Status.ACTIVE:
+        raise HoldResolved(_("This hold is already settled."))
+    ledger_post(
+        idempotency_key=idempotency_key,
+        kind=TransactionKind.HOLD,
+        lines=[
+            (organization_account(organization_id=hold.organization_id, kind=AccountKind.AVAILABLE), -amount),
+            (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), amount),
+        ],
+        memo=hold.description,
+        organization=hold.organization,
+        reference=hold.reference,
+    )
+    hold.amount += amount
+    hold.save(update_fields=["amount"])
+    return hold
+
+
+@transaction.atomic
+def hold_capture(
+    *, hold_id: int, amount: Decimal, provider: Organization, idempotency_key: str, memo: str
+) -> LedgerTransaction:
+    """Charge `amount` of the hold: held funds go to the provider's earnings less the platform fee.
+
+    Idempotent per key: a replay returns the first capture, even after the hold was resolved. Never takes
+    more than is still held (CaptureExceedsHold) and never from a resolved hold (HoldResolved).
+    """
+    _positive(amount, _("charge"))
+    hold = Hold.objects.select_for_update().get(pk=hold_id)
+    replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
+    if replay is not None:
+        return replay
+    if hold.status != Hold.Status.ACTIVE:
+        raise HoldResolved(_("This hold is already settled; nothing more can be charged to it."))
+    if amount > hold.remaining:
+        raise CaptureExceedsHold(
+            _("The charge of %(amount)s exceeds the %(remaining)s still held.")
+            % {"amount": amount, "remaining": hold.remaining},
+            held=str(hold.remaining),
+        )
+    earnings, fee = fee_split(amount=amount, fee_percent=platform_fee_percent(provider=provider))
+    txn, _posted = ledger_post(
+        idempotency_key=idempotency_key,
+        kind=TransactionKind.CAPTURE,
+        lines=[
+            (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), -amount),
+            (organization_account(organization_id=provider.pk, kind=AccountKind.EARNINGS), earnings),
+            (platform_account(kind=AccountKind.PLATFORM_REVENUE), fee),
+        ],
+        memo=memo,
+        organization=hold.organization,
+        reference=hold.reference,
+    )
+    hold.captured_amount += amount
+    hold.save(update_fields=["captured_amount"])
+    return txn
+
+
+def _hold_resolve(*, hold_id: int, status: Hold.Status) -> Hold:
+    hold = Hold.objects.select_for_update().get(pk=hold_id)
+    if hold.status != Hold.Status.ACTIVE:
+        return hold  # resolves at most once: a second release or expiry changes nothing
+    remaining = hold.remaining
+    if remaining > ZERO:
+        ledger_post(
+            idempotency_key=f"hold-release:{hold.pk}",
+            kind=TransactionKind.RELEASE,
+            lines=[
+                (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), -remaining),
+                (organization_account(organization_id=hold.organization_id, kind=AccountKind.AVAILABLE), remaining),
+            ],
+            memo=hold.description,
+            organization=hold.organization,
+            reference=hold.reference,
+        )
+    hold.status, hold.resolved_at = status, now()
+    hold.save(update_fields=["status", "resolved_at"])
+    return hold
+
+
+@transaction.atomic
+def hold_release(*, hold_id: int) -> Hold:
+    """Return what was not captured to available funds and close the hold. Idempotent."""
+    return _hold_resolve(hold_id=hold_id, status=Hold.Status.RELEASED)
+
+
+@transaction.atomic
+def hold_expire(*, hold_id: int) -> Hold:
+    hold = _hold_resolve(hold_id=hold_id, status=Hold.Status.EXPIRED)
+    logger.info("hold expired", extra={"hold_id": hold.pk, "organization_id": hold.organization_id})
+    return hold

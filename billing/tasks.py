@@ -1,0 +1,36 @@
+"""Thin Celery tasks of billing: ids in, one service call each; the services make them idempotent."""
+
+from celery import shared_task
+
+from billing.selectors import hold_ids_due_to_expire
+from billing.services.holds import hold_expire
+from billing.services.ledger import ledger_reconcile
+from billing.services.refunds import refund_submit
+from billing.stripe_client import PaymentProviderUnavailable
+from marketplace.core.tasks import TRANSIENT_ERRORS
+
+
+@shared_task(name="billing.refund_submit", autoretry_for=(*TRANSIENT_ERRORS, PaymentProviderUnavailable))
+def refund_submit_task(refund_id: int) -> str:
+    """Ask Stripe for the refund; a dropped response is retried with the same idempotency key."""
+    return refund_submit(refund_id=refund_id).status
+
+
+@shared_task(name="billing.hold_expire_due")
+def hold_expire_due_task() -> int:
+    """Every minute: fan out one expiry task per hold past its expiry."""
+    due = hold_ids_due_to_expire()
+    for hold_id in due:
+        hold_expire_task.delay(hold_id)
+    return len(due)
+
+
+@shared_task(name="billing.hold_expire")
+def hold_expire_task(hold_id: int) -> None:
+    hold_expire(hold_id=hold_id)
+
+
+@shared_task(name="billing.ledger_reconcile")
+def ledger_reconcile_task() -> int:
+    """Daily: cached balances against the sum of their postings; mismatches are logged as errors."""
+    return len(ledger_reconcile())

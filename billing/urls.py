@@ -1,0 +1,13 @@
+from django.urls import path
+
+from billing import views
+
+app_name = "billing"
+
+urlpatterns = [
+    path("wallet/", views.wallet, name="wallet"),
+    path("wallet/top-up/", views.wallet_top_up, name="wallet-top-up"),
+    path("wallet/transactions.csv", views.transactions_csv, name="transactions-csv"),
+    path("top-ups/<int:pk>/return/", views.top_up_return, name="top-up-return"),
+    path("stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
+]

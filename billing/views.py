@@ -1,0 +1,138 @@
+"""Wallet pages and the Stripe webhook endpoint: forms in, service calls, redirects; selectors out, templates."""
+
+import csv
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import membership_get
+from billing import selectors
+from billing.filters import TransactionFilterSet
+from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
+from billing.services.webhooks import stripe_event_receive
+from marketplace.core.errors import DomainError
+
+PAGE_SIZE = 20
+RECENT_TOP_UPS = 10
+
+
+def _organization_or_redirect(request: HttpRequest):
+    if request.organization is None:
+        messages.info(request, _("Create or join an organization first."))
+    return request.organization
+
+
+@login_required
+def wallet(request: HttpRequest) -> HttpResponse:
+    organization = _organization_or_redirect(request)
+    if organization is None:
+        return redirect("accounts:organization-list")
+    filterset = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization))
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    spend = selectors.spend_by_day(organization=organization)
+    membership = membership_get(user=request.user, organization=organization)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "wallet": selectors.wallet_get(organization=organization),
+        "filter_form": filterset.form,
+        "page": page,
+        "query": query.urlencode(),
+        "top_ups": selectors.top_up_list(organization=organization)[:RECENT_TOP_UPS],
+        "test_mode": topup_test_mode(),
+        "can_top_up": membership is not None and membership.can_manage_billing,
+        "spend_chart": {"labels": [day.isoformat() for day, _amount in spend], "spent": [str(a) for _d, a in spend]},
+    }
+    return render(request, "billing/wallet.html", context)
+
+
+@login_required
+@require_POST
+def wallet_top_up(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    if organization is None:
+        return redirect("accounts:organization-list")
+    membership = membership_get(user=request.user, organization=organization)
+    if membership is None or not membership.can_manage_billing:
+        messages.error(request, _("Only owners, admins and billing members can add funds."))
+        return redirect("billing:wallet")
+    try:
+        top_up = topup_start(organization=organization, amount=request.POST.get("amount", ""), created_by=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("billing:wallet")
+    if top_up.checkout_url:
+        return redirect(top_up.checkout_url)
+    messages.success(
+        request,
+        _("%(amount)s %(currency)s added (test mode: no payment was taken).")
+        % {"amount": f"{top_up.amount:.2f}", "currency": settings.PLATFORM_CURRENCY},
+    )
+    return redirect("billing:wallet")
+
+
+@login_required
+def top_up_return(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stripe sends the buyer here after paying; the top-up is credited now if the webhook has not done it."""
+    try:
+        top_up = topup_confirm_return(organization=request.organization, top_up_id=pk)
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("billing:wallet")
+    if top_up.status == top_up.Status.SUCCEEDED:
+        messages.success(
+            request,
+            _("Payment received: %(amount)s %(currency)s added to your wallet.")
+            % {"amount": f"{top_up.amount:.2f}", "currency": settings.PLATFORM_CURRENCY},
+        )
+    else:
+        messages.info(request, _("Your payment is being processed; the funds appear here once it completes."))
+    return redirect("billing:wallet")
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+CSV_HEADER = ["id", "time", "kind", "memo", "reference", "available_change", "held_change", "earnings_change"]
+
+
+@login_required
+def transactions_csv(request: HttpRequest) -> HttpResponse:
+    """The wallet's transactions as CSV, with the page's filters; streamed, so a long history costs no memory."""
+    organization = request.organization
+    if organization is None:
+        return redirect("accounts:organization-list")
+    rows = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization)).qs
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(CSV_HEADER)
+        for txn in rows.iterator(chunk_size=1000):
+            yield writer.writerow([
+                txn.pk, txn.created_at.isoformat(), txn.kind, txn.memo, txn.reference,
+                txn.available_change, txn.held_change, txn.earnings_change,
+            ])  # fmt: skip
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="transactions-{organization.slug}.csv"'
+    return response
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Stripe's deliveries: 400 and nothing written unless the signature is valid and recent."""
+    try:
+        event = stripe_event_receive(payload=request.body, signature=request.headers.get("Stripe-Signature"))
+    except DomainError as error:  # InvalidSignature among them: 400
+        return JsonResponse({"error": {"code": error.code, "message": error.detail}}, status=error.status_code)
+    return JsonResponse({"received": True, "event": event.event_id})
