@@ -1,14 +1,18 @@
 """Walk every /api/v1/ route with two organizations' keys: B sees nothing of A and changes nothing of A."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
+from billing.models import LedgerTransaction, TopUp
+from billing.selectors import wallet_get
 from marketplace.models import ModelService, Offering
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
+from tests.factories.billing import fund
 from tests.factories.marketplace import ModelServiceFactory, OfferingFactory
 
 API_PREFIX = "api/v1/"
@@ -50,6 +54,7 @@ def tenants(db):
     offering_a = OfferingFactory(provider=organization_a, status=Offering.Status.DRAFT)
     service_a = ModelServiceFactory(provider=organization_a, status=ModelService.Status.DRAFT)
     key_a, secret_a = api_key_for(organization_a, user=user_a)
+    top_up_a = fund(organization_a, "100.00")
     invitation_a, _token = services.invitation_create(
         organization=organization_a, email="invitee@example.com", role="member", invited_by=user_a
     )
@@ -62,6 +67,7 @@ def tenants(db):
         "invitation_id": invitation_a.pk,
         "offering_a": offering_a,
         "service_a": service_a,
+        "top_up_a": top_up_a,
     }
 
 
@@ -83,6 +89,8 @@ OBJECT_OF_A = {
     "model-services/": lambda t: t["service_a"].pk,
     "provider/offerings/": lambda t: t["offering_a"].pk,
     "provider/model-services/": lambda t: t["service_a"].pk,
+    "transactions/": lambda t: LedgerTransaction.objects.get(idempotency_key=f"topup:{t['top_up_a'].pk}").pk,
+    "top-ups/": lambda t: t["top_up_a"].pk,
 }
 
 
@@ -127,6 +135,8 @@ def assert_a_unchanged(tenants: dict) -> None:
     tenants["service_a"].refresh_from_db()
     assert tenants["offering_a"].name != "hijack" and tenants["offering_a"].status == Offering.Status.DRAFT
     assert tenants["service_a"].name != "hijack" and tenants["service_a"].status == ModelService.Status.DRAFT
+    assert wallet_get(organization=tenants["a"]).available == Decimal("100.00")
+    assert list(TopUp.objects.values_list("organization", flat=True)) == [tenants["a"].pk]
 
 
 def test_nested_objects_of_a_are_404_under_bs_own_organization(tenants, api_client_for):

@@ -168,11 +168,14 @@ def test_unbalanced_postings_written_with_raw_sql_fail_at_commit(require_postgre
     available, clearing = _accounts(organization)
     txn = LedgerTransaction.objects.create(idempotency_key="raw:1", kind=TransactionKind.ADJUSTMENT, memo="raw")
     # when / then: the deferred constraint trigger checks when the transaction commits
-    with pytest.raises(DatabaseError, match="does not sum to zero"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO billing_posting (transaction_id, account_id, amount) VALUES (%s, %s, 5), (%s, %s, -4)",
-                [txn.pk, available.pk, txn.pk, clearing.pk],
-            )
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what COMMIT does to a deferred trigger
+    with (
+        pytest.raises(DatabaseError, match="does not sum to zero"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO billing_posting (transaction_id, account_id, amount) VALUES (%s, %s, 5), (%s, %s, -4)",
+            [txn.pk, available.pk, txn.pk, clearing.pk],
+        )
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what COMMIT does to a deferred trigger
     assert not Posting.objects.filter(transaction=txn).exists()

@@ -29,7 +29,7 @@ class FakeStripe(stripe.HTTPClient):
 
     # --- what tests use ---
     def fail_next(self, fault: str) -> None:
-        """'drop' (do the work, lose the response), 'error500' or 'conflict409' (do nothing)."""
+        """'drop' (do the work, lose the response); 'error500', 'conflict409' or 'invalid400' (do nothing)."""
         self._faults.append(fault)
 
     def pay(self, session_id: str) -> dict:
@@ -52,6 +52,8 @@ class FakeStripe(stripe.HTTPClient):
                 return self._error(500, "api_error")
             if fault == "conflict409":
                 return self._error(409, "idempotency_error")
+            if fault == "invalid400":
+                return self._error(400, "invalid_request_error")
             if method == "post" and key in self._by_idempotency_key:
                 response = self._by_idempotency_key[key]
             else:
@@ -113,8 +115,12 @@ class FakeStripe(stripe.HTTPClient):
 def signed_event(event_type: str, obj: dict, *, secret: str, event_id: str | None = None, at: int | None = None):
     """(payload bytes, Stripe-Signature header) as Stripe signs a webhook delivery."""
     payload = json.dumps(
-        {"id": event_id or f"evt_{obj['id']}_{event_type}", "object": "event", "type": event_type,
-         "data": {"object": obj}}  # fmt: skip
+        {
+            "id": event_id or f"evt_{obj['id']}_{event_type}",
+            "object": "event",
+            "type": event_type,
+            "data": {"object": obj},
+        }  # fmt: skip
     )
     timestamp = at if at is not None else int(time.time())
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)

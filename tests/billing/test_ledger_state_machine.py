@@ -1,0 +1,153 @@
+"""Random sequences of money moves; after every step the ledger's invariants hold, checked in SQL."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection, transaction
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from billing.models import Hold, LedgerAccount, TopUp
+from billing.services.holds import fee_split, hold_capture, hold_place, hold_release
+from billing.services.ledger import InsufficientFunds, credit_line_set
+from billing.services.refunds import refund_request
+from billing.services.topups import topup_credit
+from marketplace.core.errors import DomainError
+from tests.factories.accounts import OrganizationFactory, UserFactory
+
+FEE = Decimal("12.5")
+cents = st.integers(min_value=1, max_value=50_000).map(lambda n: Decimal(n) / 100)
+
+
+def scalar(sql: str) -> object:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    holds = Bundle("holds")
+    top_ups = Bundle("top_ups")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each run is one savepoint, rolled back at teardown: runs never see each other's rows.
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+        self.expected_earnings = Decimal(0)
+        self.hold_ids: list[int] = []
+
+    @initialize()
+    def organizations(self) -> None:
+        self.buyers = [OrganizationFactory(), OrganizationFactory()]
+        self.provider = OrganizationFactory()
+        self.staff = UserFactory(is_staff=True)
+
+    def teardown(self) -> None:
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)
+
+    @rule(target=top_ups, buyer=st.integers(0, 1), amount=cents)
+    def top_up(self, buyer, amount):
+        top_up = TopUp.objects.create(organization=self.buyers[buyer], amount=amount, mode=TopUp.Mode.TEST)
+        return topup_credit(top_up_id=top_up.pk).pk
+
+    @rule(buyer=st.integers(0, 1), limit=st.integers(0, 200).map(Decimal))
+    def credit_line(self, buyer, limit):
+        try:
+            credit_line_set(organization=self.buyers[buyer], limit=limit)
+        except DomainError as refused:
+            assert refused.code == "credit_line_below_balance"
+
+    @rule(target=holds, buyer=st.integers(0, 1), amount=cents)
+    def hold(self, buyer, amount):
+        organization = self.buyers[buyer]
+        available = LedgerAccount.objects.filter(organization=organization, kind="available").first()
+        spendable = available.balance - available.minimum_balance if available else Decimal(0)
+        try:
+            hold = hold_place(
+                organization=organization,
+                amount=amount,
+                idempotency_key=f"sm-hold:{len(self.hold_ids)}:{organization.pk}",
+                reference="rental:x",
+                description="state machine",
+            )
+        except InsufficientFunds:
+            assert amount > spendable
+            return None
+        assert amount <= spendable
+        self.hold_ids.append(hold.pk)
+        return hold.pk
+
+    @precondition(lambda self: self.hold_ids)
+    @rule(hold_id=holds, share=st.integers(1, 100))
+    def capture(self, hold_id, share):
+        if hold_id is None:
+            return
+        hold = Hold.objects.get(pk=hold_id)
+        amount = (hold.remaining * share / 100).quantize(Decimal("0.00000001"))
+        if hold.status != Hold.Status.ACTIVE or amount <= 0:
+            return
+        hold_capture(
+            hold_id=hold_id,
+            amount=amount,
+            provider=self.provider,
+            idempotency_key=f"sm-use:{hold_id}:{hold.captured_amount}",
+            memo="x",
+        )
+        self.expected_earnings += fee_split(amount=amount, fee_percent=FEE)[0]
+
+    @rule(hold_id=holds)
+    def release(self, hold_id):
+        if hold_id is not None:
+            hold_release(hold_id=hold_id)
+
+    @rule(top_up_id=top_ups, amount=cents)
+    def refund(self, top_up_id, amount):
+        try:
+            refund_request(top_up_id=top_up_id, amount=amount, reason="x", requested_by=self.staff)
+        except DomainError as refused:
+            assert refused.code in {"refund_exceeds_top_up", "insufficient_funds"}
+
+    @invariant()
+    def every_transaction_sums_to_zero(self):
+        assert scalar("SELECT COUNT(*) FROM (SELECT transaction_id FROM billing_posting "
+                      "GROUP BY transaction_id HAVING SUM(amount) <> 0) unbalanced") == 0  # fmt: skip
+
+    @invariant()
+    def cached_balances_equal_their_postings(self):
+        derived = "SELECT COALESCE(SUM(p.amount), 0) FROM billing_posting p WHERE p.account_id = a.id"
+        assert scalar(f"SELECT COUNT(*) FROM billing_ledgeraccount a WHERE a.balance <> ({derived})") == 0
+
+    @invariant()
+    def no_balance_below_its_floor(self):
+        assert scalar("SELECT COUNT(*) FROM billing_ledgeraccount "
+                      "WHERE minimum_balance IS NOT NULL AND balance < minimum_balance") == 0  # fmt: skip
+
+    @invariant()
+    def provider_earnings_are_captures_less_the_fee(self):
+        earned = scalar("SELECT COALESCE(SUM(balance), 0) FROM billing_ledgeraccount WHERE kind = 'earnings'")
+        assert Decimal(str(earned)) == self.expected_earnings
+
+    @invariant()
+    def holds_match_held_funds(self):
+        held = scalar("SELECT COALESCE(SUM(balance), 0) FROM billing_ledgeraccount WHERE kind = 'held'")
+        open_holds = scalar(
+            "SELECT COALESCE(SUM(amount - captured_amount), 0) FROM billing_hold WHERE status = 'active'"
+        )
+        assert Decimal(str(held)) == Decimal(str(open_holds))
+
+
+@pytest.mark.django_db
+def test_ledger_invariants_hold_over_random_money_moves(settings_fee):
+    LedgerMachine.TestCase.settings = settings(
+        max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    LedgerMachine.TestCase().runTest()
+
+
+@pytest.fixture
+def settings_fee(settings):
+    settings.PLATFORM_FEE_PERCENT = FEE
+    settings.PLATFORM_CURRENCY = "CNY"
