@@ -2,6 +2,7 @@
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -35,7 +36,7 @@ def test_buyer_tops_up_in_test_mode_and_downloads_the_csv(page, screenshot, sett
     screenshot(page, "wallet-after-top-up")
     with page.expect_download() as download_info:
         page.get_by_test_id("csv-export").click()
-    rows = list(csv.DictReader(io.StringIO(open(download_info.value.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(Path(download_info.value.path()).read_text(encoding="utf-8"))))
     assert [(row["kind"], row["memo"], row["available_change"]) for row in rows] == [
         ("top_up", "Top-up (test mode)", "250.00000000")
     ]
