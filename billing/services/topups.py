@@ -67,11 +67,7 @@ def topup_start(*, organization: Organization, amount: object, created_by: User)
     """
     amount = topup_amount_validate(amount)
     if topup_test_mode():
-        with transaction.atomic():
-            top_up = TopUp.objects.create(
-                organization=organization, amount=amount, mode=TopUp.Mode.TEST, created_by=created_by
-            )
-            return topup_credit(top_up_id=top_up.pk)
+        return topup_test_credit(organization=organization, amount=amount, created_by=created_by)
     if not stripe_client.stripe_configured():
         raise PaymentsUnavailable(_("Online payment is not configured on this platform; contact support to pay in."))
     top_up = TopUp.objects.create(
@@ -93,6 +89,13 @@ def topup_start(*, organization: Organization, amount: object, created_by: User)
     TopUp.objects.filter(pk=top_up.pk).update(stripe_checkout_session_id=session["id"], checkout_url=session["url"])
     top_up.refresh_from_db()
     return top_up
+
+
+@transaction.atomic
+def topup_test_credit(*, organization: Organization, amount: Decimal, created_by: User | None = None) -> TopUp:
+    """A top-up marked "test mode", credited at once: development, the embedded demo and tests, never real money."""
+    top_up = TopUp.objects.create(organization=organization, amount=amount, mode=TopUp.Mode.TEST, created_by=created_by)
+    return topup_credit(top_up_id=top_up.pk)
 
 
 @transaction.atomic

@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from billing.models import Hold, LedgerAccount, TopUp
+from billing.models import Hold, LedgerAccount
 from billing.services.holds import fee_split, hold_capture, hold_place, hold_release
 from billing.services.ledger import InsufficientFunds, credit_line_set
 from billing.services.refunds import refund_request
-from billing.services.topups import topup_credit
+from billing.services.topups import topup_test_credit
 from marketplace.core.errors import DomainError
 from tests.factories.accounts import OrganizationFactory, UserFactory
 
@@ -50,8 +50,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(target=top_ups, buyer=st.integers(0, 1), amount=cents)
     def top_up(self, buyer, amount):
-        top_up = TopUp.objects.create(organization=self.buyers[buyer], amount=amount, mode=TopUp.Mode.TEST)
-        return topup_credit(top_up_id=top_up.pk).pk
+        return topup_test_credit(organization=self.buyers[buyer], amount=amount).pk
 
     @rule(buyer=st.integers(0, 1), limit=st.integers(0, 200).map(Decimal))
     def credit_line(self, buyer, limit):

@@ -191,3 +191,14 @@ def test_console_status_change_reports_the_status_label(provider_client):
     )
     messages = [str(m) for m in response.context["messages"]]
     assert messages == [f"“{offering.name}” is now Paused."]
+
+
+def test_seed_demo_gives_the_demo_buyer_test_mode_credit_once(db, settings):
+    from billing.models import TopUp
+
+    settings.STRIPE_SECRET_KEY, settings.BILLING_TEST_TOPUPS = "", True
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())
+    assert list(TopUp.objects.values_list("organization__memberships__user__email", "amount", "mode")) == [
+        ("buyer@demo.local", Decimal("5000.00"), "test")
+    ]

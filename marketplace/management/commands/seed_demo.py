@@ -10,11 +10,14 @@ from django.db import transaction
 
 from accounts import services as account_services
 from accounts.models import Organization, ProviderProfile, User
+from billing.selectors import top_up_list
+from billing.services.topups import topup_test_credit, topup_test_mode
 from marketplace.core.regions import Region
 from marketplace.models import AcceleratorModel, ModelService, Offering, ResidencyZone, Site, SiteTier
 from marketplace.services import offerings as catalogue_services
 
 DEMO_PASSWORD = "demo-pass-2026"
+DEMO_BUYER_CREDIT = Decimal("5000.00")  # a test-mode top-up, only where test-mode top-ups are allowed (DEBUG)
 DEMO_USERS = {
     "buyer": ("buyer@demo.local", "演示买家 Demo Buyer"),
     "provider": ("provider@demo.local", "演示算力商 Demo Provider"),
@@ -89,6 +92,10 @@ class Command(BaseCommand):
             if users[key] is None:
                 users[key] = account_services.user_sign_up(email=email, password=DEMO_PASSWORD, full_name=name)
                 created += 1
+        buyer_organization = Organization.objects.filter(memberships__user=users["buyer"], is_personal=True).first()
+        if topup_test_mode() and not top_up_list(organization=buyer_organization).exists():
+            topup_test_credit(organization=buyer_organization, amount=DEMO_BUYER_CREDIT, created_by=users["buyer"])
+            created += 1
         staff = users["staff"]
         if not staff.is_staff:
             staff.is_staff = staff.is_superuser = True
