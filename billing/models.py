@@ -296,3 +296,36 @@ class ProviderBilling(models.Model):
 
     def __str__(self) -> str:
         return str(self.organization)
+
+
+class Statement(models.Model):
+    """A closed month of an organization's funds (available plus held): numbered 1, 2, 3 … without gaps.
+
+    Amounts are the ledger's exact sums; pages and CSV round each figure to the minor unit, half-up.
+    """
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="statements")
+    number = models.PositiveIntegerField(_("number"))
+    period_start = models.DateField(_("period start"))
+    period_end = models.DateField(_("period end"), help_text=_("The first day after the period."))
+    opening_balance = amount_field(verbose_name=_("opening balance"))
+    top_ups = amount_field(verbose_name=_("top-ups"))
+    charges = amount_field(verbose_name=_("charges"))
+    refunds = amount_field(verbose_name=_("refunds"))
+    adjustments = amount_field(verbose_name=_("adjustments"))
+    closing_balance = amount_field(verbose_name=_("closing balance"))
+    # Charges by item: [{"reference", "description", "amount"}], largest first.
+    charge_lines = models.JSONField(_("charges by item"), default=list)
+    created_at = models.DateTimeField(_("closed at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("statement")
+        verbose_name_plural = _("statements")
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "number"], name="statement_unique_number"),
+            models.UniqueConstraint(fields=["organization", "period_start"], name="statement_unique_period"),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="statement_period_ordered"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.period_start:%Y-%m}"

@@ -10,7 +10,7 @@ from django.db.models.functions import TruncDate
 from django.utils.timezone import localdate, now
 
 from accounts.models import Organization
-from billing.models import AccountKind, Hold, LedgerAccount, LedgerTransaction, TopUp, TransactionKind
+from billing.models import AccountKind, Hold, LedgerAccount, LedgerTransaction, Statement, TopUp, TransactionKind
 
 ZERO = Decimal(0)
 
@@ -97,3 +97,16 @@ def hold_ids_due_to_expire(*, limit: int = 1000) -> list[int]:
         .order_by("expires_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def organization_ids_with_funds() -> list[int]:
+    """Organizations that ever had money here: the ones that get monthly statements."""
+    return list(
+        LedgerAccount.objects.filter(kind=AccountKind.AVAILABLE, organization__isnull=False)
+        .order_by("organization_id")
+        .values_list("organization_id", flat=True)
+    )
+
+
+def statement_list(*, organization: Organization) -> QuerySet[Statement]:
+    return Statement.objects.filter(organization=organization).order_by("-number")

@@ -1,11 +1,15 @@
 """Thin Celery tasks of billing: ids in, one service call each; the services make them idempotent."""
 
-from celery import shared_task
+from datetime import date
 
-from billing.selectors import hold_ids_due_to_expire
+from celery import shared_task
+from django.utils.timezone import localdate
+
+from billing.selectors import hold_ids_due_to_expire, organization_ids_with_funds
 from billing.services.holds import hold_expire
 from billing.services.ledger import ledger_reconcile
 from billing.services.refunds import refund_submit
+from billing.services.statements import month_before, statement_close
 from billing.stripe_client import PaymentProviderUnavailable
 from marketplace.core.tasks import TRANSIENT_ERRORS
 
@@ -34,3 +38,18 @@ def hold_expire_task(hold_id: int) -> None:
 def ledger_reconcile_task() -> int:
     """Daily: cached balances against the sum of their postings; mismatches are logged as errors."""
     return len(ledger_reconcile())
+
+
+@shared_task(name="billing.statement_close_due")
+def statement_close_due_task() -> int:
+    """On the 1st of each month: fan out one close per organization for the month that just ended."""
+    period_start = month_before(localdate().replace(day=1))
+    organization_ids = organization_ids_with_funds()
+    for organization_id in organization_ids:
+        statement_close_task.delay(organization_id, period_start.isoformat())
+    return len(organization_ids)
+
+
+@shared_task(name="billing.statement_close")
+def statement_close_task(organization_id: int, period_start: str) -> int:
+    return statement_close(organization_id=organization_id, period_start=date.fromisoformat(period_start)).number

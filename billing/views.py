@@ -1,13 +1,14 @@
 """Wallet pages and the Stripe webhook endpoint: forms in, service calls, redirects; selectors out, templates."""
 
 import csv
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -15,6 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts.selectors import membership_get
 from billing import selectors
 from billing.filters import TransactionFilterSet
+from billing.money import round_to_minor_unit
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
 from billing.services.webhooks import stripe_event_receive
 from marketplace.core.errors import DomainError
@@ -124,6 +126,45 @@ def transactions_csv(request: HttpRequest) -> HttpResponse:
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="transactions-{organization.slug}.csv"'
+    return response
+
+
+@login_required
+def statement_list(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    if organization is None:
+        return redirect("accounts:organization-list")
+    statements = selectors.statement_list(organization=organization)
+    return render(request, "billing/statement_list.html", {"statements": statements})
+
+
+@login_required
+def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The printable statement; every figure rounded to the minor unit, half-up, from the exact ledger sums."""
+    statement = get_object_or_404(selectors.statement_list(organization=request.organization), pk=pk)
+    return render(
+        request, "billing/statement_detail.html", {"statement": statement, "currency": settings.PLATFORM_CURRENCY}
+    )
+
+
+@login_required
+def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
+    statement = get_object_or_404(selectors.statement_list(organization=request.organization), pk=pk)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    name = f"statement-{statement.organization.slug}-{statement.number}-{statement.period_start:%Y-%m}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+
+    writer = csv.writer(response)
+    writer.writerow(["line", "reference", "amount"])
+    rounded = round_to_minor_unit  # the statement boundary: half-up to the fen
+    writer.writerow(["opening_balance", "", rounded(statement.opening_balance)])
+    writer.writerow(["top_ups", "", rounded(statement.top_ups)])
+    for line in statement.charge_lines:
+        writer.writerow([f"charge: {line['description']}", line["reference"], rounded(Decimal(line["amount"]))])
+    writer.writerow(["charges", "", rounded(statement.charges)])
+    writer.writerow(["refunds", "", rounded(statement.refunds)])
+    writer.writerow(["adjustments", "", rounded(statement.adjustments)])
+    writer.writerow(["closing_balance", "", rounded(statement.closing_balance)])
     return response
 
 

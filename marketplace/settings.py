@@ -278,6 +278,11 @@ CELERY_BEAT_SCHEDULE = {
     "billing-hold-expiry": {"task": "billing.hold_expire_due", "schedule": 60.0},
     # 30 3 * * *  cached balances against the sum of their postings
     "billing-ledger-reconcile": {"task": "billing.ledger_reconcile", "schedule": crontab(hour=3, minute=30)},
+    # 0 2 1 * *  close last month's statements (a second trigger finds them closed)
+    "billing-statement-close": {
+        "task": "billing.statement_close_due",
+        "schedule": crontab(day_of_month=1, hour=2, minute=0),
+    },
 }
 HEALTH_WORKER_STALE_SECONDS = env_int("HEALTH_WORKER_STALE_SECONDS", 180)
 

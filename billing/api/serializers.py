@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from billing.models import LedgerTransaction, TopUp
+from billing.models import LedgerTransaction, Statement, TopUp
 from marketplace.core.api import money_field
 
 
@@ -42,3 +42,21 @@ class TopUpSerializer(serializers.ModelSerializer):
 class TopUpCreateSerializer(serializers.Serializer):
     # A string, validated by the service: money never passes through a float.
     amount = serializers.CharField(help_text='Amount in the platform currency, at most two decimals, e.g. "100.00".')
+
+
+class StatementChargeLineSerializer(serializers.Serializer):
+    reference = serializers.CharField()
+    description = serializers.CharField()
+    amount = money_field()
+
+
+class StatementSerializer(serializers.ModelSerializer):
+    charge_lines = StatementChargeLineSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Statement
+        fields = [
+            "id", "number", "period_start", "period_end", "opening_balance", "top_ups", "charges", "refunds",
+            "adjustments", "closing_balance", "charge_lines", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields

@@ -6,5 +6,6 @@ from billing.api import views
 router = SimpleRouter()
 router.register("transactions", views.TransactionViewSet, basename="transaction")
 router.register("top-ups", views.TopUpViewSet, basename="top-up")
+router.register("statements", views.StatementViewSet, basename="statement")
 
 urlpatterns = [path("wallet/", views.WalletView.as_view(), name="wallet"), *router.urls]

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from billing import selectors
 from billing.api import serializers
 from billing.filters import TopUpFilterSet, TransactionFilterSet
-from billing.models import LedgerTransaction, TopUp
+from billing.models import LedgerTransaction, Statement, TopUp
 from billing.services.topups import topup_start, topup_test_mode
 from billing.services.wallets import billing_manager_require
 from marketplace.core.api import OrganizationScopedMixin
@@ -58,3 +58,15 @@ class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.Re
             organization=self.organization, amount=payload.validated_data["amount"], created_by=request.user
         )
         return Response(serializers.TopUpSerializer(top_up).data, status=status.HTTP_201_CREATED)
+
+
+class StatementViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Closed monthly statements, numbered without gaps; exact ledger amounts (round half-up to show)."""
+
+    serializer_class = serializers.StatementSerializer
+    filterset_fields = ["period_start"]
+
+    def get_queryset(self) -> QuerySet[Statement]:
+        if getattr(self, "swagger_fake_view", False):
+            return Statement.objects.none()
+        return selectors.statement_list(organization=self.organization)

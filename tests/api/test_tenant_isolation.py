@@ -1,6 +1,7 @@
 """Walk every /api/v1/ route with two organizations' keys: B sees nothing of A and changes nothing of A."""
 
 import re
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -8,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
-from billing.models import LedgerTransaction, TopUp
+from billing.models import LedgerTransaction, Statement, TopUp
 from billing.selectors import wallet_get
 from marketplace.models import ModelService, Offering
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
@@ -55,6 +56,10 @@ def tenants(db):
     service_a = ModelServiceFactory(provider=organization_a, status=ModelService.Status.DRAFT)
     key_a, secret_a = api_key_for(organization_a, user=user_a)
     top_up_a = fund(organization_a, "100.00")
+    statement_a = Statement.objects.create(
+        organization=organization_a, number=1, period_start=date(2026, 10, 1), period_end=date(2026, 11, 1),
+        opening_balance=0, top_ups=0, charges=0, refunds=0, adjustments=0, closing_balance=0,
+    )  # fmt: skip
     invitation_a, _token = services.invitation_create(
         organization=organization_a, email="invitee@example.com", role="member", invited_by=user_a
     )
@@ -68,6 +73,7 @@ def tenants(db):
         "offering_a": offering_a,
         "service_a": service_a,
         "top_up_a": top_up_a,
+        "statement_a": statement_a,
     }
 
 
@@ -91,6 +97,7 @@ OBJECT_OF_A = {
     "provider/model-services/": lambda t: t["service_a"].pk,
     "transactions/": lambda t: LedgerTransaction.objects.get(idempotency_key=f"topup:{t['top_up_a'].pk}").pk,
     "top-ups/": lambda t: t["top_up_a"].pk,
+    "statements/": lambda t: t["statement_a"].pk,
 }
 
 
