@@ -42,15 +42,15 @@ def refund_request(*, top_up_id: int, amount: Decimal, reason: str, requested_by
         raise DomainError(_("Enter a positive amount with at most two decimal places."), code="invalid_amount")
     if amount > top_up.refundable_amount:
         raise Conflict(
-            _("At most %(n)s of this top-up can be refunded.") % {"n": top_up.refundable_amount},
+            _("At most %(n)s of this top-up can be refunded.") % {"n": f"{top_up.refundable_amount:.2f}"},
             code="refund_exceeds_top_up",
-            refundable=str(top_up.refundable_amount),
+            refundable=f"{top_up.refundable_amount:.2f}",
         )
     available = organization_account(organization_id=top_up.organization_id, kind=AccountKind.AVAILABLE)
     available = LedgerAccount.objects.select_for_update().get(pk=available.pk)
     if available.balance < amount:
         raise InsufficientFunds(
-            _("Only %(n)s of available funds is left to refund.") % {"n": available.balance},
+            _("Only %(n)s of available funds is left to refund.") % {"n": f"{available.balance:.2f}"},
             missing=str(amount - available.balance),
         )
     refund = Refund.objects.create(top_up=top_up, amount=amount, reason=reason[:255], requested_by=requested_by)

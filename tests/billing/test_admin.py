@@ -27,7 +27,9 @@ def test_staff_refund_part_of_a_top_up_in_the_admin(staff_client, organization):
 
 def test_admin_refund_refusal_is_shown_on_the_form(staff_client, organization):
     top_up = fund(organization, "100.00")
-    response = staff_client.post(f"/admin/billing/topup/{top_up.pk}/refund/", {"amount": "100.01", "reason": "x"})
+    response = staff_client.post(
+        f"/admin/billing/topup/{top_up.pk}/refund/", {"amount": "100.01", "reason": "x"}, HTTP_ACCEPT_LANGUAGE="en"
+    )
     assert response.status_code == 200
     assert "At most 100.00" in response.content.decode()
     assert not Refund.objects.exists()

@@ -13,6 +13,7 @@ from billing.services.ledger import (
     organization_account,
     platform_account,
 )
+from marketplace.core.errors import DomainError
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
 
@@ -116,8 +117,9 @@ def test_credit_line_cannot_be_lowered_below_the_current_debt(organization):
         lines=[(available, Decimal("-60")), (clearing, Decimal("60"))],
         memo="x",
     )
-    with pytest.raises(Exception, match="below minus that limit"):
+    with pytest.raises(DomainError) as refused:
         credit_line_set(organization=organization, limit=Decimal("50"))
+    assert refused.value.code == "credit_line_below_balance"
     available.refresh_from_db()
     assert available.credit_limit == Decimal("100")
 

@@ -55,7 +55,7 @@ def test_wallet_top_up_with_stripe_redirects_to_checkout(signed_in, organization
 
 
 def test_wallet_top_up_error_is_shown_and_nothing_written(signed_in, test_mode_top_ups):
-    response = signed_in.post("/billing/wallet/top-up/", {"amount": "1"}, follow=True)
+    response = signed_in.post("/billing/wallet/top-up/", {"amount": "1"}, follow=True, HTTP_ACCEPT_LANGUAGE="en")
     assert "A top-up must be between 10.00 and 50000.00 CNY." in response.content.decode()
     assert not TopUp.objects.exists()
 
