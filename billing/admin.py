@@ -12,13 +12,16 @@ from billing.models import (
     Hold,
     LedgerAccount,
     LedgerTransaction,
+    Payout,
     Posting,
     ProviderBilling,
     Refund,
     StripeEvent,
     TopUp,
+    TransactionKind,
 )
 from billing.services.ledger import credit_line_set
+from billing.services.payouts import charge_refund, payout_approve, payout_fail
 from billing.services.refunds import refund_request
 from marketplace.core.errors import DomainError
 
@@ -90,6 +93,26 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     search_fields = ["idempotency_key", "reference", "organization__name"]
     inlines = [PostingInline]
+    change_form_template = "admin/billing/ledgertransaction_change_form.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.refund_charge)
+        return [path("<int:pk>/refund-charge/", view, name="billing_charge_refund"), *super().get_urls()]
+
+    def refund_charge(self, request, pk: int):
+        capture = get_object_or_404(LedgerTransaction, pk=pk, kind=TransactionKind.CAPTURE)
+
+        def apply(data):
+            count = LedgerTransaction.objects.filter(reference=f"capture:{capture.pk}").count()
+            charge_refund(
+                capture_transaction_id=capture.pk,
+                amount=data["amount"],
+                idempotency_key=f"charge-refund:{capture.pk}:{count + 1}",
+                reason=data["reason"],
+            )
+            return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
+
+        return _form_view(self, request, capture, RefundForm, _("Refund part of this charge"), apply)
 
 
 @admin.register(Hold)
@@ -147,6 +170,38 @@ class StripeEventAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "event_id", "type", "processed_at"]
     list_filter = ["type"]
     search_fields = ["event_id"]
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    """Manual payouts: staff confirm the bank transfer was sent (two different people above the threshold)."""
+
+    list_display = ["created_at", "organization", "amount", "status", "method", "first_approved_by", "settled_at"]
+    list_filter = ["status", "method"]
+    search_fields = ["organization__name"]
+    actions = ["approve", "reject"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.is_staff  # the actions run services; every field stays read-only
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Payout._meta.fields]
+
+    @admin.action(description=_("Approve: the transfer was sent"))
+    def approve(self, request, queryset):
+        for payout in queryset:
+            try:
+                payout = payout_approve(payout_id=payout.pk, staff=request.user)
+            except DomainError as error:
+                self.message_user(request, f"{payout}: {error.detail}", messages.ERROR)
+            else:
+                self.message_user(request, f"{payout}: {payout.get_status_display()}", messages.SUCCESS)
+
+    @admin.action(description=_("Reject: return the amount to the provider's earnings"))
+    def reject(self, request, queryset):
+        for payout in queryset.filter(status=Payout.Status.AWAITING_APPROVAL):
+            payout_fail(payout_id=payout.pk, message=str(_("Rejected by staff")))
+        self.message_user(request, _("Rejected payouts returned to earnings."), messages.WARNING)
 
 
 @admin.register(ProviderBilling)

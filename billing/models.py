@@ -21,10 +21,11 @@ class AccountKind(models.TextChoices):
     EARNINGS = "earnings", _("Provider earnings payable")
     PLATFORM_REVENUE = "platform_revenue", _("Platform revenue")
     PAYMENT_CLEARING = "payment_clearing", _("Payment clearing")
+    PAYOUTS_IN_TRANSIT = "payouts_in_transit", _("Payouts in transit")
 
 
 ORGANIZATION_ACCOUNT_KINDS = (AccountKind.AVAILABLE, AccountKind.HELD, AccountKind.EARNINGS)
-PLATFORM_ACCOUNT_KINDS = (AccountKind.PLATFORM_REVENUE, AccountKind.PAYMENT_CLEARING)
+PLATFORM_ACCOUNT_KINDS = (AccountKind.PLATFORM_REVENUE, AccountKind.PAYMENT_CLEARING, AccountKind.PAYOUTS_IN_TRANSIT)
 
 
 class LedgerAccount(models.Model):
@@ -88,6 +89,8 @@ class TransactionKind(models.TextChoices):
     REFUND = "refund", _("Refund")
     REFUND_REVERSAL = "refund_reversal", _("Refund reversed")
     PAYOUT = "payout", _("Payout")
+    PAYOUT_RETURN = "payout_return", _("Payout returned")
+    CHARGE_REFUND = "charge_refund", _("Charge refunded")
     ADJUSTMENT = "adjustment", _("Adjustment")
 
 
@@ -329,3 +332,48 @@ class Statement(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.number} {self.period_start:%Y-%m}"
+
+
+class Payout(models.Model):
+    """Provider earnings paid out: requested by the provider, settled by a task through Stripe Connect, or by
+    staff by hand (two different staff members above `PAYOUT_TWO_PERSON_THRESHOLD`)."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", _("Requested")
+        AWAITING_APPROVAL = "awaiting_approval", _("Awaiting manual settlement")
+        PAID = "paid", _("Paid")
+        FAILED = "failed", _("Failed")
+
+    class Method(models.TextChoices):
+        STRIPE_CONNECT = "stripe_connect", _("Stripe Connect transfer")
+        MANUAL = "manual", _("Manual bank transfer")
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="payouts")
+    amount = amount_field(verbose_name=_("amount"))
+    status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.REQUESTED)
+    method = models.CharField(_("method"), max_length=20, choices=Method.choices, blank=True)
+    stripe_transfer_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    failure_message = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, related_name="+")
+    first_approved_by = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    second_approved_by = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("requested at"), auto_now_add=True, db_index=True)
+    settled_at = models.DateTimeField(_("settled at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("payout")
+        verbose_name_plural = _("payouts")
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(second_approved_by__isnull=True) | ~Q(second_approved_by=F("first_approved_by")),
+                name="payout_two_different_approvers",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} ({self.get_status_display()})"

@@ -10,7 +10,17 @@ from django.db.models.functions import TruncDate
 from django.utils.timezone import localdate, now
 
 from accounts.models import Organization
-from billing.models import AccountKind, Hold, LedgerAccount, LedgerTransaction, Statement, TopUp, TransactionKind
+from billing.models import (
+    AccountKind,
+    Hold,
+    LedgerAccount,
+    LedgerTransaction,
+    Payout,
+    Posting,
+    Statement,
+    TopUp,
+    TransactionKind,
+)
 
 ZERO = Decimal(0)
 
@@ -72,23 +82,39 @@ def top_up_list(*, organization: Organization) -> QuerySet[TopUp]:
     return TopUp.objects.filter(organization=organization).order_by("-created_at", "-pk")
 
 
-def spend_by_day(*, organization: Organization, days: int = 30) -> list[tuple[date, Decimal]]:
-    """Charges per day over the last `days` days, every day present (zero where nothing was charged)."""
+def _daily_series(*, organization: Organization, account_kind: str, kinds: list[str], sign: int, days: int):
+    """Per day over the last `days` days (every day present, zero where nothing moved): the sum of the
+    organization's postings on one account kind from transactions of the given kinds, times `sign`."""
     first_day = localdate() - timedelta(days=days - 1)
     rows = (
-        LedgerTransaction.objects.filter(
-            kind=TransactionKind.CAPTURE,
-            organization=organization,
-            created_at__gte=now() - timedelta(days=days),
-            postings__account__organization=organization,
-            postings__account__kind=AccountKind.HELD,
+        Posting.objects.filter(
+            account__organization=organization,
+            account__kind=account_kind,
+            transaction__kind__in=kinds,
+            transaction__created_at__gte=now() - timedelta(days=days),
         )
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=TruncDate("transaction__created_at"))
         .values("day")
-        .annotate(spent=Sum("postings__amount"))
+        .annotate(total=Sum("amount"))
     )
-    spent = {row["day"]: -row["spent"] for row in rows}
-    return [(day, spent.get(day, ZERO)) for day in (first_day + timedelta(n) for n in range(days))]
+    by_day = {row["day"]: sign * row["total"] for row in rows}
+    return [(day, by_day.get(day, ZERO)) for day in (first_day + timedelta(n) for n in range(days))]
+
+
+def spend_by_day(*, organization: Organization, days: int = 30) -> list[tuple[date, Decimal]]:
+    """Charges per day: what captures took from held funds."""
+    kinds = [TransactionKind.CAPTURE]
+    return _daily_series(organization=organization, account_kind=AccountKind.HELD, kinds=kinds, sign=-1, days=days)
+
+
+def earnings_by_day(*, provider: Organization, days: int = 30) -> list[tuple[date, Decimal]]:
+    """A provider's earnings per day: captured charges less the platform fee, less charges refunded."""
+    kinds = [TransactionKind.CAPTURE, TransactionKind.CHARGE_REFUND]
+    return _daily_series(organization=provider, account_kind=AccountKind.EARNINGS, kinds=kinds, sign=1, days=days)
+
+
+def payout_list(*, provider: Organization) -> QuerySet[Payout]:
+    return Payout.objects.filter(organization=provider).order_by("-created_at", "-pk")
 
 
 def hold_ids_due_to_expire(*, limit: int = 1000) -> list[int]:

@@ -104,6 +104,17 @@ def refund_create(*, payment_intent_id: str, amount_minor: int, refund_id: int) 
     return _call(_client().v1.refunds.create, params=params, options={"idempotency_key": f"refund:{refund_id}"})
 
 
+def transfer_create(*, amount_minor: int, destination: str, payout_id: int) -> dict:
+    """A Stripe Connect transfer of a provider's payout to its connected account."""
+    params = {
+        "amount": amount_minor,
+        "currency": settings.PLATFORM_CURRENCY.lower(),
+        "destination": destination,
+        "metadata": {"payout_id": str(payout_id)},
+    }
+    return _call(_client().v1.transfers.create, params=params, options={"idempotency_key": f"payout:{payout_id}"})
+
+
 def webhook_verify(*, payload: bytes, signature: str | None) -> None:
     """Raises InvalidSignature unless `Stripe-Signature` is valid for the endpoint secret and recent."""
     if not settings.STRIPE_WEBHOOK_SECRET:

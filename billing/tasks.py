@@ -8,6 +8,7 @@ from django.utils.timezone import localdate
 from billing.selectors import hold_ids_due_to_expire, organization_ids_with_funds
 from billing.services.holds import hold_expire
 from billing.services.ledger import ledger_reconcile
+from billing.services.payouts import payout_settle
 from billing.services.refunds import refund_submit
 from billing.services.statements import month_before, statement_close
 from billing.stripe_client import PaymentProviderUnavailable
@@ -53,3 +54,9 @@ def statement_close_due_task() -> int:
 @shared_task(name="billing.statement_close")
 def statement_close_task(organization_id: int, period_start: str) -> int:
     return statement_close(organization_id=organization_id, period_start=date.fromisoformat(period_start)).number
+
+
+@shared_task(name="billing.payout_settle", autoretry_for=(*TRANSIENT_ERRORS, PaymentProviderUnavailable))
+def payout_settle_task(payout_id: int) -> str:
+    """Transfer the payout through Stripe Connect (same idempotency key on every retry) or hand it to staff."""
+    return payout_settle(payout_id=payout_id).status

@@ -11,6 +11,8 @@ urlpatterns = [
     path("statements/", views.statement_list, name="statement-list"),
     path("statements/<int:pk>/", views.statement_detail, name="statement-detail"),
     path("statements/<int:pk>/csv/", views.statement_csv, name="statement-csv"),
+    path("earnings/", views.earnings, name="earnings"),
+    path("earnings/payouts/", views.payout_create, name="payout-create"),
     path("top-ups/<int:pk>/return/", views.top_up_return, name="top-up-return"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
 ]

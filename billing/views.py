@@ -1,7 +1,7 @@
 """Wallet pages and the Stripe webhook endpoint: forms in, service calls, redirects; selectors out, templates."""
 
 import csv
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,10 +13,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.selectors import membership_get
+from accounts.selectors import membership_get, provider_is_approved
 from billing import selectors
 from billing.filters import TransactionFilterSet
 from billing.money import round_to_minor_unit
+from billing.services.holds import platform_fee_percent
+from billing.services.payouts import payout_request
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
 from billing.services.webhooks import stripe_event_receive
 from marketplace.core.errors import DomainError
@@ -166,6 +168,44 @@ def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
     writer.writerow(["adjustments", "", rounded(statement.adjustments)])
     writer.writerow(["closing_balance", "", rounded(statement.closing_balance)])
     return response
+
+
+@login_required
+def earnings(request: HttpRequest) -> HttpResponse:
+    """A provider's earnings: balance, a chart by day, payouts and the payout request form."""
+    provider = request.organization
+    if provider is None or not provider_is_approved(organization=provider):
+        messages.info(request, _("Earnings open once your organization is an approved provider."))
+        return redirect("accounts:provider-apply")
+    series = selectors.earnings_by_day(provider=provider)
+    membership = membership_get(user=request.user, organization=provider)
+    context = {
+        "wallet": selectors.wallet_get(organization=provider),
+        "fee_percent": platform_fee_percent(provider=provider),
+        "payouts": selectors.payout_list(provider=provider)[:PAGE_SIZE],
+        "payout_minimum": settings.PAYOUT_MIN_AMOUNT,
+        "can_request": membership is not None and membership.can_manage_billing,
+        "earnings_chart": {"labels": [d.isoformat() for d, _a in series], "earned": [str(a) for _d, a in series]},
+    }
+    return render(request, "billing/earnings.html", context)
+
+
+@login_required
+@require_POST
+def payout_create(request: HttpRequest) -> HttpResponse:
+    provider = request.organization
+    try:
+        amount = Decimal(request.POST.get("amount", "").strip())
+    except InvalidOperation:
+        messages.error(request, _("Enter the amount as a number, e.g. 100.00."))
+        return redirect("billing:earnings")
+    try:
+        payout = payout_request(provider=provider, amount=amount, requested_by=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, _("Payout of %(n)s requested.") % {"n": f"{payout.amount:.2f}"})
+    return redirect("billing:earnings")
 
 
 @csrf_exempt

@@ -297,6 +297,9 @@ PLATFORM_CURRENCY = os.environ.get("PLATFORM_CURRENCY", "CNY")
 PLATFORM_FEE_PERCENT = Decimal(os.environ.get("PLATFORM_FEE_PERCENT", "10"))
 TOPUP_MIN_AMOUNT = Decimal(os.environ.get("TOPUP_MIN_AMOUNT", "10.00"))
 TOPUP_MAX_AMOUNT = Decimal(os.environ.get("TOPUP_MAX_AMOUNT", "50000.00"))
+PAYOUT_MIN_AMOUNT = Decimal(os.environ.get("PAYOUT_MIN_AMOUNT", "100.00"))
+# Manual payouts of at least this much need two different staff members to approve them.
+PAYOUT_TWO_PERSON_THRESHOLD = Decimal(os.environ.get("PAYOUT_TWO_PERSON_THRESHOLD", "10000.00"))
 # Top-ups without Stripe credit at once and are marked "test mode": only ever in DEBUG or when this says so.
 BILLING_TEST_TOPUPS = env_bool("BILLING_TEST_TOPUPS", DEBUG)
 

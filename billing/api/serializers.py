@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from billing.models import LedgerTransaction, Statement, TopUp
+from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from marketplace.core.api import money_field
 
 
@@ -60,3 +60,27 @@ class StatementSerializer(serializers.ModelSerializer):
             "adjustments", "closing_balance", "charge_lines", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class EarningsDaySerializer(serializers.Serializer):
+    day = serializers.DateField()
+    earned = money_field()
+
+
+class EarningsSerializer(serializers.Serializer):
+    currency = serializers.CharField()
+    balance = money_field(help_text="Earnings not yet paid out (captured charges less the platform fee).")
+    platform_fee_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
+    payout_minimum = money_field()
+    by_day = EarningsDaySerializer(many=True, help_text="The last 30 days, oldest first.")
+
+
+class PayoutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Payout
+        fields = ["id", "amount", "status", "method", "failure_message", "created_at", "settled_at"]
+        read_only_fields = fields
+
+
+class PayoutCreateSerializer(serializers.Serializer):
+    amount = money_field(min_value=0)

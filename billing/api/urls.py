@@ -7,5 +7,10 @@ router = SimpleRouter()
 router.register("transactions", views.TransactionViewSet, basename="transaction")
 router.register("top-ups", views.TopUpViewSet, basename="top-up")
 router.register("statements", views.StatementViewSet, basename="statement")
+router.register("provider/payouts", views.ProviderPayoutViewSet, basename="provider-payout")
 
-urlpatterns = [path("wallet/", views.WalletView.as_view(), name="wallet"), *router.urls]
+urlpatterns = [
+    path("wallet/", views.WalletView.as_view(), name="wallet"),
+    path("provider/earnings/", views.ProviderEarningsView.as_view(), name="provider-earnings"),
+    *router.urls,
+]

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -8,10 +9,12 @@ from rest_framework.views import APIView
 from billing import selectors
 from billing.api import serializers
 from billing.filters import TopUpFilterSet, TransactionFilterSet
-from billing.models import LedgerTransaction, Statement, TopUp
+from billing.models import LedgerTransaction, Payout, Statement, TopUp
+from billing.services.holds import platform_fee_percent
+from billing.services.payouts import payout_request
 from billing.services.topups import topup_start, topup_test_mode
 from billing.services.wallets import billing_manager_require
-from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.api import ApprovedProviderMixin, OrganizationScopedMixin
 from marketplace.core.idempotency import idempotent
 
 
@@ -70,3 +73,41 @@ class StatementViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Statement.objects.none()
         return selectors.statement_list(organization=self.organization)
+
+
+class ProviderEarningsView(ApprovedProviderMixin, APIView):
+    @extend_schema(responses=serializers.EarningsSerializer)
+    def get(self, request: Request) -> Response:
+        wallet = selectors.wallet_get(organization=self.organization)
+        data = {
+            "currency": wallet.currency,
+            "balance": wallet.earnings,
+            "platform_fee_percent": platform_fee_percent(provider=self.organization),
+            "payout_minimum": settings.PAYOUT_MIN_AMOUNT,
+            "by_day": [
+                {"day": day, "earned": amount} for day, amount in selectors.earnings_by_day(provider=self.organization)
+            ],
+        }
+        return Response(serializers.EarningsSerializer(data).data)
+
+
+class ProviderPayoutViewSet(ApprovedProviderMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Payouts of earnings: requested here, settled by Stripe Connect or by staff."""
+
+    serializer_class = serializers.PayoutSerializer
+    filterset_fields = ["status"]
+
+    def get_queryset(self) -> QuerySet[Payout]:
+        if getattr(self, "swagger_fake_view", False):
+            return Payout.objects.none()
+        return selectors.payout_list(provider=self.organization)
+
+    @extend_schema(request=serializers.PayoutCreateSerializer, responses={201: serializers.PayoutSerializer})
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.PayoutCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        payout = payout_request(
+            provider=self.organization, amount=payload.validated_data["amount"], requested_by=request.user
+        )
+        return Response(serializers.PayoutSerializer(payout).data, status=status.HTTP_201_CREATED)

@@ -9,7 +9,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils.timezone import get_current_timezone, localdate
 from django.utils.translation import gettext as _
 
@@ -26,6 +26,7 @@ FUNDS = (AccountKind.AVAILABLE, AccountKind.HELD)
 STATEMENT_FIELD_OF_KIND = {
     TransactionKind.TOP_UP: "top_ups",
     TransactionKind.CAPTURE: "charges",
+    TransactionKind.CHARGE_REFUND: "charges",
     TransactionKind.REFUND: "refunds",
     TransactionKind.REFUND_REVERSAL: "refunds",
     TransactionKind.ADJUSTMENT: "adjustments",
@@ -75,13 +76,15 @@ def statement_close(*, organization_id: int, period_start: date) -> Statement:
             totals[field] += row["total"]
         elif row["total"] != 0:  # a kind that moves the organization's funds must have a line
             raise ValueError(f"transaction kind {row['transaction__kind']} has no statement line")
+    charged = Q(transaction__kind=TransactionKind.CAPTURE, account__kind=AccountKind.HELD)
+    charge_refunded = Q(transaction__kind=TransactionKind.CHARGE_REFUND, account__kind=AccountKind.AVAILABLE)
     charge_lines = [
         {
             "reference": row["transaction__reference"],
             "description": row["transaction__memo"],
             "amount": str(-row["total"]),
         }
-        for row in in_period.filter(transaction__kind=TransactionKind.CAPTURE, account__kind=AccountKind.HELD)
+        for row in in_period.filter(charged | charge_refunded)
         .values("transaction__reference", "transaction__memo")
         .annotate(total=Sum("amount"))
         .order_by("total", "transaction__reference")

@@ -1,5 +1,4 @@
 from django.db.models import QuerySet
-from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -10,8 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.api import serializers
-from marketplace.core.api import CountlessPagination, OrganizationScopedMixin
-from marketplace.core.errors import PermissionDenied
+from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, OrganizationScopedMixin
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
 from marketplace.models import ModelService, Offering, Site
@@ -74,18 +72,12 @@ class ModelServiceViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class ProviderCatalogueViewSet(
-    OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    ApprovedProviderMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    """What a provider sells, one kind per subclass: keys need the `provider` scope, organizations an approved
-    provider profile; writes go through the kind's create, update and status services."""
+    """What a provider sells, one kind per subclass; writes go through the kind's create, update and status
+    services."""
 
-    read_scope = write_scope = "provider"
     write_serializer_class: type[drf_serializers.Serializer]
-
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        if not request.organization.is_approved_provider:
-            raise PermissionDenied(_("Only approved providers can use provider endpoints."), code="provider_required")
 
     def perform_create_service(self, request: Request, data: dict):
         raise NotImplementedError

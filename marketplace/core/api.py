@@ -167,6 +167,19 @@ class OrganizationScopedMixin:
         return self.request.organization
 
 
+class ApprovedProviderMixin(OrganizationScopedMixin):
+    """Provider endpoints: keys need the `provider` scope, the organization an approved provider profile."""
+
+    read_scope = write_scope = "provider"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if not request.organization.is_approved_provider:
+            raise exceptions.PermissionDenied(
+                _("Only approved providers can use provider endpoints."), code="provider_required"
+            )
+
+
 def schema_add_error_responses(result: dict, generator, request, public) -> dict:
     """drf-spectacular hook: document the shared error shape on every operation."""
     components = result.setdefault("components", {}).setdefault("schemas", {})

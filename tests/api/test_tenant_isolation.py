@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
-from billing.models import LedgerTransaction, Statement, TopUp
+from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.selectors import wallet_get
 from marketplace.models import ModelService, Offering
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
@@ -74,6 +74,7 @@ def tenants(db):
         "service_a": service_a,
         "top_up_a": top_up_a,
         "statement_a": statement_a,
+        "payout_a": Payout.objects.create(organization=organization_a, amount=Decimal("100.00")),
     }
 
 
@@ -98,6 +99,7 @@ OBJECT_OF_A = {
     "transactions/": lambda t: LedgerTransaction.objects.get(idempotency_key=f"topup:{t['top_up_a'].pk}").pk,
     "top-ups/": lambda t: t["top_up_a"].pk,
     "statements/": lambda t: t["statement_a"].pk,
+    "provider/payouts/": lambda t: t["payout_a"].pk,
 }
 
 

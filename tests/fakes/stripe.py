@@ -1,6 +1,6 @@
 """An in-process Stripe for tests: the official SDK talks to it through `billing.stripe_client.HTTP_CLIENT`.
 
-It keeps checkout sessions and refunds, honours `Idempotency-Key` like Stripe (same key → the stored
+It keeps checkout sessions, refunds and Connect transfers, honours `Idempotency-Key` like Stripe (same key → the stored
 response, without doing the work again), records every call, and injects faults: a response dropped
 after the work was done, a 500, a 409.
 """
@@ -22,6 +22,7 @@ class FakeStripe(stripe.HTTPClient):
         self.calls: list[dict] = []
         self.sessions: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}
+        self.transfers: dict[str, dict] = {}
         self._by_idempotency_key: dict[str, tuple[str, int, dict]] = {}
         self._faults: list[str] = []
         self._ids = itertools.count(1)
@@ -100,6 +101,16 @@ class FakeStripe(stripe.HTTPClient):
             }
             self.refunds[refund["id"]] = refund
             return self._ok(refund)
+        if method == "post" and path == "/v1/transfers":
+            transfer = {
+                "id": f"tr_test_{next(self._ids)}",
+                "object": "transfer",
+                "amount": int(params["amount"]),
+                "destination": params["destination"],
+                "metadata": {"payout_id": params.get("metadata[payout_id]")},
+            }
+            self.transfers[transfer["id"]] = transfer
+            return self._ok(transfer)
         return self._error(404, "resource_missing")
 
     @staticmethod

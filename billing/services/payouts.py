@@ -1,0 +1,194 @@
+"""Provider earnings and payouts.
+
+Requesting a payout moves the amount from the provider's earnings to the platform's payouts-in-transit
+account at once (so it cannot be requested twice); settling moves it on to payment clearing (the cash left),
+and a failed or rejected payout returns it to earnings. Stripe Connect transfers carry the idempotency key
+`payout:<id>`; without Connect, staff settle by hand, two different people above the threshold.
+"""
+
+import logging
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils.timezone import now
+from django.utils.translation import gettext as _
+
+from accounts.models import Organization, User
+from accounts.selectors import provider_is_approved
+from billing import stripe_client
+from billing.models import AccountKind, LedgerTransaction, Payout, Posting, ProviderBilling, TransactionKind
+from billing.money import quantize_amount, round_to_minor_unit, to_minor_units
+from billing.services.ledger import ledger_post, organization_account, platform_account
+from billing.services.wallets import billing_manager_require
+from marketplace.core.errors import Conflict, DomainError, PermissionDenied
+
+logger = logging.getLogger(__name__)
+
+
+@transaction.atomic
+def payout_request(*, provider: Organization, amount: Decimal, requested_by: User) -> Payout:
+    """Request a payout of earnings. Raises DomainError (amount), PermissionDenied (not an approved provider or
+    no billing role), InsufficientFunds (more than the earnings). Settlement is enqueued after commit."""
+    if not provider_is_approved(organization=provider):
+        raise PermissionDenied(_("Only approved providers have earnings to pay out."), code="provider_required")
+    billing_manager_require(user=requested_by, organization=provider)
+    if amount != round_to_minor_unit(amount) or amount < settings.PAYOUT_MIN_AMOUNT:
+        raise DomainError(
+            _("A payout is at least %(n)s, in whole fen.") % {"n": settings.PAYOUT_MIN_AMOUNT},
+            code="invalid_amount",
+            minimum=str(settings.PAYOUT_MIN_AMOUNT),
+        )
+    payout = Payout.objects.create(organization=provider, amount=amount, requested_by=requested_by)
+    ledger_post(
+        idempotency_key=f"payout:{payout.pk}",
+        kind=TransactionKind.PAYOUT,
+        lines=[
+            (organization_account(organization_id=provider.pk, kind=AccountKind.EARNINGS), -amount),
+            (platform_account(kind=AccountKind.PAYOUTS_IN_TRANSIT), amount),
+        ],
+        memo=_("Payout"),
+        organization=provider,
+        reference=f"payout:{payout.pk}",
+    )
+    from billing.tasks import payout_settle_task  # tasks import services: break the cycle
+
+    payout_settle_task.delay_on_commit(payout.pk)
+    return payout
+
+
+def payout_settle(*, payout_id: int) -> Payout:
+    """Pay a requested payout: a Stripe Connect transfer when the provider has a connected account, else
+    hand it to staff. Idempotent; transient Stripe failures raise (the task retries with the same key)."""
+    payout = Payout.objects.get(pk=payout_id)
+    if payout.status != Payout.Status.REQUESTED:
+        return payout
+    destination = (
+        ProviderBilling.objects.filter(organization_id=payout.organization_id)
+        .values_list("stripe_connect_account_id", flat=True)
+        .first()
+    )
+    if not (stripe_client.stripe_configured() and destination):
+        Payout.objects.filter(pk=payout.pk, status=Payout.Status.REQUESTED).update(
+            status=Payout.Status.AWAITING_APPROVAL, method=Payout.Method.MANUAL
+        )
+        payout.refresh_from_db()
+        return payout
+    try:
+        transfer = stripe_client.transfer_create(
+            amount_minor=to_minor_units(payout.amount), destination=destination, payout_id=payout.pk
+        )
+    except stripe_client.PaymentProviderRefused as refused:
+        return payout_fail(payout_id=payout.pk, message=refused.detail)
+    return _payout_mark_paid(payout_id=payout.pk, method=Payout.Method.STRIPE_CONNECT, transfer_id=transfer["id"])
+
+
+@transaction.atomic
+def _payout_mark_paid(*, payout_id: int, method: str, transfer_id: str | None = None) -> Payout:
+    payout = Payout.objects.select_for_update().get(pk=payout_id)
+    if payout.status == Payout.Status.PAID:
+        return payout
+    ledger_post(
+        idempotency_key=f"payout-paid:{payout.pk}",
+        kind=TransactionKind.PAYOUT,
+        lines=[
+            (platform_account(kind=AccountKind.PAYOUTS_IN_TRANSIT), -payout.amount),
+            (platform_account(kind=AccountKind.PAYMENT_CLEARING), payout.amount),
+        ],
+        memo=_("Payout sent"),
+        organization=payout.organization,
+        reference=f"payout:{payout.pk}",
+    )
+    payout.status, payout.method, payout.settled_at = Payout.Status.PAID, method, now()
+    payout.stripe_transfer_id = transfer_id
+    payout.save(update_fields=["status", "method", "settled_at", "stripe_transfer_id"])
+    logger.info("payout paid", extra={"payout_id": payout.pk, "method": method})
+    return payout
+
+
+@transaction.atomic
+def payout_fail(*, payout_id: int, message: str) -> Payout:
+    """The payout did not go out: the amount returns to the provider's earnings. Idempotent."""
+    payout = Payout.objects.select_for_update().get(pk=payout_id)
+    if payout.status in {Payout.Status.PAID, Payout.Status.FAILED}:
+        return payout
+    ledger_post(
+        idempotency_key=f"payout-return:{payout.pk}",
+        kind=TransactionKind.PAYOUT_RETURN,
+        lines=[
+            (platform_account(kind=AccountKind.PAYOUTS_IN_TRANSIT), -payout.amount),
+            (organization_account(organization_id=payout.organization_id, kind=AccountKind.EARNINGS), payout.amount),
+        ],
+        memo=_("Payout returned: %(reason)s") % {"reason": message},
+        organization=payout.organization,
+        reference=f"payout:{payout.pk}",
+    )
+    payout.status, payout.failure_message, payout.settled_at = Payout.Status.FAILED, message[:255], now()
+    payout.save(update_fields=["status", "failure_message", "settled_at"])
+    return payout
+
+
+@transaction.atomic
+def payout_approve(*, payout_id: int, staff: User) -> Payout:
+    """A staff member confirms a manual payout was sent. At or above the threshold a second, different staff
+    member must confirm too; the payout is paid on the last approval."""
+    payout = Payout.objects.select_for_update().get(pk=payout_id)
+    if payout.status != Payout.Status.AWAITING_APPROVAL:
+        raise Conflict(_("Only payouts awaiting manual settlement can be approved."), code="payout_not_awaiting")
+    if not staff.is_staff:
+        raise PermissionDenied(_("Only staff settle payouts."), code="staff_required")
+    needs_two = payout.amount >= settings.PAYOUT_TWO_PERSON_THRESHOLD
+    if needs_two and payout.first_approved_by_id is None:
+        payout.first_approved_by = staff
+        payout.save(update_fields=["first_approved_by"])
+        return payout
+    if needs_two and payout.first_approved_by_id == staff.pk:
+        raise PermissionDenied(
+            _("A second, different staff member must approve a payout this large."), code="second_approver_required"
+        )
+    field = "second_approved_by" if needs_two else "first_approved_by"
+    setattr(payout, field, staff)
+    payout.save(update_fields=[field])
+    return _payout_mark_paid(payout_id=payout.pk, method=Payout.Method.MANUAL)
+
+
+@transaction.atomic
+def charge_refund(
+    *, capture_transaction_id: int, amount: Decimal, idempotency_key: str, reason: str
+) -> LedgerTransaction:
+    """Give a buyer back part or all of a charge (a dispute, compensation): the provider's earnings and the
+    platform fee are reversed in the charge's own proportion. The provider may go below zero (owing it to the
+    platform until later earnings cover it). Idempotent per key; never more than was charged."""
+    capture = LedgerTransaction.objects.select_for_update().get(pk=capture_transaction_id, kind=TransactionKind.CAPTURE)
+    replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
+    if replay is not None:
+        return replay
+    postings = {posting.account.kind: posting for posting in capture.postings.select_related("account")}
+    charged = -postings[AccountKind.HELD].amount
+    refunded = Posting.objects.filter(
+        transaction__kind=TransactionKind.CHARGE_REFUND, transaction__reference=f"capture:{capture.pk}", amount__gt=0
+    ).aggregate(total=Sum("amount", default=Decimal(0)))["total"]
+    if amount <= 0 or amount > charged - refunded:
+        raise Conflict(
+            _("At most %(n)s of this charge can be refunded.") % {"n": charged - refunded},
+            code="refund_exceeds_charge",
+            refundable=str(charged - refunded),
+        )
+    earnings, fee = postings.get(AccountKind.EARNINGS), postings.get(AccountKind.PLATFORM_REVENUE)
+    fee_part = quantize_amount(amount * fee.amount / charged) if fee else Decimal(0)
+    lines = [(organization_account(organization_id=capture.organization_id, kind=AccountKind.AVAILABLE), amount)]
+    if fee_part:
+        lines.append((fee.account, -fee_part))
+    if amount - fee_part:
+        lines.append((earnings.account, -(amount - fee_part)))
+    txn, _posted = ledger_post(
+        idempotency_key=idempotency_key,
+        kind=TransactionKind.CHARGE_REFUND,
+        lines=lines,
+        memo=reason,
+        organization=capture.organization,
+        reference=f"capture:{capture.pk}",
+        enforce_minimum=False,
+    )
+    return txn
