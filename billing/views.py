@@ -33,6 +33,16 @@ def _organization_or_redirect(request: HttpRequest):
     return request.organization
 
 
+def _can_manage_billing(request: HttpRequest, organization) -> bool:
+    membership = membership_get(user=request.user, organization=organization)
+    return membership is not None and membership.can_manage_billing
+
+
+def _chart(series) -> dict:
+    """A daily series for Chart.js: ISO dates and amounts as strings (JSON has no decimals)."""
+    return {"labels": [day.isoformat() for day, _amount in series], "values": [str(amount) for _day, amount in series]}
+
+
 @login_required
 def wallet(request: HttpRequest) -> HttpResponse:
     organization = _organization_or_redirect(request)
@@ -40,8 +50,6 @@ def wallet(request: HttpRequest) -> HttpResponse:
         return redirect("accounts:organization-list")
     filterset = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization))
     page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    spend = selectors.spend_by_day(organization=organization)
-    membership = membership_get(user=request.user, organization=organization)
     query = request.GET.copy()
     query.pop("page", None)
     context = {
@@ -51,8 +59,8 @@ def wallet(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "top_ups": selectors.top_up_list(organization=organization)[:RECENT_TOP_UPS],
         "test_mode": topup_test_mode(),
-        "can_top_up": membership is not None and membership.can_manage_billing,
-        "spend_chart": {"labels": [day.isoformat() for day, _amount in spend], "spent": [str(a) for _d, a in spend]},
+        "can_top_up": _can_manage_billing(request, organization),
+        "spend_chart": _chart(selectors.spend_by_day(organization=organization)),
     }
     return render(request, "billing/wallet.html", context)
 
@@ -63,8 +71,7 @@ def wallet_top_up(request: HttpRequest) -> HttpResponse:
     organization = request.organization
     if organization is None:
         return redirect("accounts:organization-list")
-    membership = membership_get(user=request.user, organization=organization)
-    if membership is None or not membership.can_manage_billing:
+    if not _can_manage_billing(request, organization):
         messages.error(request, _("Only owners, admins and billing members can add funds."))
         return redirect("billing:wallet")
     try:
@@ -177,15 +184,13 @@ def earnings(request: HttpRequest) -> HttpResponse:
     if provider is None or not provider_is_approved(organization=provider):
         messages.info(request, _("Earnings open once your organization is an approved provider."))
         return redirect("accounts:provider-apply")
-    series = selectors.earnings_by_day(provider=provider)
-    membership = membership_get(user=request.user, organization=provider)
     context = {
         "wallet": selectors.wallet_get(organization=provider),
         "fee_percent": platform_fee_percent(provider=provider),
         "payouts": selectors.payout_list(provider=provider)[:PAGE_SIZE],
         "payout_minimum": settings.PAYOUT_MIN_AMOUNT,
-        "can_request": membership is not None and membership.can_manage_billing,
-        "earnings_chart": {"labels": [d.isoformat() for d, _a in series], "earned": [str(a) for _d, a in series]},
+        "can_request": _can_manage_billing(request, provider),
+        "earnings_chart": _chart(selectors.earnings_by_day(provider=provider)),
     }
     return render(request, "billing/earnings.html", context)
 

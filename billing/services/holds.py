@@ -48,6 +48,21 @@ def _positive(amount: Decimal, what: str) -> None:
         raise DomainError(_("The %(what)s must be positive.") % {"what": what}, code="invalid_amount")
 
 
+def _hold_move(*, hold: Hold, amount: Decimal, idempotency_key: str, kind: TransactionKind) -> None:
+    """Move `amount` from the hold's organization's available funds to its held funds (negative: back)."""
+    ledger_post(
+        idempotency_key=idempotency_key,
+        kind=kind,
+        lines=[
+            (organization_account(organization_id=hold.organization_id, kind=AccountKind.AVAILABLE), -amount),
+            (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), amount),
+        ],
+        memo=hold.description,
+        organization=hold.organization,
+        reference=hold.reference,
+    )
+
+
 @transaction.atomic
 def hold_place(
     *,
@@ -75,17 +90,7 @@ def hold_place(
             )
     except IntegrityError:
         return Hold.objects.get(idempotency_key=idempotency_key, organization=organization)
-    ledger_post(
-        idempotency_key=f"hold:{hold.pk}",
-        kind=TransactionKind.HOLD,
-        lines=[
-            (organization_account(organization_id=organization.pk, kind=AccountKind.AVAILABLE), -amount),
-            (organization_account(organization_id=organization.pk, kind=AccountKind.HELD), amount),
-        ],
-        memo=description,
-        organization=organization,
-        reference=reference,
-    )
+    _hold_move(hold=hold, amount=amount, idempotency_key=f"hold:{hold.pk}", kind=TransactionKind.HOLD)
     return hold
 
 
@@ -98,17 +103,7 @@ def hold_increase(*, hold_id: int, amount: Decimal, idempotency_key: str) -> Hol
         return hold
     if hold.status != Hold.Status.ACTIVE:
         raise HoldResolved(_("This hold is already settled."))
-    ledger_post(
-        idempotency_key=idempotency_key,
-        kind=TransactionKind.HOLD,
-        lines=[
-            (organization_account(organization_id=hold.organization_id, kind=AccountKind.AVAILABLE), -amount),
-            (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), amount),
-        ],
-        memo=hold.description,
-        organization=hold.organization,
-        reference=hold.reference,
-    )
+    _hold_move(hold=hold, amount=amount, idempotency_key=idempotency_key, kind=TransactionKind.HOLD)
     hold.amount += amount
     hold.save(update_fields=["amount"])
     return hold
@@ -160,16 +155,8 @@ def _hold_resolve(*, hold_id: int, status: Hold.Status) -> Hold:
         return hold  # resolves at most once: a second release or expiry changes nothing
     remaining = hold.remaining
     if remaining > ZERO:
-        ledger_post(
-            idempotency_key=f"hold-release:{hold.pk}",
-            kind=TransactionKind.RELEASE,
-            lines=[
-                (organization_account(organization_id=hold.organization_id, kind=AccountKind.HELD), -remaining),
-                (organization_account(organization_id=hold.organization_id, kind=AccountKind.AVAILABLE), remaining),
-            ],
-            memo=hold.description,
-            organization=hold.organization,
-            reference=hold.reference,
+        _hold_move(
+            hold=hold, amount=-remaining, idempotency_key=f"hold-release:{hold.pk}", kind=TransactionKind.RELEASE
         )
     hold.status, hold.resolved_at = status, now()
     hold.save(update_fields=["status", "resolved_at"])

@@ -1,39 +1,18 @@
 """Real parallel connections on PostgreSQL: the ledger's floor holds when debits race."""
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from billing.models import Hold, LedgerAccount, Posting
 from billing.selectors import wallet_get
 from billing.services.holds import hold_place
 from billing.services.ledger import InsufficientFunds, ledger_reconcile
+from tests.concurrency import race
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-
-
-def _race(workers: int, work) -> list[str]:
-    """Run `work(i)` on `workers` threads released together, each on its own connection."""
-    barrier = threading.Barrier(workers)
-    outcomes: list[str] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(20)
-            outcomes.append(work(index))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return outcomes
 
 
 def test_fifty_concurrent_holds_grant_exactly_what_the_balance_covers(require_postgres):
@@ -55,7 +34,7 @@ def test_fifty_concurrent_holds_grant_exactly_what_the_balance_covers(require_po
         return "held"
 
     # when
-    outcomes = _race(50, place)
+    outcomes = race(50, place)
     # then
     assert outcomes.count("held") == 14
     assert outcomes.count("refused") == 36

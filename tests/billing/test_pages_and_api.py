@@ -39,7 +39,7 @@ def test_wallet_page_shows_balances_transactions_and_the_test_mode_banner(signed
     assert 'data-testid="balance-available">260.00<' in page
     assert 'data-testid="test-mode"' in page
     assert "GPU time" in page
-    assert '"spent": [' in page and '"40.00000000"' in page
+    assert '"values": [' in page and '"40.00000000"' in page
 
 
 def test_wallet_top_up_form_in_test_mode_credits_and_says_so(signed_in, organization, test_mode_top_ups):

@@ -1,12 +1,10 @@
 import csv
 import io
-import threading
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from billing.models import Statement
@@ -15,6 +13,7 @@ from billing.services.refunds import refund_request
 from billing.services.statements import statement_close
 from billing.tasks import statement_close_due_task, statement_close_task
 from marketplace.core.errors import Conflict
+from tests.concurrency import race
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
 from tests.factories.billing import fund
 
@@ -126,20 +125,10 @@ def test_statement_close_run_twice_concurrently_produces_one_statement(require_p
     # given
     organization = OrganizationFactory()
     fund(organization, "10.00")
-    barrier = threading.Barrier(2)
-    numbers = []
-
-    def close() -> None:
-        barrier.wait(10)
-        numbers.append(statement_close(organization_id=organization.pk, period_start=date(2026, 10, 1)).number)
-        connection.close()
-
     # when
-    threads = [threading.Thread(target=close) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    numbers = race(
+        2, lambda _i: statement_close(organization_id=organization.pk, period_start=date(2026, 10, 1)).number
+    )
     # then
     assert numbers == [1, 1]
     assert Statement.objects.filter(organization=organization).count() == 1

@@ -1,9 +1,7 @@
-import threading
 import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from billing.models import LedgerTransaction, StripeEvent, TopUp
 from billing.selectors import wallet_get
@@ -11,6 +9,7 @@ from billing.services.topups import topup_confirm_return, topup_start
 from billing.stripe_client import PaymentProviderUnavailable
 from marketplace.core.errors import NotFound
 from tests.billing.conftest import WEBHOOK_SECRET
+from tests.concurrency import race
 from tests.factories.accounts import MembershipFactory, OrganizationFactory
 from tests.fakes.stripe import FakeStripe, signed_event
 
@@ -196,27 +195,16 @@ def test_five_concurrent_deliveries_and_the_redirect_credit_once(require_postgre
     top_up = _start(organization, owner)
     session = fake.pay(top_up.stripe_checkout_session_id)
     delivery = signed_event("checkout.session.completed", session, secret=WEBHOOK_SECRET)
-    barrier = threading.Barrier(6)
-    statuses = []
+    buyer = Client()
+    buyer.force_login(owner)
 
-    def deliver() -> None:
-        barrier.wait(10)
-        statuses.append(_post_event(Client(), *delivery).status_code)
-        connection.close()
-
-    def come_back() -> None:
-        buyer = Client()
-        buyer.force_login(owner)
-        barrier.wait(10)
-        statuses.append(buyer.get(f"/billing/top-ups/{top_up.pk}/return/").status_code)
-        connection.close()
+    def deliver_or_come_back(index: int) -> int:
+        if index == 5:  # the buyer's success redirect, racing the five deliveries
+            return buyer.get(f"/billing/top-ups/{top_up.pk}/return/").status_code
+        return _post_event(Client(), *delivery).status_code
 
     # when
-    threads = [threading.Thread(target=deliver) for _ in range(5)] + [threading.Thread(target=come_back)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    statuses = race(6, deliver_or_come_back)
     # then
     assert sorted(statuses) == [200] * 5 + [302]
     assert LedgerTransaction.objects.filter(kind="top_up").count() == 1
