@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -51,7 +51,14 @@ class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.Re
             return TopUp.objects.none()
         return selectors.top_up_list(organization=self.organization)
 
-    @extend_schema(request=serializers.TopUpCreateSerializer, responses={201: serializers.TopUpSerializer})
+    @extend_schema(
+        request=serializers.TopUpCreateSerializer,
+        responses={
+            201: serializers.TopUpSerializer,
+            502: OpenApiResponse(description="Stripe refused to open a Checkout Session."),
+            503: OpenApiResponse(description="No payment provider is configured, or Stripe is unreachable."),
+        },
+    )
     @idempotent
     def create(self, request: Request) -> Response:
         payload = serializers.TopUpCreateSerializer(data=request.data)
@@ -102,7 +109,13 @@ class ProviderPayoutViewSet(ApprovedProviderMixin, mixins.CreateModelMixin, view
             return Payout.objects.none()
         return selectors.payout_list(provider=self.organization)
 
-    @extend_schema(request=serializers.PayoutCreateSerializer, responses={201: serializers.PayoutSerializer})
+    @extend_schema(
+        request=serializers.PayoutCreateSerializer,
+        responses={
+            201: serializers.PayoutSerializer,
+            402: OpenApiResponse(description="The payout exceeds the earnings not yet paid out."),
+        },
+    )
     @idempotent
     def create(self, request: Request) -> Response:
         payload = serializers.PayoutCreateSerializer(data=request.data)

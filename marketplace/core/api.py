@@ -26,6 +26,7 @@ ERROR_STATUSES = {
 WRITE_ERROR_STATUSES = {
     "409": "Conflicts with the current state, or the same Idempotency-Key is in flight.",
     "422": "The Idempotency-Key was used with a different request.",
+    "415": "The request body's media type is not one the endpoint accepts (JSON, form or multipart).",
 }
 
 
@@ -206,4 +207,7 @@ def schema_add_error_responses(result: dict, generator, request, public) -> dict
                 statuses.update(WRITE_ERROR_STATUSES)
             for status_code, description in statuses.items():
                 operation["responses"].setdefault(status_code, {"description": description, "content": error_ref})
+            for status_code, response in operation["responses"].items():  # errors a view declares itself
+                if status_code.isdigit() and int(status_code) >= 400:
+                    response.setdefault("content", error_ref)
     return result
