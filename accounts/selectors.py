@@ -4,6 +4,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils.timezone import now
 
 from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
+from marketplace.core.queries import PreparedQuery
 
 
 def organization_list(*, user: User, only: Organization | None = None) -> QuerySet[Organization]:
@@ -59,6 +60,18 @@ def invitation_list_pending(*, organization: Organization) -> QuerySet[Invitatio
 
 def api_key_list(*, organization: Organization) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(organization=organization).select_related("created_by").order_by("-created_at", "-pk")
+
+
+# Every API request looks its key up: compiled once per process (see PreparedQuery).
+_api_key_by_prefix = PreparedQuery(
+    lambda prefix: ApiKey.objects.select_related("organization", "created_by").filter(prefix=prefix)[:1], "prefix"
+)
+
+
+def api_key_get_by_prefix(*, prefix: str) -> ApiKey | None:
+    """The key with its organization and creator, or None."""
+    found = _api_key_by_prefix.run(prefix=prefix)
+    return found[0] if found else None
 
 
 def organization_get_active(*, user: User, organization_id: int | None) -> Organization | None:

@@ -353,7 +353,7 @@ def api_key_verify(*, raw_key: str) -> ApiKey:
     parts = raw_key.split("_", 3)
     if len(parts) != 4 or parts[0] != "mk" or parts[1] != settings.API_KEY_ENVIRONMENT:
         raise invalid
-    api_key = ApiKey.objects.select_related("organization", "created_by").filter(prefix=parts[2]).first()
+    api_key = selectors.api_key_get_by_prefix(prefix=parts[2])
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, api_key_hash(parts[3])):
         raise invalid
     if not api_key.is_active or not api_key.created_by.is_active:

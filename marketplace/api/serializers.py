@@ -1,5 +1,7 @@
+from datetime import tzinfo
 from decimal import Decimal
 
+from django.utils.timezone import get_current_timezone
 from rest_framework import serializers
 
 from marketplace.core.api import money_field
@@ -57,19 +59,28 @@ class OfferingSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-_datetime = serializers.DateTimeField()
+PRECISIONS = tuple(Precision.values)  # computed once: the enum builds a new list on every access
 
 
 def _decimal(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _datetime_or_none(value) -> str | None:
-    return None if value is None else _datetime.to_representation(value)
+def _datetime_or_none(value, zone: tzinfo) -> str | None:
+    """DRF's DateTimeField output (ISO 8601 in the current time zone, "Z" for UTC) without its per-call lookups."""
+    if value is None:
+        return None
+    text = value.astimezone(zone).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def offering_row_representation(row: dict) -> dict:
-    """What OfferingSerializer writes, built from a flat `.values()` row; a test holds the two equal."""
+def offering_rows_representation(rows: list[dict]) -> list[dict]:
+    """What OfferingSerializer writes, built from flat `.values()` rows; a test holds the two equal."""
+    zone = get_current_timezone()
+    return [_offering_row(row, zone) for row in rows]
+
+
+def _offering_row(row: dict, zone: tzinfo) -> dict:
     return {
         "id": row["id"],
         "name": row["name"],
@@ -94,7 +105,7 @@ def offering_row_representation(row: dict) -> dict:
             "memory_bandwidth_gbps": row["accelerator__memory_bandwidth_gbps"],
             "interconnect": row["accelerator__interconnect"],
             "is_domestic": row["accelerator__is_domestic"],
-            **{f"tflops_{p}": _decimal(row[f"accelerator__tflops_{p}"]) for p in Precision.values},
+            **{f"tflops_{p}": _decimal(row[f"accelerator__tflops_{p}"]) for p in PRECISIONS},
             "datasheet_note": row["accelerator__datasheet_note"],
         },
         "accelerators_per_node": row["accelerators_per_node"],
@@ -112,9 +123,9 @@ def offering_row_representation(row: dict) -> dict:
         "min_rental_hours": row["min_rental_hours"],
         "max_rental_hours": row["max_rental_hours"],
         "status": row["status"],
-        "published_at": _datetime_or_none(row["published_at"]),
+        "published_at": _datetime_or_none(row["published_at"], zone),
         "is_verified": row["verified_at"] is not None,
-        "verified_at": _datetime_or_none(row["verified_at"]),
+        "verified_at": _datetime_or_none(row["verified_at"], zone),
         "verified_tflops": row["verified_tflops"],
     }
 

@@ -52,8 +52,10 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
         return catalogue.offering_list()
 
     def list(self, request: Request) -> Response:
-        rows = self.paginate_queryset(catalogue.offering_rows(self.filter_queryset(self.get_queryset())))
-        return self.get_paginated_response([serializers.offering_row_representation(row) for row in rows])
+        offset, limit = self.paginator.page_window(request)
+        window = catalogue.offering_rows_page(filters=request.query_params, offset=offset, limit=limit)
+        rows = self.paginator.paginate_rows(window)
+        return self.get_paginated_response(serializers.offering_rows_representation(rows))
 
     @extend_schema(responses=serializers.PriceChangeSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], url_path="price-history", filterset_class=None)

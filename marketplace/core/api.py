@@ -90,18 +90,26 @@ class CountlessPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
-    def paginate_queryset(self, queryset, request, view=None):
+    def page_window(self, request) -> tuple[int, int]:
+        """(offset, limit) of the requested page, with one extra row that tells whether a next page exists."""
         self.request = request
-        size = self.get_page_size(request)
+        self.size = self.get_page_size(request)
         raw_number = request.query_params.get(self.page_query_param, "1")
         if not raw_number.isdigit() or int(raw_number) < 1:
             raise exceptions.NotFound(_("Invalid page."))
         self.number = int(raw_number)
-        rows = list(queryset[(self.number - 1) * size : self.number * size + 1])
+        return (self.number - 1) * self.size, self.size + 1
+
+    def paginate_rows(self, rows: list) -> list:
+        """The page of a window fetched at `page_window`."""
         if self.number > 1 and not rows:
             raise exceptions.NotFound(_("Invalid page."))
-        self.has_next = len(rows) > size
-        return rows[:size]
+        self.has_next = len(rows) > self.size
+        return rows[: self.size]
+
+    def paginate_queryset(self, queryset, request, view=None):
+        offset, limit = self.page_window(request)
+        return self.paginate_rows(list(queryset[offset : offset + limit]))
 
     def get_next_link(self) -> str | None:
         if not self.has_next:
