@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.api import serializers
-from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, OrganizationScopedMixin
+from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, FastJSONRenderer, OrganizationScopedMixin
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
 from marketplace.models import ModelService, Offering, Site
@@ -47,6 +47,7 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = [DjangoFilterBackend]
     filterset_class = OfferingFilterSet
     pagination_class = CountlessPagination
+    renderer_classes = [FastJSONRenderer]
 
     def get_queryset(self) -> QuerySet[Offering]:
         return catalogue.offering_list()
