@@ -57,12 +57,13 @@ COMPILED_PAGES_MAX = 512
 _compiled_pages: OrderedDict[tuple, SQLCompiler] = OrderedDict()
 
 
-def offering_rows_page(*, filters: QueryDict, offset: int, limit: int) -> list[dict]:
+def offering_rows_page(*, filters: QueryDict, offset: int, limit: int, strict: bool = True) -> list[dict]:
     """One window of `offering_rows` for the storefront's facets: the catalogue's hot path.
 
     Validating the facets and compiling the 45-column query cost several times what the database spends on it,
     so each process keeps the compiled query of the last COMPILED_PAGES_MAX distinct facet sets and windows
-    (compiled SQL, never results: every call runs the query). Raises ValidationError for invalid facets.
+    (compiled SQL, never results: every call runs the query). Invalid facets raise ValidationError, or with
+    `strict=False` are ignored (the pages say so) and their query is not kept.
     """
     key = (
         connection.alias,
@@ -73,13 +74,15 @@ def offering_rows_page(*, filters: QueryDict, offset: int, limit: int) -> list[d
     compiler = _compiled_pages.get(key)
     if compiler is None:
         filterset = OfferingFilterSet(filters, queryset=offering_list())
-        if not filterset.is_valid():
+        valid = filterset.is_valid()
+        if not valid and strict:
             raise ValidationError(filterset.errors)
         compiler = offering_rows(filterset.qs)[offset : offset + limit].query.get_compiler(connection.alias)
         compiler.compiled_sql = compiler.as_sql()
-        _compiled_pages[key] = compiler
-        if len(_compiled_pages) > COMPILED_PAGES_MAX:
-            _compiled_pages.popitem(last=False)
+        if valid:
+            _compiled_pages[key] = compiler
+            if len(_compiled_pages) > COMPILED_PAGES_MAX:
+                _compiled_pages.popitem(last=False)
     else:
         _compiled_pages.move_to_end(key)
     sql, params = compiler.compiled_sql

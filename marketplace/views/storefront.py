@@ -3,19 +3,23 @@
 import math
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from billing.money import round_to_minor_unit
 from marketplace.core.errors import DomainError
 from marketplace.core.regions import Region
 from marketplace.filters import DEFAULT_PRECISION, ModelServiceFilterSet, OfferingFilterSet
 from marketplace.forms import EstimatorForm, PlacementForm, PriceCalculatorForm
-from marketplace.models import Precision
+from marketplace.models import Precision, ResidencyZone, SiteTier
 from marketplace.selectors import catalogue
 from marketplace.services.placement import (
     EXCLUSION_REASONS,
@@ -113,17 +117,23 @@ class RowsPage:
     def __iter__(self):
         return iter(self.object_list)
 
+    @staticmethod
+    def number_of(raw_number: str | None) -> int:
+        return int(raw_number) if raw_number and raw_number.isdigit() and int(raw_number) > 0 else 1
+
     @classmethod
-    def of(cls, queryset, raw_number: str | None, size: int = PAGE_SIZE) -> "RowsPage":
-        number = int(raw_number) if raw_number and raw_number.isdigit() and int(raw_number) > 0 else 1
-        rows = list(queryset[(number - 1) * size : number * size + 1])
-        return cls(object_list=rows[:size], number=number, has_next=len(rows) > size)
+    def of_window(cls, window: list, number: int, size: int = PAGE_SIZE) -> "RowsPage":
+        return cls(object_list=window[:size], number=number, has_next=len(window) > size)
+
+
+def _offering_facets(request: HttpRequest) -> QueryDict:
+    facets = request.GET.copy()
+    facets.setdefault("precision", DEFAULT_PRECISION)  # so the form shows the precision the table uses
+    return facets
 
 
 def _offering_filterset(request: HttpRequest) -> OfferingFilterSet:
-    facets = request.GET.copy()
-    facets.setdefault("precision", DEFAULT_PRECISION)  # so the form shows the precision the table uses
-    return OfferingFilterSet(facets, queryset=catalogue.offering_list())
+    return OfferingFilterSet(_offering_facets(request), queryset=catalogue.offering_list())
 
 
 def offering_count(request: HttpRequest) -> HttpResponse:
@@ -133,22 +143,85 @@ def offering_count(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/partials/_offering_count.html", {"paginator": paginator})
 
 
+OFFERING_ROW_HTML = (
+    '<tr><td><input class="form-check-input" type="checkbox" name="ids" value="{}" aria-label="{} {}"></td>'
+    '<td><a href="{}">{}</a><div class="small text-muted">{}</div></td>'
+    "<td>{} {} × {}{} {}</td>"
+    '<td class="text-end">{} GB</td><td class="text-end">{}</td>'
+    '<td>{} · {}<div class="small text-muted">{}</div></td>'
+    '<td class="text-end fw-semibold">¥{}{}</td><td>{}</td></tr>'
+)
+
+
+def _offering_rows_html(rows: list[dict], precision: str) -> str:
+    """The storefront table's rows from flat rows, in one pass.
+
+    The catalogue's hottest page: the template engine spent more on twenty rows (lookups, escaping, lazy labels
+    resolved per cell) than the database on the query, so labels are resolved once per request and the rows
+    are written by format_html_join, which escapes every value.
+    """
+    regions, tiers, zones = (
+        {value: str(label) for value, label in choices}
+        for choices in (Region.choices, SiteTier.choices, ResidencyZone.choices)
+    )
+    compare, verified, unverified = gettext("Compare"), gettext("verified"), gettext("unverified")
+    domestic = mark_safe(' <span class="badge text-bg-danger">信创</span>')  # noqa: S308 - a constant
+    verified_badge = format_html('<span class="badge text-bg-success">{}</span>', verified)
+    unverified_badge = format_html('<span class="badge text-bg-light border">{}</span>', unverified)
+    sold_out = format_html('<span class="text-danger">{}</span>', gettext("sold out"))
+    interruptible = gettext("interruptible")
+
+    def cells(row: dict) -> tuple:
+        free = row["capacity_nodes"] - row["rented_nodes"]
+        peak = row[f"accelerator__tflops_{precision}"]
+        spot = row["interruptible_price"]
+        return (
+            row["id"], compare, row["name"],
+            reverse("storefront:offering-detail", args=[row["id"]]), row["name"], row["provider__name"],
+            row["accelerator__vendor"], row["accelerator__name"], row["accelerators_per_node"],
+            domestic if row["accelerator__is_domestic"] else "",
+            verified_badge if row["verified_at"] else unverified_badge,
+            row["accelerator__memory_gb"], "—" if peak is None else peak,
+            regions.get(row["site__region"], row["site__region"]), tiers.get(row["site__tier"], row["site__tier"]),
+            zones.get(row["site__residency_zone"], row["site__residency_zone"]),
+            round_to_minor_unit(row["on_demand_price"]),
+            format_html('<div class="small text-muted">{} ¥{}</div>', interruptible, round_to_minor_unit(spot))
+            if spot
+            else "",
+            format_html('<span class="text-success">{}/{}</span>', free, row["capacity_nodes"])
+            if free > 0
+            else sold_out,
+        )  # fmt: skip
+
+    return format_html_join("\n", OFFERING_ROW_HTML, (cells(row) for row in rows))
+
+
 def offering_list(request: HttpRequest) -> HttpResponse:
-    filterset = _offering_filterset(request)
-    page = RowsPage.of(filterset.qs, request.GET.get("page"))
-    precision = (filterset.form.cleaned_data.get("precision") if filterset.is_valid() else None) or DEFAULT_PRECISION
-    for offering in page:
-        offering.peak_at_precision = offering.accelerator.peak_tflops(precision)
+    facets = _offering_facets(request)
+    number = RowsPage.number_of(request.GET.get("page"))
+    window_at = {"filters": facets, "offset": (number - 1) * PAGE_SIZE, "limit": PAGE_SIZE + 1}
+    filter_errors = None
+    try:
+        window = catalogue.offering_rows_page(**window_at)
+    except ValidationError as invalid:  # shown above the list; the other facets still apply
+        filter_errors = invalid.message_dict
+        window = catalogue.offering_rows_page(**window_at, strict=False)
+    page = RowsPage.of_window(window, number)
+    precision = facets.get("precision") if facets.get("precision") in Precision.values else DEFAULT_PRECISION
     context = {
-        "filterset": filterset,
-        "checkbox_facets": _checkbox_facets(filterset.form),
         "page": page,
+        "rows_html": _offering_rows_html(page.object_list, precision),
         "precision": precision,
         "query": _query_without_page(request),
         "compare_limit": MAX_COMPARED,
+        "filter_errors": filter_errors,
     }
-    template = "marketplace/partials/_offering_results.html" if _is_htmx(request) else "marketplace/offering_list.html"
-    return render(request, template, context)
+    if _is_htmx(request):
+        return render(request, "marketplace/partials/_offering_results.html", context)
+    # The facet form is rendered only when its cached fragment (keyed by language and facets) has expired.
+    filterset = OfferingFilterSet(facets, queryset=catalogue.offering_list())
+    context.update(filterset=filterset, checkbox_facets=lambda: _checkbox_facets(filterset.form))
+    return render(request, "marketplace/offering_list.html", context)
 
 
 def offering_detail(request: HttpRequest, pk: int) -> HttpResponse:
