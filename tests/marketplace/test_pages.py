@@ -202,3 +202,18 @@ def test_seed_demo_gives_the_demo_buyer_test_mode_credit_once(db, settings):
     assert list(TopUp.objects.values_list("organization__memberships__user__email", "amount", "mode")) == [
         ("buyer@demo.local", Decimal("5000.00"), "test")
     ]
+
+
+def test_offering_rows_on_the_list_page_are_escaped(db, client):
+    OfferingFactory(name="<script>alert(1)</script> H100")
+    page = client.get("/offerings/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; H100" in page
+    assert "<script>alert(1)" not in page
+
+
+def test_invalid_facets_are_reported_and_the_others_still_apply(db, client):
+    OfferingFactory(name="Lingang node", site=SiteFactory(region=Region.YANGTZE_DELTA))
+    OfferingFactory(name="Gui'an node", site=SiteFactory(region=Region.GUIZHOU))
+    page = client.get("/offerings/?region=yangtze-delta&min_price=cheap", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Some filters were not understood and were ignored" in page and "min_price" in page
+    assert "Lingang node" in page and "Gui&#x27;an node" not in page
