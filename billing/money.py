@@ -3,6 +3,7 @@
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import models
+from django.db.models import Sum
 
 AMOUNT_DIGITS, AMOUNT_PLACES = 24, 8  # 8 places carry per-token prices exactly
 MINOR_UNIT = Decimal("0.01")  # CNY fen
@@ -10,6 +11,12 @@ MINOR_UNIT = Decimal("0.01")  # CNY fen
 
 def amount_field(**kwargs) -> models.DecimalField:
     return models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
+
+
+def amount_sum(expression: str, **kwargs) -> Sum:
+    """SUM of an amount column, typed as an amount. Exact on PostgreSQL; SQLite adds decimals as floats, so
+    whoever compares or prints a sum passes it through `quantize_amount` first."""
+    return Sum(expression, output_field=amount_field(), **kwargs)
 
 
 def round_to_minor_unit(amount: Decimal) -> Decimal:

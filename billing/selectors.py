@@ -5,7 +5,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils.timezone import localdate, now
 
@@ -21,6 +21,7 @@ from billing.models import (
     TopUp,
     TransactionKind,
 )
+from billing.money import amount_sum, quantize_amount
 
 ZERO = Decimal(0)
 
@@ -64,8 +65,8 @@ def transaction_list(*, organization: Organization) -> QuerySet[LedgerTransactio
     organization's available funds, held funds and earnings (`*_change`)."""
     mine = Q(postings__account__organization=organization)
 
-    def change(kind: str) -> Sum:
-        return Sum("postings__amount", filter=Q(postings__account__kind=kind), default=ZERO)
+    def change(kind: str):
+        return amount_sum("postings__amount", filter=Q(postings__account__kind=kind), default=ZERO)
 
     return (
         LedgerTransaction.objects.filter(mine)
@@ -95,9 +96,9 @@ def _daily_series(*, organization: Organization, account_kind: str, kinds: list[
         )
         .annotate(day=TruncDate("transaction__created_at"))
         .values("day")
-        .annotate(total=Sum("amount"))
+        .annotate(total=amount_sum("amount"))
     )
-    by_day = {row["day"]: sign * row["total"] for row in rows}
+    by_day = {row["day"]: sign * quantize_amount(row["total"]) for row in rows}
     return [(day, by_day.get(day, ZERO)) for day in (first_day + timedelta(n) for n in range(days))]
 
 

@@ -2,6 +2,7 @@
 
 import csv
 from decimal import Decimal, InvalidOperation
+from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_POST
 from accounts.selectors import membership_get, provider_is_approved
 from billing import selectors
 from billing.filters import TransactionFilterSet
-from billing.money import round_to_minor_unit
+from billing.money import quantize_amount, round_to_minor_unit
 from billing.services.holds import platform_fee_percent
 from billing.services.payouts import payout_request
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
@@ -27,10 +28,18 @@ PAGE_SIZE = 20
 RECENT_TOP_UPS = 10
 
 
-def _organization_or_redirect(request: HttpRequest):
-    if request.organization is None:
-        messages.info(request, _("Create or join an organization first."))
-    return request.organization
+def organization_required(view):
+    """Billing pages act for the signed-in user's active organization; without one, say how to get one."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.organization is None:
+            messages.info(request, _("Create or join an organization first."))
+            return redirect("accounts:organization-list")
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _can_manage_billing(request: HttpRequest, organization) -> bool:
@@ -43,11 +52,9 @@ def _chart(series) -> dict:
     return {"labels": [day.isoformat() for day, _amount in series], "values": [str(amount) for _day, amount in series]}
 
 
-@login_required
+@organization_required
 def wallet(request: HttpRequest) -> HttpResponse:
-    organization = _organization_or_redirect(request)
-    if organization is None:
-        return redirect("accounts:organization-list")
+    organization = request.organization
     filterset = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization))
     page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
@@ -65,15 +72,10 @@ def wallet(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/wallet.html", context)
 
 
-@login_required
+@organization_required
 @require_POST
 def wallet_top_up(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    if organization is None:
-        return redirect("accounts:organization-list")
-    if not _can_manage_billing(request, organization):
-        messages.error(request, _("Only owners, admins and billing members can add funds."))
-        return redirect("billing:wallet")
     try:
         top_up = topup_start(organization=organization, amount=request.POST.get("amount", ""), created_by=request.user)
     except DomainError as error:
@@ -89,7 +91,7 @@ def wallet_top_up(request: HttpRequest) -> HttpResponse:
     return redirect("billing:wallet")
 
 
-@login_required
+@organization_required
 def top_up_return(request: HttpRequest, pk: int) -> HttpResponse:
     """Stripe sends the buyer here after paying; the top-up is credited now if the webhook has not done it."""
     try:
@@ -116,12 +118,10 @@ class _Echo:
 CSV_HEADER = ["id", "time", "kind", "memo", "reference", "available_change", "held_change", "earnings_change"]
 
 
-@login_required
+@organization_required
 def transactions_csv(request: HttpRequest) -> HttpResponse:
     """The wallet's transactions as CSV, with the page's filters; streamed, so a long history costs no memory."""
     organization = request.organization
-    if organization is None:
-        return redirect("accounts:organization-list")
     rows = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization)).qs
     writer = csv.writer(_Echo())
 
@@ -130,7 +130,8 @@ def transactions_csv(request: HttpRequest) -> HttpResponse:
         for txn in rows.iterator(chunk_size=1000):
             yield writer.writerow([
                 txn.pk, txn.created_at.isoformat(), txn.kind, txn.memo, txn.reference,
-                txn.available_change, txn.held_change, txn.earnings_change,
+                *(f"{quantize_amount(change):f}" for change in (txn.available_change, txn.held_change,
+                                                                  txn.earnings_change)),
             ])  # fmt: skip
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
@@ -138,16 +139,14 @@ def transactions_csv(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@login_required
+@organization_required
 def statement_list(request: HttpRequest) -> HttpResponse:
     organization = request.organization
-    if organization is None:
-        return redirect("accounts:organization-list")
     statements = selectors.statement_list(organization=organization)
     return render(request, "billing/statement_list.html", {"statements": statements})
 
 
-@login_required
+@organization_required
 def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The printable statement; every figure rounded to the minor unit, half-up, from the exact ledger sums."""
     statement = get_object_or_404(selectors.statement_list(organization=request.organization), pk=pk)
@@ -156,7 +155,7 @@ def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@login_required
+@organization_required
 def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
     statement = get_object_or_404(selectors.statement_list(organization=request.organization), pk=pk)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -177,11 +176,11 @@ def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-@login_required
+@organization_required
 def earnings(request: HttpRequest) -> HttpResponse:
     """A provider's earnings: balance, a chart by day, payouts and the payout request form."""
     provider = request.organization
-    if provider is None or not provider_is_approved(organization=provider):
+    if not provider_is_approved(organization=provider):
         messages.info(request, _("Earnings open once your organization is an approved provider."))
         return redirect("accounts:provider-apply")
     context = {
@@ -195,7 +194,7 @@ def earnings(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/earnings.html", context)
 
 
-@login_required
+@organization_required
 @require_POST
 def payout_create(request: HttpRequest) -> HttpResponse:
     provider = request.organization

@@ -13,7 +13,6 @@ from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.services.holds import platform_fee_percent
 from billing.services.payouts import payout_request
 from billing.services.topups import topup_start, topup_test_mode
-from billing.services.wallets import billing_manager_require
 from marketplace.core.api import ApprovedProviderMixin, OrganizationScopedMixin
 from marketplace.core.idempotency import idempotent
 
@@ -63,7 +62,6 @@ class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.Re
     def create(self, request: Request) -> Response:
         payload = serializers.TopUpCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        billing_manager_require(user=request.user, organization=self.organization)
         top_up = topup_start(
             organization=self.organization, amount=payload.validated_data["amount"], created_by=request.user
         )

@@ -6,18 +6,18 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization
 from billing.models import AccountKind, LedgerAccount, LedgerTransaction, Posting, TransactionKind
-from billing.money import quantize_amount
+from billing.money import AMOUNT_QUANTUM, amount_sum, quantize_amount
 from marketplace.core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+HALF_QUANTUM = AMOUNT_QUANTUM / 2
 
 
 class InsufficientFunds(DomainError):
@@ -92,7 +92,10 @@ def ledger_post(
         amount = by_account[account_id]
         target = LedgerAccount.objects.filter(pk=account_id)
         if amount < 0 and enforce_minimum:
-            target = target.filter(Q(minimum_balance__isnull=True) | Q(balance__gte=F("minimum_balance") - amount))
+            # Half a quantum of slack changes nothing where amounts are exact (every amount is a multiple of
+            # 1e-8), and absorbs the float noise of SQLite, which does decimal arithmetic in floats.
+            floor = F("minimum_balance") - amount - HALF_QUANTUM
+            target = target.filter(Q(minimum_balance__isnull=True) | Q(balance__gte=floor))
         if not target.update(balance=F("balance") + amount):
             missing = _missing_amount(account_id, amount)
             raise InsufficientFunds(
@@ -124,16 +127,14 @@ def credit_line_set(*, organization: Organization, limit: Decimal) -> LedgerAcco
 
 
 def ledger_reconcile() -> list[dict]:
-    """Compare every cached balance with the sum of its postings; log and return the mismatches.
-
-    Compared in Python as Decimals: SQLite sums decimals as floats, PostgreSQL exactly; both fit this way.
-    """
-    accounts = LedgerAccount.objects.annotate(derived=Coalesce(Sum("postings__amount"), ZERO)).order_by("pk")
+    """Compare every cached balance with the sum of its postings; log and return the mismatches."""
+    accounts = LedgerAccount.objects.annotate(derived=amount_sum("postings__amount", default=ZERO)).order_by("pk")
     mismatches = [
-        {"account_id": a.pk, "organization_id": a.organization_id, "kind": a.kind, "cached": a.balance, "derived": d}
+        {"account_id": a.pk, "organization_id": a.organization_id, "kind": a.kind, "cached": a.balance,
+         "derived": quantize_amount(a.derived)}
         for a in accounts.iterator(chunk_size=2000)
-        if a.balance != (d := quantize_amount(Decimal(str(a.derived))))
-    ]
+        if a.balance != quantize_amount(a.derived)
+    ]  # fmt: skip
     for mismatch in mismatches:
         logger.error("ledger balance mismatch", extra={k: str(v) for k, v in mismatch.items()})
     logger.info("ledger reconciled", extra={"mismatches": len(mismatches)})

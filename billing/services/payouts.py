@@ -11,7 +11,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
@@ -19,7 +18,7 @@ from accounts.models import Organization, User
 from accounts.selectors import provider_is_approved
 from billing import stripe_client
 from billing.models import AccountKind, LedgerTransaction, Payout, Posting, ProviderBilling, TransactionKind
-from billing.money import quantize_amount, round_to_minor_unit, to_minor_units
+from billing.money import amount_sum, quantize_amount, round_to_minor_unit, to_minor_units
 from billing.services.ledger import ledger_post, organization_account, platform_account
 from billing.services.wallets import billing_manager_require
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
@@ -168,7 +167,8 @@ def charge_refund(
     charged = -postings[AccountKind.HELD].amount
     refunded = Posting.objects.filter(
         transaction__kind=TransactionKind.CHARGE_REFUND, transaction__reference=f"capture:{capture.pk}", amount__gt=0
-    ).aggregate(total=Sum("amount", default=Decimal(0)))["total"]
+    ).aggregate(total=amount_sum("amount", default=Decimal(0)))["total"]
+    refunded = quantize_amount(refunded)
     if amount <= 0 or amount > charged - refunded:
         raise Conflict(
             _("At most %(n)s of this charge can be refunded.") % {"n": charged - refunded},

@@ -9,12 +9,13 @@ from datetime import date, datetime, time
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils.timezone import get_current_timezone, localdate
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization
 from billing.models import AccountKind, Posting, Statement, TransactionKind
+from billing.money import amount_sum, quantize_amount
 from marketplace.core.errors import Conflict, DomainError
 
 logger = logging.getLogger(__name__)
@@ -67,14 +68,16 @@ def statement_close(*, organization_id: int, period_start: date) -> Statement:
         raise Conflict(_("A later month is already closed."), code="period_closed")
     start, end = _moment(period_start), _moment(period_end)
     funds = Posting.objects.filter(account__organization_id=organization_id, account__kind__in=FUNDS)
-    opening = funds.filter(transaction__created_at__lt=start).aggregate(total=Sum("amount", default=ZERO))["total"]
+    before = funds.filter(transaction__created_at__lt=start)
+    opening = quantize_amount(before.aggregate(total=amount_sum("amount", default=ZERO))["total"])
     in_period = funds.filter(transaction__created_at__gte=start, transaction__created_at__lt=end)
     totals = dict.fromkeys(set(STATEMENT_FIELD_OF_KIND.values()), ZERO)
-    for row in in_period.values("transaction__kind").annotate(total=Sum("amount")):
+    for row in in_period.values("transaction__kind").annotate(total=amount_sum("amount")):
         field = STATEMENT_FIELD_OF_KIND.get(row["transaction__kind"])
+        total = quantize_amount(row["total"])
         if field is not None:
-            totals[field] += row["total"]
-        elif row["total"] != 0:  # a kind that moves the organization's funds must have a line
+            totals[field] += total
+        elif total != 0:  # a kind that moves the organization's funds must have a line
             raise ValueError(f"transaction kind {row['transaction__kind']} has no statement line")
     charged = Q(transaction__kind=TransactionKind.CAPTURE, account__kind=AccountKind.HELD)
     charge_refunded = Q(transaction__kind=TransactionKind.CHARGE_REFUND, account__kind=AccountKind.AVAILABLE)
@@ -82,11 +85,11 @@ def statement_close(*, organization_id: int, period_start: date) -> Statement:
         {
             "reference": row["transaction__reference"],
             "description": row["transaction__memo"],
-            "amount": str(-row["total"]),
+            "amount": str(-quantize_amount(row["total"])),
         }
         for row in in_period.filter(charged | charge_refunded)
         .values("transaction__reference", "transaction__memo")
-        .annotate(total=Sum("amount"))
+        .annotate(total=amount_sum("amount"))
         .order_by("total", "transaction__reference")
     ]
     statement = Statement.objects.create(

@@ -19,6 +19,7 @@ from billing import stripe_client
 from billing.models import AccountKind, TopUp, TransactionKind
 from billing.money import from_minor_units, round_to_minor_unit, to_minor_units
 from billing.services.ledger import ledger_post, organization_account, platform_account
+from billing.services.wallets import billing_manager_require
 from marketplace.core.errors import DomainError, NotFound
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ def _absolute(path: str) -> str:
 
 def topup_start(*, organization: Organization, amount: object, created_by: User) -> TopUp:
     """Start a top-up: a Stripe Checkout Session to pay (its URL is `checkout_url`), or in test mode a top-up
-    credited at once. Raises DomainError for a bad amount, PaymentsUnavailable when neither is possible, and
+    credited at once. Raises PermissionDenied unless `created_by` may manage the organization's billing,
+    DomainError for a bad amount, PaymentsUnavailable when neither is possible, and
     the Stripe seam's errors when Stripe fails (the top-up is then marked failed). Stripe sends the buyer back
     to the top-up's return page, which credits it if the webhook has not yet.
     """
+    billing_manager_require(user=created_by, organization=organization)
     amount = topup_amount_validate(amount)
     if topup_test_mode():
         return topup_test_credit(organization=organization, amount=amount, created_by=created_by)

@@ -80,7 +80,7 @@ def test_transaction_filters_narrow_the_page_and_the_csv(signed_in, organization
     rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
     assert export["Content-Type"] == "text/csv; charset=utf-8"
     assert [(r["kind"], r["memo"], r["held_change"], r["available_change"]) for r in rows] == [
-        ("capture", "GPU time", "-40.00000000", "0")
+        ("capture", "GPU time", "-40.00000000", "0.00000000")
     ]
 
 
