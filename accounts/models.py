@@ -198,6 +198,10 @@ class ApiKey(TimeStampedModel):
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     created_by = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    # What rentals started with this key may spend per calendar month; empty: only the organization's limits.
+    monthly_spend_limit = models.DecimalField(
+        _("monthly spend limit"), max_digits=24, decimal_places=8, null=True, blank=True
+    )
 
     class Meta:
         verbose_name = _("API key")
@@ -234,3 +238,23 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Notification(models.Model):
+    """An in-app message to an organization (spend alerts, suspended or preempted rentals)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(_("kind"), max_length=40)
+    title = models.CharField(_("title"), max_length=200)
+    body = models.TextField(_("message"), blank=True)
+    link = models.CharField(_("link"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("time"), default=now, db_index=True)
+    read_at = models.DateTimeField(_("read at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        indexes = [models.Index(fields=["organization", "-created_at"], name="notification_org_time")]
+
+    def __str__(self) -> str:
+        return self.title

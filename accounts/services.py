@@ -17,7 +17,7 @@ from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from accounts import selectors
-from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
+from accounts.models import ApiKey, Invitation, Membership, Notification, Organization, ProviderProfile, User
 from marketplace.core.errors import Conflict, DomainError, NotFound, PermissionDenied, RateLimited
 from marketplace.core.regions import Region
 
@@ -413,3 +413,22 @@ def user_profile_update(*, user: User, full_name: str, preferred_language: str) 
     user.full_name, user.preferred_language = full_name.strip(), preferred_language
     user.save(update_fields=["full_name", "preferred_language"])
     return user
+
+
+# --- Notifications ---
+
+
+def notification_send(*, organization: Organization, kind: str, title: str, body: str, link: str = "") -> Notification:
+    """An in-app notification, and the same by e-mail to the members who manage billing (after commit)."""
+    notification = Notification.objects.create(organization=organization, kind=kind, title=title, body=body, link=link)
+    recipients = list(
+        organization.memberships.filter(role__in=Membership.BILLING_ROLES, user__is_active=True).values_list(
+            "user__email", flat=True
+        )
+    )
+    if recipients:
+        message = f"{body}\n\n{settings.SITE_URL.rstrip('/')}{link}" if link else body
+        transaction.on_commit(
+            lambda: send_mail(title, message, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=True)
+        )
+    return notification

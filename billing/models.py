@@ -377,3 +377,132 @@ class Payout(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} ({self.get_status_display()})"
+
+
+class UsageDimension(models.TextChoices):
+    ACCELERATOR_SECONDS = "accelerator_seconds", _("Accelerator-seconds")
+
+
+class UsageEvent(models.Model):
+    """A measured amount of use over a period. Append-only; the idempotency key is unique per source.
+
+    `charge` is set once, by the rating run that charged it (in the same transaction as the charge): an event
+    without one is still to be rated.
+    """
+
+    Dimension = UsageDimension
+    LIFECYCLE_SOURCE = "lifecycle"  # the platform's own clock over running rentals
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    rental = models.ForeignKey("marketplace.Rental", on_delete=models.PROTECT, related_name="usage_events")
+    source = models.CharField(_("source"), max_length=80)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=200)
+    dimension = models.CharField(_("dimension"), max_length=32, choices=UsageDimension.choices)
+    quantity = amount_field(verbose_name=_("quantity"))
+    period_start = models.DateTimeField(_("period start"))
+    period_end = models.DateTimeField(_("period end"))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+    charge = models.ForeignKey(
+        "billing.UsageCharge", on_delete=models.PROTECT, null=True, blank=True, related_name="events"
+    )
+
+    class Meta:
+        verbose_name = _("usage event")
+        verbose_name_plural = _("usage events")
+        indexes = [
+            models.Index(fields=["organization", "period_start"], name="usage_event_org_time"),
+            models.Index(fields=["rental"], condition=Q(charge__isnull=True), name="usage_event_unrated"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "idempotency_key"], name="usage_event_unique_per_source"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="usage_event_quantity_positive"),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="usage_event_period_ordered"),
+            models.CheckConstraint(
+                condition=Q(dimension__in=UsageDimension.values), name="usage_event_dimension_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.idempotency_key} {self.quantity} {self.dimension}"
+
+
+class UsageCharge(models.Model):
+    """One rating of a rental's new usage: what it cost at the snapshotted price and what the hold covered."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    rental = models.ForeignKey("marketplace.Rental", on_delete=models.PROTECT, related_name="charges")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    quantity = amount_field(verbose_name=_("accelerator-seconds"))
+    rated_amount = amount_field(verbose_name=_("rated amount"))
+    amount = amount_field(verbose_name=_("charged"))  # at most rated_amount: only what the hold covered
+    ledger_transaction = models.OneToOneField(
+        LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    period_start = models.DateTimeField(_("period start"))
+    period_end = models.DateTimeField(_("period end"))
+    created_at = models.DateTimeField(_("time"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("usage charge")
+        verbose_name_plural = _("usage charges")
+        indexes = [models.Index(fields=["organization", "created_at"], name="usage_charge_org_time")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gte=0, amount__lte=F("rated_amount")), name="usage_charge_within_rated"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rental {self.rental_id}: {self.amount}"
+
+
+class OrganizationQuota(models.Model):
+    """An organization's limits, set by staff; created with the defaults from settings on first use.
+
+    `accelerators_in_use` is kept by the rentals service in the admission transaction (a conditional update
+    against the limit), so parallel admissions cannot pass the limit together.
+    """
+
+    organization = models.OneToOneField("accounts.Organization", on_delete=models.CASCADE, related_name="quota")
+    max_concurrent_accelerators = models.PositiveIntegerField(_("maximum concurrent accelerators"))
+    monthly_spend_cap = amount_field(
+        verbose_name=_("monthly spend cap"), null=True, blank=True, help_text=_("Empty: no cap.")
+    )
+    alert_thresholds = models.JSONField(
+        _("spend alert thresholds (%)"),
+        default=list,
+        blank=True,
+        help_text=_("Percent of the cap, e.g. [50, 80, 100]."),
+    )
+    # Staff may lower the limit below what is in use: running rentals go on, new ones wait.
+    accelerators_in_use = models.PositiveIntegerField(_("accelerators in use"), default=0)
+
+    class Meta:
+        verbose_name = _("quota")
+        verbose_name_plural = _("quotas")
+
+    def __str__(self) -> str:
+        return str(self.organization)
+
+
+class SpendAlert(models.Model):
+    """A spend threshold crossed in a month: sent once per threshold per period (the unique constraint)."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateField(_("period start"))
+    threshold_percent = models.PositiveSmallIntegerField(_("threshold (%)"))
+    spend = amount_field(verbose_name=_("spend"))
+    cap = amount_field(verbose_name=_("cap"))
+    created_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("spend alert")
+        verbose_name_plural = _("spend alerts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start", "threshold_percent"], name="spend_alert_once_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.period_start:%Y-%m} {self.threshold_percent}%"

@@ -11,6 +11,7 @@ urlpatterns = [
     path("statements/", views.statement_list, name="statement-list"),
     path("statements/<int:pk>/", views.statement_detail, name="statement-detail"),
     path("statements/<int:pk>/csv/", views.statement_csv, name="statement-csv"),
+    path("quotas/", views.quotas, name="quotas"),
     path("earnings/", views.earnings, name="earnings"),
     path("earnings/payouts/", views.payout_create, name="payout-create"),
     path("top-ups/<int:pk>/return/", views.top_up_return, name="top-up-return"),

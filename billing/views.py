@@ -2,11 +2,9 @@
 
 import csv
 from decimal import Decimal, InvalidOperation
-from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,32 +12,20 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import organization_required
 from accounts.selectors import membership_get, provider_is_approved
 from billing import selectors
 from billing.filters import TransactionFilterSet
 from billing.money import quantize_amount, round_to_minor_unit
 from billing.services.holds import platform_fee_percent
 from billing.services.payouts import payout_request
+from billing.services.quotas import quota_get, quota_usage
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
 from billing.services.webhooks import stripe_event_receive
 from marketplace.core.errors import DomainError
 
 PAGE_SIZE = 20
 RECENT_TOP_UPS = 10
-
-
-def organization_required(view):
-    """Billing pages act for the signed-in user's active organization; without one, say how to get one."""
-
-    @wraps(view)
-    @login_required
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.organization is None:
-            messages.info(request, _("Create or join an organization first."))
-            return redirect("accounts:organization-list")
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _can_manage_billing(request: HttpRequest, organization) -> bool:
@@ -50,6 +36,18 @@ def _can_manage_billing(request: HttpRequest, organization) -> bool:
 def _chart(series) -> dict:
     """A daily series for Chart.js: ISO dates and amounts as strings (JSON has no decimals)."""
     return {"labels": [day.isoformat() for day, _amount in series], "values": [str(amount) for _day, amount in series]}
+
+
+@organization_required
+def quotas(request: HttpRequest) -> HttpResponse:
+    """Each limit, what uses it and when it resets; the spend limits of the organization's API keys."""
+    organization = request.organization
+    context = {
+        "limits": quota_usage(organization=organization),
+        "thresholds": quota_get(organization_id=organization.pk).alert_thresholds,
+        "keys": organization.api_keys.filter(monthly_spend_limit__isnull=False, revoked_at__isnull=True),
+    }
+    return render(request, "billing/quotas.html", context)
 
 
 @organization_required

@@ -88,3 +88,21 @@ class ModelServiceForm(forms.ModelForm):
             "rate_limit_tpm", "residency_zone", "upstream_base_url", "upstream_api_key",
         ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+
+class RentalOrderForm(PriceCalculatorForm):
+    """The offering page's order form: the calculator's fields, an open end and an optional start time."""
+
+    hours = forms.IntegerField(
+        label=_("Hours"),
+        min_value=1,
+        max_value=24 * 365,
+        required=False,
+        help_text=_("Empty: on demand until you stop it."),
+    )
+    starts_at = forms.DateTimeField(
+        label=_("Start"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text=_("Empty: now."),
+    )

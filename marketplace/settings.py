@@ -242,6 +242,8 @@ SPECTACULAR_SETTINGS = {
         "ServedPrecisionEnum": "marketplace.models.model_services.ModelService.ServedPrecision",
         "CatalogueStatusEnum": "marketplace.models.offerings.OfferingStatus",
         "MembershipRoleEnum": "accounts.models.Membership.Role",
+        "RentalStatusEnum": "marketplace.models.rentals.RentalStatus",
+        "RentalModeEnum": "marketplace.models.rentals.RentalMode",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -251,6 +253,27 @@ SPECTACULAR_SETTINGS = {
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24)
 # A request that holds a key longer than this is taken to have crashed; a retry may take the key over.
 IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 120)
+
+# --- Rentals, metering and quotas ---
+# An on-demand or interruptible rental holds this many hours of its price ahead, topped up as it runs.
+RENTAL_RUNWAY_HOURS = env_int("RENTAL_RUNWAY_HOURS", 1)
+RENTAL_MAX_SCHEDULE_DAYS = env_int("RENTAL_MAX_SCHEDULE_DAYS", 30)
+# A suspended rental keeps its nodes this long; a top-up within it resumes the rental, after it it completes.
+RENTAL_RESUME_GRACE_MINUTES = env_int("RENTAL_RESUME_GRACE_MINUTES", 30)
+# Compensation for a provider fault: this many hours at the rental's price, at most what it was charged.
+RENTAL_FAILURE_CREDIT_HOURS = env_int("RENTAL_FAILURE_CREDIT_HOURS", 1)
+# The metering tick: usage is rated, holds topped up and limits enforced this often (beat).
+METERING_TICK_SECONDS = env_int("METERING_TICK_SECONDS", 60)
+# Reported usage events whose period ended longer ago than this are rejected.
+USAGE_EVENT_MAX_AGE_HOURS = env_int("USAGE_EVENT_MAX_AGE_HOURS", 72)
+USAGE_EVENT_BATCH_MAX = env_int("USAGE_EVENT_BATCH_MAX", 1000)
+# Defaults of every organization's quota (staff change them per organization in the admin).
+QUOTA_DEFAULT_MAX_CONCURRENT_ACCELERATORS = env_int("QUOTA_DEFAULT_MAX_CONCURRENT_ACCELERATORS", 64)
+_spend_cap = os.environ.get("QUOTA_DEFAULT_MONTHLY_SPEND_CAP", "")
+QUOTA_DEFAULT_MONTHLY_SPEND_CAP = Decimal(_spend_cap) if _spend_cap else None  # empty: no cap
+QUOTA_DEFAULT_ALERT_THRESHOLDS = [
+    int(p) for p in os.environ.get("QUOTA_DEFAULT_ALERT_THRESHOLDS", "50,80,100").split(",") if p.strip()
+]
 
 # --- Celery ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", EMBEDDED_BROKER_URL)
@@ -278,6 +301,10 @@ CELERY_BEAT_SCHEDULE = {
     "billing-hold-expiry": {"task": "billing.hold_expire_due", "schedule": 60.0},
     # 30 3 * * *  cached balances against the sum of their postings
     "billing-ledger-reconcile": {"task": "billing.ledger_reconcile", "schedule": crontab(hour=3, minute=30)},
+    # */1 * * * *  meter running rentals, rate new usage, top up holds, enforce funds and quotas
+    "metering-tick": {"task": "marketplace.metering_tick", "schedule": float(METERING_TICK_SECONDS)},
+    # */1 * * * *  start scheduled rentals that are due, complete those whose term ended
+    "rental-lifecycle-tick": {"task": "marketplace.rental_lifecycle_tick", "schedule": 60.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)
     "billing-statement-close": {
         "task": "billing.statement_close_due",

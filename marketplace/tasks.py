@@ -18,3 +18,61 @@ def idempotency_purge_task() -> int:
     from marketplace.core.idempotency import idempotency_purge
 
     return idempotency_purge()
+
+
+SETTLE_BATCH_SIZE = 200  # rentals per settle task: a tick of 10k running rentals is 50 tasks
+
+
+@shared_task(name="marketplace.rental_provision")
+def rental_provision_task(rental_id: int) -> str:
+    from marketplace.services.rentals import rental_provision
+
+    return rental_provision(rental_id=rental_id).status
+
+
+@shared_task(name="marketplace.rental_complete")
+def rental_complete_task(rental_id: int) -> str:
+    from django.utils.translation import gettext
+
+    from marketplace.services.rentals import rental_complete
+
+    return rental_complete(rental_id=rental_id, reason=gettext("Term ended")).status
+
+
+@shared_task(name="marketplace.rental_lifecycle_tick")
+def rental_lifecycle_tick_task() -> tuple[int, int]:
+    """Every minute: start the scheduled rentals that are due, complete those whose term is over."""
+    from marketplace.services.rentals import rental_lifecycle_due
+
+    due, over = rental_lifecycle_due()
+    for rental_id in due:
+        rental_provision_task.delay(rental_id)
+    for rental_id in over:
+        rental_complete_task.delay(rental_id)
+    return len(due), len(over)
+
+
+@shared_task(name="marketplace.metering_tick")
+def metering_tick_task() -> int:
+    """Every METERING_TICK_SECONDS: fan the rentals to settle out in batches."""
+    from marketplace.services.rentals import metering_tick
+
+    rental_ids = metering_tick()
+    for start in range(0, len(rental_ids), SETTLE_BATCH_SIZE):
+        rental_settle_batch_task.delay(rental_ids[start : start + SETTLE_BATCH_SIZE])
+    return len(rental_ids)
+
+
+@shared_task(name="marketplace.rental_settle_batch")
+def rental_settle_batch_task(rental_ids: list[int]) -> int:
+    """Settle each rental in its own transaction: one failing rental does not hold the others back."""
+    from marketplace.services.rentals import rental_settle
+
+    settled = 0
+    for rental_id in rental_ids:
+        try:
+            rental_settle(rental_id=rental_id)
+            settled += 1
+        except Exception:
+            logger.exception("rental settle failed", extra={"rental_id": rental_id})
+    return settled

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from marketplace.views import console, health, storefront
+from marketplace.views import console, health, rentals, storefront
 
 storefront_patterns = (
     [
@@ -28,8 +28,22 @@ console_patterns = (
         path("model-services/new/", console.model_service_edit, name="model-service-create"),
         path("model-services/<int:pk>/", console.model_service_edit, name="model-service-edit"),
         path("model-services/<int:pk>/status/", console.model_service_status, name="model-service-status"),
+        path("rentals/", rentals.console_rentals, name="rental-list"),
     ],
     "console",
+)
+rental_patterns = (
+    [
+        path("", rentals.rental_list, name="list"),
+        path("order/<int:offering_pk>/", rentals.rental_order, name="order"),
+        path("<int:pk>/", rentals.rental_detail, name="detail"),
+        path("<int:pk>/live/", rentals.rental_live, name="live"),
+        path("<int:pk>/<slug:action>/", rentals.rental_action, name="action"),
+        path("usage/", rentals.usage, name="usage"),
+        path("usage.csv", rentals.usage_csv, name="usage-csv"),
+        path("still-billing/", rentals.still_billing, name="still-billing"),
+    ],
+    "rentals",
 )
 
 urlpatterns = [
@@ -42,6 +56,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("billing/", include("billing.urls")),
     path("console/", include(console_patterns)),
+    path("rentals/", include(rental_patterns)),
     path("", include(storefront_patterns)),
 ]
 

@@ -84,3 +84,49 @@ class PayoutSerializer(serializers.ModelSerializer):
 
 class PayoutCreateSerializer(serializers.Serializer):
     amount = money_field(min_value=0)
+
+
+class UsageEventInputSerializer(serializers.Serializer):
+    """One reported event (documentation only: each event is validated on its own and gets its own result)."""
+
+    rental = serializers.IntegerField(help_text="A rental on one of your offerings metered by reports.")
+    dimension = serializers.ChoiceField(choices=["accelerator_seconds"])
+    quantity = serializers.CharField(help_text="Positive decimal, at most 8 places, as a string.")
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    idempotency_key = serializers.CharField(max_length=200, help_text="Unique per provider: a resend is a no-op.")
+
+
+class UsageEventBatchSerializer(serializers.Serializer):
+    events = serializers.ListField(child=serializers.JSONField(), min_length=1)
+
+    def __init__(self, *args, max_length: int = 1000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["events"].max_length = max_length
+
+
+class UsageEventBatchDocSerializer(serializers.Serializer):
+    events = UsageEventInputSerializer(many=True, help_text="1 to USAGE_EVENT_BATCH_MAX events (default 1000).")
+
+
+class UsageEventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
+    idempotency_key = serializers.CharField()
+    code = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+
+
+class UsageEventBatchResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = UsageEventResultSerializer(many=True)
+
+
+class QuotaSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    limit = serializers.DecimalField(max_digits=24, decimal_places=8, allow_null=True)
+    current = serializers.DecimalField(max_digits=24, decimal_places=8)
+    resets_at = serializers.DateTimeField(allow_null=True)

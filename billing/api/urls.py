@@ -11,6 +11,8 @@ router.register("provider/payouts", views.ProviderPayoutViewSet, basename="provi
 
 urlpatterns = [
     path("wallet/", views.WalletView.as_view(), name="wallet"),
+    path("usage-events/", views.UsageEventView.as_view(), name="usage-events"),
+    path("quotas/", views.QuotaView.as_view(), name="quotas"),
     path("provider/earnings/", views.ProviderEarningsView.as_view(), name="provider-earnings"),
     *router.urls,
 ]

@@ -1,3 +1,5 @@
+from collections import Counter
+
 from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -11,7 +13,9 @@ from billing.api import serializers
 from billing.filters import TopUpFilterSet, TransactionFilterSet
 from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.services.holds import platform_fee_percent
+from billing.services.metering import usage_events_record
 from billing.services.payouts import payout_request
+from billing.services.quotas import quota_usage
 from billing.services.topups import topup_start, topup_test_mode
 from marketplace.core.api import ApprovedProviderMixin, OrganizationScopedMixin
 from marketplace.core.idempotency import idempotent
@@ -122,3 +126,38 @@ class ProviderPayoutViewSet(ApprovedProviderMixin, mixins.CreateModelMixin, view
             provider=self.organization, amount=payload.validated_data["amount"], requested_by=request.user
         )
         return Response(serializers.PayoutSerializer(payout).data, status=status.HTTP_201_CREATED)
+
+
+class UsageEventView(ApprovedProviderMixin, APIView):
+    """Report usage of rentals on your offerings (providers and their agents). Each event gets its own result:
+    accepted, duplicate (its idempotency key was seen before: nothing changes) or rejected with a code."""
+
+    @extend_schema(
+        request=serializers.UsageEventBatchDocSerializer,
+        responses={200: serializers.UsageEventBatchResultSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        payload = serializers.UsageEventBatchSerializer(data=request.data, max_length=settings.USAGE_EVENT_BATCH_MAX)
+        payload.is_valid(raise_exception=True)
+        results = usage_events_record(
+            provider=self.organization,
+            events=payload.validated_data["events"],
+            api_key=getattr(request, "api_key", None),
+        )
+        counts = Counter(result.status for result in results)
+        body = {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": [vars(result) for result in results],
+        }
+        return Response(serializers.UsageEventBatchResultSerializer(body).data)
+
+
+class QuotaView(OrganizationScopedMixin, APIView):
+    """Each limit of the organization, what uses it now, and when it resets."""
+
+    @extend_schema(responses=serializers.QuotaSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        limits = [vars(limit) for limit in quota_usage(organization=self.organization)]
+        return Response(serializers.QuotaSerializer(limits, many=True).data)

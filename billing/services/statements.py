@@ -42,7 +42,8 @@ def month_before(day: date) -> date:
     return date(day.year - (day.month == 1), (day.month - 2) % 12 + 1, 1)
 
 
-def _moment(day: date) -> datetime:
+def day_start(day: date) -> datetime:
+    """Midnight at the start of `day` in the platform's time zone."""
     return datetime.combine(day, time.min, tzinfo=get_current_timezone())
 
 
@@ -66,7 +67,7 @@ def statement_close(*, organization_id: int, period_start: date) -> Statement:
     latest = Statement.objects.filter(organization_id=organization_id).order_by("-number").first()
     if latest is not None and latest.period_start > period_start:
         raise Conflict(_("A later month is already closed."), code="period_closed")
-    start, end = _moment(period_start), _moment(period_end)
+    start, end = day_start(period_start), day_start(period_end)
     funds = Posting.objects.filter(account__organization_id=organization_id, account__kind__in=FUNDS)
     before = funds.filter(transaction__created_at__lt=start)
     opening = quantize_amount(before.aggregate(total=amount_sum("amount", default=ZERO))["total"])

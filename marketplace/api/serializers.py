@@ -12,6 +12,8 @@ from marketplace.models import (
     Offering,
     OfferingPriceChange,
     Precision,
+    Rental,
+    RentalTransition,
     ResidencyZone,
     Site,
 )
@@ -268,3 +270,59 @@ class EstimateSerializer(serializers.Serializer):
     total_flops = serializers.CharField(read_only=True, help_text="6·N·D, as an integer string.")
     petaflop_days = serializers.DecimalField(20, 1, read_only=True)
     accelerator_hours = serializers.DictField(child=serializers.DecimalField(24, 1), read_only=True)
+
+
+class RentalCreateSerializer(serializers.Serializer):
+    offering = serializers.IntegerField(min_value=1, help_text="Offering id (or take one from a placement quote).")
+    accelerators = serializers.IntegerField(min_value=1, max_value=100000, help_text="Rounded up to whole nodes.")
+    mode = serializers.ChoiceField(choices=Rental.Mode.choices, default=Rental.Mode.ON_DEMAND)
+    hours = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="Omit for an open-ended on-demand rental."
+    )
+    starts_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Omit to start now.")
+    residency_zone = serializers.ChoiceField(
+        choices=ResidencyZone.choices, required=False, allow_blank=True, help_text="Refuse (422) outside this zone."
+    )
+
+
+class RentalTransitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RentalTransition
+        fields = ["from_status", "to_status", "reason", "at"]
+        read_only_fields = fields
+
+
+class RentalSerializer(serializers.ModelSerializer):
+    offering = serializers.IntegerField(source="offering_id", read_only=True)
+    provider = serializers.IntegerField(source="provider_id", read_only=True)
+    price_per_accelerator_hour = money_field(read_only=True)
+    price_per_hour = money_field(read_only=True)
+    charged_amount = money_field(read_only=True)
+    uncollected_amount = money_field(read_only=True)
+    held_amount = money_field(source="hold.remaining", read_only=True, allow_null=True)
+    billed = serializers.BooleanField(source="is_billed", read_only=True)
+
+    class Meta:
+        model = Rental
+        fields = [
+            "id", "offering", "provider", "mode", "nodes", "accelerators", "price_per_accelerator_hour",
+            "price_per_hour", "specs", "residency_zone", "metering", "status", "suspension_reason", "billed",
+            "starts_at", "ends_at", "started_at", "ended_at", "metered_until", "charged_amount",
+            "uncollected_amount", "held_amount", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class RentalDetailSerializer(RentalSerializer):
+    transitions = RentalTransitionSerializer(many=True, read_only=True)
+
+    class Meta(RentalSerializer.Meta):
+        fields = [*RentalSerializer.Meta.fields, "transitions"]
+        read_only_fields = fields
+
+
+class UsageAggregateSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="The day (YYYY-MM-DD), offering id or rental id.")
+    label = serializers.CharField()
+    accelerator_hours = money_field()
+    amount = money_field()

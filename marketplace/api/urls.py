@@ -8,6 +8,7 @@ router.register("sites", views.SiteViewSet, basename="site")
 router.register("accelerators", views.AcceleratorViewSet, basename="accelerator")
 router.register("offerings", views.OfferingViewSet, basename="offering")
 router.register("model-services", views.ModelServiceViewSet, basename="model-service")
+router.register("rentals", views.RentalViewSet, basename="rental")
 router.register("provider/offerings", views.ProviderOfferingViewSet, basename="provider-offering")
 router.register("provider/model-services", views.ProviderModelServiceViewSet, basename="provider-model-service")
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("", include("accounts.api.urls")),
     path("", include("billing.api.urls")),
     path("placements/quote/", views.PlacementQuoteView.as_view(), name="placement-quote"),
+    path("usage/", views.UsageView.as_view(), name="usage"),
     path("placements/estimate/", views.TrainingEstimateView.as_view(), name="placement-estimate"),
     *router.urls,
 ]

@@ -1,6 +1,7 @@
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
@@ -10,11 +11,14 @@ from rest_framework.views import APIView
 
 from marketplace.api import serializers
 from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, FastJSONRenderer, OrganizationScopedMixin
+from marketplace.core.errors import DomainError
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
-from marketplace.models import ModelService, Offering, Site
+from marketplace.models import ModelService, Offering, Rental, Site
 from marketplace.selectors import catalogue
+from marketplace.selectors import rentals as rental_selectors
 from marketplace.services import offerings as offering_services
+from marketplace.services import rentals as rental_services
 from marketplace.services.placement import EXCLUSION_REASONS, PlacementRequest, placement_quote, training_estimate
 
 
@@ -213,3 +217,117 @@ class TrainingEstimateView(OrganizationScopedMixin, APIView):
             "accelerator_hours": estimate.accelerator_hours,
         }
         return Response(serializers.EstimateSerializer(body).data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=serializers.RentalCreateSerializer,
+        responses={
+            201: serializers.RentalDetailSerializer,
+            402: OpenApiResponse(description="insufficient_funds: details.missing says how much more is needed."),
+            409: OpenApiResponse(description="capacity_exhausted: details.free_nodes says what is left."),
+            422: OpenApiResponse(description="residency_zone_mismatch: the offering is in another zone."),
+            429: OpenApiResponse(description="quota_exceeded: a monthly limit; details say which, and resets_at."),
+        },
+    ),
+    stop=extend_schema(request=None, responses=serializers.RentalDetailSerializer),
+    cancel=extend_schema(request=None, responses=serializers.RentalDetailSerializer),
+    resume=extend_schema(request=None, responses=serializers.RentalDetailSerializer),
+)
+class RentalViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """The organization's rentals. Creating one admits it at once (capacity, quota and funds) or refuses it."""
+
+    write_scope = "rent"
+    filterset_fields = ["status", "mode", "offering"]
+    ordering_fields = ["created_at", "started_at"]
+
+    def get_serializer_class(self):
+        return serializers.RentalSerializer if self.action == "list" else serializers.RentalDetailSerializer
+
+    def get_queryset(self) -> QuerySet[Rental]:
+        if getattr(self, "swagger_fake_view", False):
+            return Rental.objects.none()
+        rentals = rental_selectors.rental_list(organization=self.organization).select_related("hold")
+        return rentals.prefetch_related("transitions") if self.action != "list" else rentals
+
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.RentalCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        order = rental_services.RentalRequest(
+            offering_id=data["offering"],
+            accelerators=data["accelerators"],
+            mode=data["mode"],
+            hours=data.get("hours"),
+            starts_at=data.get("starts_at"),
+            residency_zone=data.get("residency_zone", ""),
+        )
+        api_key = getattr(request, "api_key", None)  # spend counts against the key's own limit too
+        rental = rental_services.rental_create(
+            organization=self.organization, request=order, created_by=request.user, api_key=api_key
+        )
+        return Response(self._detail(rental.pk), status=status.HTTP_201_CREATED)
+
+    def _detail(self, pk: int) -> dict:
+        return serializers.RentalDetailSerializer(self.get_queryset().prefetch_related("transitions").get(pk=pk)).data
+
+    def _act(self, request: Request, service) -> Response:
+        rental = self.get_object()  # another tenant's rental, or no number at all: 404
+        service(rental_id=rental.pk, organization=self.organization, actor=request.user)
+        return Response(self._detail(rental.pk))
+
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str | None = None) -> Response:
+        """Stop a running or suspended rental; it is charged up to now (a reserved term: the whole term)."""
+        return self._act(request, rental_services.rental_stop)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel a rental that has not started; its hold is released in full."""
+        return self._act(request, rental_services.rental_cancel)
+
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Resume a suspended rental once funds and limits allow (402 or 429 otherwise)."""
+        return self._act(request, rental_services.rental_resume)
+
+
+USAGE_GROUPINGS = ("day", "offering", "rental")
+
+
+class UsageView(OrganizationScopedMixin, APIView):
+    """Accelerator-hours and spend of the last `days` days, grouped by day, offering or rental."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("group_by", str, enum=USAGE_GROUPINGS, description="day (default), offering or rental"),
+            OpenApiParameter("days", int, description="1 to 366; default 30"),
+        ],
+        responses=serializers.UsageAggregateSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        group_by = request.query_params.get("group_by", "day")
+        days = request.query_params.get("days", "30")
+        if group_by not in USAGE_GROUPINGS or not days.isdigit() or not 1 <= int(days) <= 366:
+            raise DomainError(
+                _("group_by must be day, offering or rental, and days 1 to 366."), code="invalid_parameters"
+            )
+        days = int(days)
+        organization = self.organization
+        if group_by == "day":
+            rows = [
+                {"key": day.isoformat(), "label": day.isoformat(), "accelerator_hours": hours, "amount": amount}
+                for day, hours, amount in rental_selectors.usage_by_day(organization=organization, days=days)
+            ]
+        elif group_by == "offering":
+            rows = [
+                {"key": str(row["offering_id"]), "label": row["offering"], **row}
+                for row in rental_selectors.usage_by_offering(organization=organization, days=days)
+            ]
+        else:
+            rows = [
+                {"key": str(row["rental_id"]), "label": f"#{row['rental_id']}", **row}
+                for row in rental_selectors.usage_by_rental(organization=organization, days=days)
+            ]
+        return Response(serializers.UsageAggregateSerializer(rows, many=True).data)

@@ -50,8 +50,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every error of the API as `{"error": {"code", "message", "details"}}` with the right status."""
     if isinstance(exc, DomainError):
         response = Response(_error_body(exc.code, exc.detail, exc.extra), status=exc.status_code)
-        if isinstance(exc, RateLimited):
-            response["Retry-After"] = str(exc.retry_after)
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else exc.extra.get("retry_after")
+        if retry_after is not None:
+            response["Retry-After"] = str(retry_after)
         return response
     if isinstance(exc, DjangoValidationError):
         details = {"fields": exc.message_dict} if hasattr(exc, "error_dict") else {"errors": exc.messages}

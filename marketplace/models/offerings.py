@@ -13,6 +13,13 @@ class OfferingStatus(models.TextChoices):
     RETIRED = "retired", _("Retired")
 
 
+class Metering(models.TextChoices):
+    """Who measures a rental's accelerator time: the platform's own clock, or the provider's usage reports."""
+
+    LIFECYCLE = "lifecycle", _("Platform clock (per second while running)")
+    REPORTED = "reported", _("Provider usage reports")
+
+
 class Offering(TimeStampedModel):
     """A provider's node type at a site, sold per accelerator-hour."""
 
@@ -51,6 +58,8 @@ class Offering(TimeStampedModel):
     )
     min_rental_hours = models.PositiveIntegerField(_("minimum rental (hours)"), default=1)
     max_rental_hours = models.PositiveIntegerField(_("maximum rental (hours)"), null=True, blank=True)
+    # Rentals snapshot it: usage is rated from the platform's clock, or from the provider's reported events.
+    metering = models.CharField(_("metering"), max_length=12, choices=Metering.choices, default=Metering.LIFECYCLE)
     status = models.CharField(_("status"), max_length=12, choices=OfferingStatus.choices, default=OfferingStatus.DRAFT)
     published_at = models.DateTimeField(_("published at"), null=True, blank=True)
     # Filled by the provider agent's benchmarks; until then the storefront says "unverified".

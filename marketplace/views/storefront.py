@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, QueryDict
@@ -18,7 +19,7 @@ from billing.money import round_to_minor_unit
 from marketplace.core.errors import DomainError
 from marketplace.core.regions import Region
 from marketplace.filters import DEFAULT_PRECISION, ModelServiceFilterSet, OfferingFilterSet
-from marketplace.forms import EstimatorForm, PlacementForm, PriceCalculatorForm
+from marketplace.forms import EstimatorForm, PlacementForm, PriceCalculatorForm, RentalOrderForm
 from marketplace.models import Precision, ResidencyZone, SiteTier
 from marketplace.selectors import catalogue
 from marketplace.services.placement import (
@@ -235,6 +236,8 @@ def offering_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "offering": offering,
         "calculator": PriceCalculatorForm(offering=offering),
+        "order_form": RentalOrderForm(offering=offering, auto_id="order-%s"),
+        "runway_hours": settings.RENTAL_RUNWAY_HOURS,
         "history": history,
         "chart": {
             "labels": [change.effective_at.strftime("%Y-%m-%d") for change in reversed(history)],

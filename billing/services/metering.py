@@ -1,0 +1,290 @@
+"""Usage metering and rating: usage events in (idempotent per source), charges out at the rental's price.
+
+Rounding rule: each rating of a rental charges Σ accelerator-seconds × price per accelerator-hour / 3600,
+rounded half-up to 8 decimal places (the ledger's scale); statements round to the fen only when printed.
+A rating never charges more than the rental's hold covers: the rest is recorded as uncollected.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Min
+from django.utils.dateparse import parse_datetime
+from django.utils.timezone import is_naive, now
+from django.utils.translation import gettext as _
+
+from accounts.models import ApiKey, Organization
+from billing.models import UsageCharge, UsageDimension, UsageEvent
+from billing.money import amount_sum, quantize_amount
+from billing.services.holds import hold_capture
+from marketplace.models import Metering, Rental
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+SECONDS_PER_HOUR = 3600
+# A reporter's clock may run a little ahead of ours.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_QUANTITY = Decimal(10) ** 15  # accelerator-seconds in one event: far beyond any real period
+
+
+def usage_cost(*, accelerator_seconds: Decimal, price_per_accelerator_hour: Decimal) -> Decimal:
+    """The written rounding rule (module docstring)."""
+    return quantize_amount(accelerator_seconds * price_per_accelerator_hour / SECONDS_PER_HOUR)
+
+
+# --- Lifecycle metering: the platform's clock ---
+
+
+def rental_accrue(*, rental: Rental, moment: datetime) -> UsageEvent | None:
+    """Record the accelerator time of a running, clock-metered rental up to `moment` (never past its end).
+
+    The caller holds the rental's row lock. The event's key is the period start, so a replay of the same
+    period is refused by the unique constraint and the watermark only moves forward.
+    """
+    if rental.metering != Metering.LIFECYCLE or rental.status != Rental.Status.RUNNING:
+        return None
+    end = min(moment, rental.ends_at) if rental.ends_at else moment
+    start = rental.metered_until
+    if start is None or end <= start:
+        return None
+    seconds = Decimal((end - start).total_seconds())
+    event, _created = UsageEvent.objects.get_or_create(
+        source=UsageEvent.LIFECYCLE_SOURCE,
+        idempotency_key=f"rental:{rental.pk}:{start.isoformat()}",
+        defaults={
+            "organization_id": rental.organization_id,
+            "rental": rental,
+            "dimension": UsageDimension.ACCELERATOR_SECONDS,
+            "quantity": quantize_amount(seconds * rental.accelerators),
+            "period_start": start,
+            "period_end": end,
+        },
+    )
+    rental.metered_until = event.period_end
+    Rental.objects.filter(pk=rental.pk).update(metered_until=rental.metered_until)
+    return event
+
+
+def rental_commitment_accrue(*, rental: Rental, moment: datetime) -> UsageEvent | None:
+    """A reserved term stopped early still pays for the whole term: the rest is one event from `moment`."""
+    if not rental.is_reserved or rental.ends_at is None or moment >= rental.ends_at:
+        return None
+    seconds = Decimal((rental.ends_at - moment).total_seconds())
+    event, _created = UsageEvent.objects.get_or_create(
+        source=UsageEvent.LIFECYCLE_SOURCE,
+        idempotency_key=f"rental:{rental.pk}:commitment",
+        defaults={
+            "organization_id": rental.organization_id,
+            "rental": rental,
+            "dimension": UsageDimension.ACCELERATOR_SECONDS,
+            "quantity": quantize_amount(seconds * rental.accelerators),
+            "period_start": moment,
+            "period_end": rental.ends_at,
+        },
+    )
+    return event
+
+
+# --- Rating ---
+
+
+def rental_rate(*, rental: Rental) -> UsageCharge | None:
+    """Charge the rental's unrated usage at its snapshotted price, from its hold.
+
+    The caller holds the rental's row lock, so ratings of one rental never overlap; the events are marked
+    with the charge in the same transaction as the capture, so a crash leaves both undone and a rerun does
+    the same work once.
+    """
+    unrated = UsageEvent.objects.filter(rental=rental, charge__isnull=True)
+    event_ids = list(unrated.values_list("pk", flat=True))
+    if not event_ids:
+        return None
+    claimed = UsageEvent.objects.filter(pk__in=event_ids)
+    totals = claimed.aggregate(
+        quantity=amount_sum("quantity", default=ZERO), start=Min("period_start"), end=Max("period_end")
+    )
+    quantity = quantize_amount(totals["quantity"])
+    rated = usage_cost(accelerator_seconds=quantity, price_per_accelerator_hour=rental.price_per_accelerator_hour)
+    hold = rental.hold
+    hold.refresh_from_db()
+    amount = min(rated, hold.remaining)
+    charge = UsageCharge.objects.create(
+        organization_id=rental.organization_id,
+        rental=rental,
+        api_key_id=rental.api_key_id,
+        quantity=quantity,
+        rated_amount=rated,
+        amount=amount,
+        period_start=totals["start"],
+        period_end=totals["end"],
+    )
+    claimed.update(charge=charge)
+    if amount > 0:
+        charge.ledger_transaction = hold_capture(
+            hold_id=hold.pk,
+            amount=amount,
+            provider=rental.provider,
+            idempotency_key=f"usage-charge:{charge.pk}",
+            memo=_("Rental #%(id)d: %(seconds)s accelerator-seconds") % {"id": rental.pk, "seconds": f"{quantity:f}"},
+        )
+        charge.save(update_fields=["ledger_transaction"])
+        hold.refresh_from_db()
+    rental.charged_amount += amount
+    rental.uncollected_amount += rated - amount
+    Rental.objects.filter(pk=rental.pk).update(
+        charged_amount=rental.charged_amount, uncollected_amount=rental.uncollected_amount
+    )
+    if rated > amount:
+        uncovered = str(rated - amount)
+        logger.warning("usage not covered by the hold", extra={"rental_id": rental.pk, "uncovered": uncovered})
+    return charge
+
+
+# --- Reported usage: providers and agents ---
+
+
+@dataclass(frozen=True)
+class EventResult:
+    index: int
+    status: str  # accepted, duplicate or rejected
+    idempotency_key: str = ""
+    code: str = ""
+    message: str = ""
+
+
+def _rejected(index: int, key: str, code: str, message: str) -> EventResult:
+    return EventResult(index=index, status="rejected", idempotency_key=key, code=code, message=message)
+
+
+MAX_ID = 2**63 - 1
+
+
+def _rental_id(raw: dict) -> int | None:
+    value = raw.get("rental")
+    return value if type(value) is int and 0 < value <= MAX_ID else None
+
+
+def _valid_key(key: object) -> bool:
+    if not isinstance(key, str) or not 0 < len(key) <= 200 or "\x00" in key:
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no database can store it
+        return False
+    return True
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return parse_datetime(str(value or ""))
+    except ValueError:  # well-formed but impossible, e.g. an offset beyond ±24 h
+        return None
+
+
+def _parse_quantity(value: object) -> Decimal | None:
+    try:
+        quantity = Decimal(str(value))
+        if quantity.is_finite() and 0 < quantity < MAX_QUANTITY and quantity == quantize_amount(quantity):
+            return quantity
+    except InvalidOperation:
+        pass
+    return None
+
+
+def _parse_event(index: int, raw: object, *, rentals: dict[int, Rental], moment: datetime):
+    """A valid UsageEvent (unsaved) or an EventResult that says why not."""
+    if not isinstance(raw, dict):
+        return _rejected(index, "", "invalid", _("Each event must be an object."))
+    key = raw.get("idempotency_key")
+    if not _valid_key(key):
+        message = _("idempotency_key must be a string of 1 to 200 characters.")
+        return _rejected(index, "", "invalid_idempotency_key", message)
+    rental = rentals.get(_rental_id(raw))
+    if rental is None:
+        return _rejected(index, key, "rental_not_found", _("No rental of yours with that id."))
+    if rental.metering != Metering.REPORTED:
+        return _rejected(
+            index, key, "metered_by_platform", _("This rental is metered by the platform's clock; do not report it.")
+        )
+    if raw.get("dimension") not in UsageDimension.values:
+        return _rejected(index, key, "invalid_dimension", _("Unknown dimension."))
+    quantity = _parse_quantity(raw.get("quantity"))
+    if quantity is None:
+        message = _("quantity must be a positive number with at most 8 decimals.")
+        return _rejected(index, key, "invalid_quantity", message)
+    start, end = _parse_time(raw.get("period_start")), _parse_time(raw.get("period_end"))
+    if start is None or end is None or is_naive(start) or is_naive(end) or end <= start:
+        return _rejected(
+            index, key, "invalid_period", _("period_start and period_end must be ISO 8601 times with a zone, in order.")
+        )
+    if end > moment + CLOCK_SKEW:
+        return _rejected(index, key, "period_in_future", _("The period ends in the future."))
+    if end < moment - timedelta(hours=settings.USAGE_EVENT_MAX_AGE_HOURS):
+        return _rejected(
+            index,
+            key,
+            "event_too_old",
+            _("Events must arrive within %(n)d hours of the period's end.") % {"n": settings.USAGE_EVENT_MAX_AGE_HOURS},
+        )
+    started = rental.started_at
+    if started is None or start < started - CLOCK_SKEW or (rental.ended_at and end > rental.ended_at + CLOCK_SKEW):
+        return _rejected(index, key, "outside_rental", _("The period is outside the time the rental ran."))
+    if rental.hold is not None and rental.hold.status != rental.hold.Status.ACTIVE:
+        return _rejected(index, key, "rental_settled", _("This rental is settled; no more usage can be charged."))
+    return UsageEvent(
+        organization_id=rental.organization_id,
+        rental=rental,
+        idempotency_key=key,
+        dimension=raw["dimension"],
+        quantity=quantity,
+        period_start=start,
+        period_end=end,
+    )
+
+
+@transaction.atomic
+def usage_events_record(
+    *, provider: Organization, events: list, api_key: ApiKey | None = None, moment: datetime | None = None
+) -> list[EventResult]:
+    """Record a batch of usage events reported by a provider (or its agent) for rentals on its offerings.
+
+    Every event gets a result: accepted, duplicate (its key was recorded before: nothing changes) or rejected
+    with a code. Valid events are stored even when others in the batch are rejected; the source is the
+    provider, so keys are unique per provider.
+    """
+    moment = moment or now()
+    source = f"provider:{provider.pk}"
+    rental_ids = {_rental_id(raw) for raw in events if isinstance(raw, dict)} - {None}
+    rentals = Rental.objects.select_related("hold").filter(provider=provider, pk__in=rental_ids).in_bulk()
+    results: dict[int, EventResult] = {}
+    valid: dict[str, tuple[int, UsageEvent]] = {}
+    for index, raw in enumerate(events):
+        parsed = _parse_event(index, raw, rentals=rentals, moment=moment)
+        if isinstance(parsed, EventResult):
+            results[index] = parsed
+        elif parsed.idempotency_key in valid:
+            results[index] = EventResult(index=index, status="duplicate", idempotency_key=parsed.idempotency_key)
+        else:
+            parsed.source = source
+            valid[parsed.idempotency_key] = (index, parsed)
+    known = set(
+        UsageEvent.objects.filter(source=source, idempotency_key__in=list(valid)).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    UsageEvent.objects.bulk_create(
+        [event for key, (_index, event) in valid.items() if key not in known], ignore_conflicts=True
+    )
+    for key, (index, _event) in valid.items():
+        status = "duplicate" if key in known else "accepted"
+        results[index] = EventResult(index=index, status=status, idempotency_key=key)
+    logger.info(
+        "usage events recorded",
+        extra={"provider_id": provider.pk, "received": len(events), "accepted": len(valid) - len(known)},
+    )
+    return [results[index] for index in range(len(events))]

@@ -1,0 +1,200 @@
+"""Quotas and budgets: what an organization (and each API key) may hold and spend, checked at admission and
+enforced by the metering tick.
+
+Periods are calendar months in the platform's time zone; spend is what usage charges took in the month.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils.timezone import localdate, now
+from django.utils.translation import gettext as _
+
+from accounts.models import ApiKey, Organization
+from accounts.services import notification_send
+from billing.models import OrganizationQuota, SpendAlert, UsageCharge
+from billing.money import amount_sum, quantize_amount
+from billing.services.statements import day_start, month_after
+from marketplace.core.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+
+
+class QuotaExceeded(DomainError):
+    """A limit refuses the request. Limits that reset with the month are 429 (retry then); the concurrency
+    limit frees up only when rentals end, so it is 403."""
+
+    status_code, code = 429, "quota_exceeded"
+
+
+def quota_get(*, organization_id: int) -> OrganizationQuota:
+    """The organization's quota, created with the defaults from settings on first use."""
+    quota, _created = OrganizationQuota.objects.get_or_create(
+        organization_id=organization_id,
+        defaults={
+            "max_concurrent_accelerators": settings.QUOTA_DEFAULT_MAX_CONCURRENT_ACCELERATORS,
+            "monthly_spend_cap": settings.QUOTA_DEFAULT_MONTHLY_SPEND_CAP,
+            "alert_thresholds": list(settings.QUOTA_DEFAULT_ALERT_THRESHOLDS),
+        },
+    )
+    return quota
+
+
+def period_bounds(moment: datetime) -> tuple[datetime, datetime]:
+    """The calendar month (platform time zone) that `moment` falls in, as [start, end)."""
+    first = localdate(moment).replace(day=1)
+    return day_start(first), day_start(month_after(first))
+
+
+def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
+    """Count `accelerators` against the concurrency limit, or raise QuotaExceeded (403). One conditional
+    UPDATE: parallel admissions cannot pass the limit together."""
+    quota = quota_get(organization_id=organization_id)
+    taken = OrganizationQuota.objects.filter(
+        pk=quota.pk, accelerators_in_use__lte=F("max_concurrent_accelerators") - accelerators
+    ).update(accelerators_in_use=F("accelerators_in_use") + accelerators)
+    if not taken:
+        quota.refresh_from_db()
+        error = QuotaExceeded(
+            _("This would use %(want)d accelerators at once; the limit is %(limit)d and %(used)d are in use.")
+            % {"want": quota.accelerators_in_use + accelerators, "limit": quota.max_concurrent_accelerators,
+               "used": quota.accelerators_in_use},
+            limit="max_concurrent_accelerators",
+            current=quota.accelerators_in_use,
+            maximum=quota.max_concurrent_accelerators,
+            resets_at=None,
+        )  # fmt: skip
+        error.status_code = 403
+        raise error
+
+
+def quota_accelerators_release(*, organization_id: int, accelerators: int) -> None:
+    OrganizationQuota.objects.filter(organization_id=organization_id).update(
+        accelerators_in_use=F("accelerators_in_use") - accelerators
+    )
+
+
+def month_spend(*, organization_id: int, moment: datetime, api_key_id: int | None = None) -> Decimal:
+    start, end = period_bounds(moment)
+    charges = UsageCharge.objects.filter(organization_id=organization_id, created_at__gte=start, created_at__lt=end)
+    if api_key_id is not None:
+        charges = charges.filter(api_key_id=api_key_id)
+    return quantize_amount(charges.aggregate(total=amount_sum("amount", default=ZERO))["total"])
+
+
+def spend_limits_check(
+    *, organization_id: int, api_key: ApiKey | None, amount: Decimal, moment: datetime | None = None
+) -> None:
+    """Raise QuotaExceeded (429, with when the limit resets) if spending `amount` more this month would pass the
+    organization's monthly cap or the API key's monthly limit."""
+    moment = moment or now()
+    quota = quota_get(organization_id=organization_id)
+    limits = [("monthly_spend_cap", quota.monthly_spend_cap, None)]
+    if api_key is not None:
+        limits.append(("api_key_monthly_spend_limit", api_key.monthly_spend_limit, api_key.pk))
+    for name, limit, api_key_id in limits:
+        if limit is None:
+            continue
+        spent = month_spend(organization_id=organization_id, moment=moment, api_key_id=api_key_id)
+        if spent + amount > limit:
+            resets_at = period_bounds(moment)[1]
+            raise QuotaExceeded(
+                _("This month's spend limit of %(limit)s would be passed (spent %(spent)s, this needs %(amount)s).")
+                % {"limit": f"{limit:.2f}", "spent": f"{spent:.2f}", "amount": f"{amount:.2f}"},
+                limit=name,
+                current=str(spent),
+                maximum=str(limit),
+                resets_at=resets_at.isoformat(),
+                retry_after=max(int((resets_at - moment).total_seconds()), 1),
+            )
+
+
+@dataclass(frozen=True)
+class QuotaUse:
+    """One limit, what uses it and when it resets (the quota page and `/api/v1/quotas/`)."""
+
+    name: str
+    label: str
+    limit: Decimal | int | None
+    current: Decimal | int
+    resets_at: datetime | None
+
+
+def quota_usage(*, organization: Organization, moment: datetime | None = None) -> list[QuotaUse]:
+    moment = moment or now()
+    quota = quota_get(organization_id=organization.pk)
+    resets_at = period_bounds(moment)[1]
+    return [
+        QuotaUse(
+            "max_concurrent_accelerators",
+            _("Concurrent accelerators"),
+            quota.max_concurrent_accelerators,
+            quota.accelerators_in_use,
+            None,
+        ),
+        QuotaUse(
+            "monthly_spend_cap",
+            _("Spend this month"),
+            quota.monthly_spend_cap,
+            month_spend(organization_id=organization.pk, moment=moment),
+            resets_at,
+        ),
+    ]
+
+
+def over_spend_limits(*, organization_id: int, moment: datetime) -> tuple[bool, set[int]]:
+    """(whether the organization is at or over its monthly cap, ids of its API keys at or over their limit)."""
+    quota = quota_get(organization_id=organization_id)
+    over_cap = quota.monthly_spend_cap is not None and (
+        month_spend(organization_id=organization_id, moment=moment) >= quota.monthly_spend_cap
+    )
+    start, end = period_bounds(moment)
+    keys_over = set()
+    limited_keys = ApiKey.objects.filter(organization_id=organization_id, monthly_spend_limit__isnull=False)
+    for key_id, limit in limited_keys.values_list("pk", "monthly_spend_limit"):
+        if month_spend(organization_id=organization_id, moment=moment, api_key_id=key_id) >= limit:
+            keys_over.add(key_id)
+    return over_cap, keys_over
+
+
+def spend_alerts_send(*, organization_id: int, moment: datetime) -> list[SpendAlert]:
+    """Alert once per threshold per month (the unique constraint decides), by e-mail and in the app."""
+    quota = quota_get(organization_id=organization_id)
+    if quota.monthly_spend_cap is None or not quota.alert_thresholds:
+        return []
+    spent = month_spend(organization_id=organization_id, moment=moment)
+    period_start = localdate(moment).replace(day=1)
+    sent = []
+    for threshold in sorted(quota.alert_thresholds):
+        if spent * 100 < quota.monthly_spend_cap * threshold:
+            break
+        try:
+            with transaction.atomic():
+                alert = SpendAlert.objects.create(
+                    organization_id=organization_id,
+                    period_start=period_start,
+                    threshold_percent=threshold,
+                    spend=spent,
+                    cap=quota.monthly_spend_cap,
+                )
+                notification_send(
+                    organization=Organization.objects.get(pk=organization_id),
+                    kind="spend_alert",
+                    title=_("%(n)d%% of this month's spend cap used") % {"n": threshold},
+                    body=_("Spent %(spent)s of the %(cap)s monthly cap.")
+                    % {"spent": f"{spent:.2f}", "cap": f"{quota.monthly_spend_cap:.2f}"},
+                    link=reverse("billing:quotas"),
+                )
+        except IntegrityError:
+            continue  # already sent this month
+        sent.append(alert)
+        logger.info("spend alert sent", extra={"organization_id": organization_id, "threshold": threshold})
+    return sent

@@ -1,0 +1,521 @@
+"""Rentals: admission (capacity, quota and funds in one transaction), the lifecycle, and settling usage.
+
+Lock order, everywhere: the rental row, then the offering row, then the quota row, then holds and ledger
+accounts (inside the billing services). Admission takes the offering and quota with one conditional UPDATE
+each, so the check and the write are one statement and parallel admissions cannot oversell.
+
+Billed states: only `running`. Pending, provisioning, suspended and every ended state cost nothing; a reserved
+term is the exception that proves it: stopping it early charges the rest of the term it committed to.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.urls import reverse
+from django.utils.timezone import now
+from django.utils.translation import gettext as _
+
+from accounts.models import ApiKey, Organization, User
+from accounts.services import notification_send
+from billing.models import UsageCharge
+from billing.money import quantize_amount
+from billing.selectors import wallet_get
+from billing.services.holds import hold_increase, hold_place, hold_release
+from billing.services.ledger import InsufficientFunds
+from billing.services.metering import rental_accrue, rental_commitment_accrue, rental_rate
+from billing.services.payouts import charge_refund
+from billing.services.quotas import (
+    over_spend_limits,
+    quota_accelerators_release,
+    quota_accelerators_take,
+    spend_alerts_send,
+    spend_limits_check,
+)
+from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessable
+from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.services.placement import offering_price
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+START_TOLERANCE = timedelta(minutes=1)  # a start "now" computed on the client may be a moment in the past
+
+
+class CapacityExhausted(Conflict):
+    code = "capacity_exhausted"
+
+
+class InvalidTransition(Conflict):
+    code = "rental_invalid_transition"
+
+
+@dataclass(frozen=True)
+class RentalRequest:
+    offering_id: int
+    accelerators: int
+    mode: str = Rental.Mode.ON_DEMAND
+    hours: int | None = None  # None: open-ended (on-demand and interruptible only)
+    starts_at: datetime | None = None  # None: now
+    residency_zone: str = ""
+
+
+# --- Transitions ---
+
+
+def _rental_transition(
+    *, rental: Rental, to: Rental.Status, moment: datetime, reason: str = "", actor: User | None = None
+) -> bool:
+    """The one path that changes a rental's status; the caller holds the row lock. False: already there."""
+    if rental.status == to:
+        return False
+    if to not in Rental.TRANSITIONS.get(rental.status, set()):
+        raise InvalidTransition(
+            _("A %(current)s rental cannot become %(target)s.")
+            % {"current": rental.get_status_display(), "target": Rental.Status(to).label},
+            current=rental.status,
+            target=to,
+        )
+    RentalTransition.objects.create(
+        rental=rental, from_status=rental.status, to_status=to, reason=reason[:255], actor=actor, at=moment
+    )
+    rental.status, rental.status_changed_at = to, moment
+    rental.save(update_fields=["status", "status_changed_at", "updated_at"])
+    return True
+
+
+def _rental_lock(rental_id: int, organization: Organization | None = None) -> Rental:
+    rentals = Rental.objects.select_for_update(of=("self",)).select_related("hold", "provider")
+    if organization is not None:
+        rentals = rentals.filter(organization=organization)
+    rental = rentals.filter(pk=rental_id).first()
+    if rental is None:
+        raise NotFound(_("No such rental."), code="rental_not_found")
+    return rental
+
+
+# --- Admission ---
+
+
+def _admission_hold_amount(*, rental: Rental, hours: int | None) -> Decimal:
+    """A reserved term holds the whole term; on-demand and interruptible hold a runway of hours, topped up."""
+    if rental.is_reserved:
+        return rental.price_per_hour * hours
+    runway = settings.RENTAL_RUNWAY_HOURS if hours is None else min(hours, settings.RENTAL_RUNWAY_HOURS)
+    return rental.price_per_hour * runway
+
+
+def _validate_request(*, request: RentalRequest, offering: Offering, moment: datetime) -> tuple[datetime, int | None]:
+    """The start and the hours of the rental (a reserved term fixes them), or a specific error."""
+    if request.residency_zone and offering.site.residency_zone != request.residency_zone:
+        raise Unprocessable(
+            _("This offering is in the %(zone)s residency zone, not %(wanted)s.")
+            % {"zone": offering.site.get_residency_zone_display(), "wanted": request.residency_zone},
+            code="residency_zone_mismatch",
+            offering_zone=offering.site.residency_zone,
+        )
+    starts_at = request.starts_at or moment
+    if starts_at < moment - START_TOLERANCE:
+        raise DomainError(_("A rental cannot start in the past."), code="invalid_start")
+    if starts_at > moment + timedelta(days=settings.RENTAL_MAX_SCHEDULE_DAYS):
+        raise DomainError(
+            _("A rental can be scheduled at most %(n)d days ahead.") % {"n": settings.RENTAL_MAX_SCHEDULE_DAYS},
+            code="invalid_start",
+        )
+    starts_at = max(starts_at, moment)
+    if request.mode in (Rental.Mode.ON_DEMAND, Rental.Mode.INTERRUPTIBLE) and request.hours is None:
+        return starts_at, None
+    if request.mode.startswith("reserved_"):
+        return starts_at, Offering.RESERVED_TERMS[request.mode.removeprefix("reserved_")]
+    hours = request.hours
+    if (
+        hours is None
+        or hours < offering.min_rental_hours
+        or (offering.max_rental_hours and hours > offering.max_rental_hours)
+    ):
+        raise DomainError(
+            _("This offering rents for %(min)d to %(max)s hours.")
+            % {"min": offering.min_rental_hours, "max": offering.max_rental_hours or "∞"},
+            code="duration_out_of_range",
+        )
+    return starts_at, hours
+
+
+def _specs_snapshot(offering: Offering) -> dict:
+    site, accelerator = offering.site, offering.accelerator
+    return {
+        "offering_name": offering.name,
+        "provider_name": offering.provider.name,
+        "accelerator": accelerator.name,
+        "accelerator_slug": accelerator.slug,
+        "accelerator_memory_gb": accelerator.memory_gb,
+        "accelerators_per_node": offering.accelerators_per_node,
+        "vcpu_per_node": offering.vcpu_per_node,
+        "ram_gb_per_node": offering.ram_gb_per_node,
+        "disk_gb_per_node": offering.disk_gb_per_node,
+        "network_gbps": offering.network_gbps,
+        "site": site.name,
+        "region": site.region,
+        "tier": site.tier,
+        "min_rental_hours": offering.min_rental_hours,
+        "max_rental_hours": offering.max_rental_hours,
+        "runway_hours": settings.RENTAL_RUNWAY_HOURS,
+        "resume_grace_minutes": settings.RENTAL_RESUME_GRACE_MINUTES,
+        "failure_credit_hours": settings.RENTAL_FAILURE_CREDIT_HOURS,
+    }
+
+
+@transaction.atomic
+def rental_create(
+    *,
+    organization: Organization,
+    request: RentalRequest,
+    created_by: User | None = None,
+    api_key: ApiKey | None = None,
+    moment: datetime | None = None,
+) -> Rental:
+    """Admit a rental: take the nodes, count the accelerators against the quota, hold the funds, snapshot the
+    price and specs. All or nothing; raises CapacityExhausted (409), QuotaExceeded (403/429),
+    InsufficientFunds (402, with how much is missing), or a DomainError for a request that cannot be sold.
+
+    A scheduled rental takes its nodes at admission: they are its own from then on, so it can never be
+    crowded out by the time it starts.
+    """
+    moment = moment or now()
+    offering = (
+        Offering.objects.select_related("site", "accelerator", "provider")
+        .filter(pk=request.offering_id, status=Offering.Status.PUBLISHED)
+        .first()
+    )
+    if offering is None:
+        raise NotFound(_("No published offering with that id."), code="offering_not_found")
+    starts_at, hours = _validate_request(request=request, offering=offering, moment=moment)
+    estimate = offering_price(offering=offering, accelerators=request.accelerators, hours=hours or 1, mode=request.mode)
+    taken = Offering.objects.filter(
+        pk=offering.pk, status=Offering.Status.PUBLISHED, rented_nodes__lte=F("capacity_nodes") - estimate.nodes
+    ).update(rented_nodes=F("rented_nodes") + estimate.nodes)
+    if not taken:
+        free = Offering.objects.filter(pk=offering.pk).values_list("capacity_nodes", "rented_nodes").first()
+        raise CapacityExhausted(
+            _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.")
+            % {"free": free[0] - free[1], "wanted": estimate.nodes},
+            free_nodes=free[0] - free[1],
+            requested_nodes=estimate.nodes,
+        )
+    quota_accelerators_take(organization_id=organization.pk, accelerators=estimate.accelerators)
+    rental = Rental(
+        organization=organization,
+        offering=offering,
+        provider=offering.provider,
+        created_by=created_by,
+        api_key=api_key,
+        mode=request.mode,
+        nodes=estimate.nodes,
+        accelerators=estimate.accelerators,
+        price_per_accelerator_hour=estimate.price_per_accelerator_hour,
+        specs=_specs_snapshot(offering),
+        residency_zone=offering.site.residency_zone,
+        metering=offering.metering,
+        starts_at=starts_at,
+        ends_at=starts_at + timedelta(hours=hours) if hours else None,
+        status=Rental.Status.PENDING,
+        status_changed_at=moment,
+    )
+    hold_amount = _admission_hold_amount(rental=rental, hours=hours)
+    spend_limits_check(organization_id=organization.pk, api_key=api_key, amount=hold_amount, moment=moment)
+    rental.save()
+    RentalTransition.objects.create(
+        rental=rental, from_status="", to_status=Rental.Status.PENDING, reason=_("Ordered"), actor=created_by, at=moment
+    )
+    rental.hold = hold_place(
+        organization=organization,
+        amount=hold_amount,
+        idempotency_key=f"rental-hold:{rental.pk}",
+        reference=f"rental:{rental.pk}",
+        description=_("Rental #%(id)d: %(name)s") % {"id": rental.pk, "name": offering.name},
+    )
+    rental.save(update_fields=["hold"])
+    if starts_at <= moment:
+        from marketplace.tasks import rental_provision_task
+
+        transaction.on_commit(lambda: rental_provision_task.delay(rental.pk))
+    logger.info(
+        "rental admitted",
+        extra={"rental_id": rental.pk, "organization_id": organization.pk, "offering_id": offering.pk},
+    )
+    return rental
+
+
+# --- Provisioning: the one step the provider agent will replace ---
+
+
+@transaction.atomic
+def rental_provision(*, rental_id: int, moment: datetime | None = None) -> Rental:
+    """Bring a due rental's nodes up. Until providers run the agent, nodes are taken as up at once: the rental
+    goes pending → provisioning → running, and the platform's clock starts. Idempotent."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id)
+    if rental.status != Rental.Status.PENDING or rental.starts_at > moment:
+        return rental
+    _rental_transition(rental=rental, to=Rental.Status.PROVISIONING, moment=moment, reason=_("Start time reached"))
+    _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=_("Nodes ready"))
+    rental.started_at = rental.metered_until = moment
+    rental.save(update_fields=["started_at", "metered_until"])
+    return rental
+
+
+# --- Ending ---
+
+
+def _release_nodes(rental: Rental) -> None:
+    Offering.objects.filter(pk=rental.offering_id).update(rented_nodes=F("rented_nodes") - rental.nodes)
+    quota_accelerators_release(organization_id=rental.organization_id, accelerators=rental.accelerators)
+
+
+def _rental_end(*, rental: Rental, to: Rental.Status, moment: datetime, reason: str, actor: User | None) -> None:
+    """Move a locked rental to an ended state: meter it up to now, free its nodes, charge and release the hold."""
+    rental_accrue(rental=rental, moment=moment)  # before the transition: only a running rental accrues
+    _rental_transition(rental=rental, to=to, moment=moment, reason=reason, actor=actor)
+    if to == Rental.Status.COMPLETED and rental.started_at is not None:
+        rental_commitment_accrue(rental=rental, moment=moment)
+    rental.ended_at = moment
+    rental.save(update_fields=["ended_at"])
+    _release_nodes(rental)
+    rental_rate(rental=rental)
+    hold_release(hold_id=rental.hold_id)
+
+
+@transaction.atomic
+def rental_cancel(
+    *, rental_id: int, organization: Organization | None = None, actor: User | None = None, moment=None
+) -> Rental:
+    """Cancel before the start: the hold is released in full."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id, organization)
+    if rental.status not in (Rental.Status.PENDING, Rental.Status.PROVISIONING):
+        raise InvalidTransition(
+            _("Only a rental that has not started can be cancelled; stop it instead."), current=rental.status
+        )
+    reason = _("Cancelled by the buyer")
+    _rental_end(rental=rental, to=Rental.Status.CANCELLED, moment=moment, reason=reason, actor=actor)
+    return rental
+
+
+@transaction.atomic
+def rental_stop(
+    *, rental_id: int, organization: Organization | None = None, actor: User | None = None, moment=None
+) -> Rental:
+    """Stop a running or suspended rental: it is charged up to now (a reserved term: the whole term)."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id, organization)
+    if rental.status not in (Rental.Status.RUNNING, Rental.Status.SUSPENDED):
+        raise InvalidTransition(
+            _("Only a running or suspended rental can be stopped."), current=rental.status, target="completed"
+        )
+    _rental_end(rental=rental, to=Rental.Status.COMPLETED, moment=moment, reason=_("Stopped by the buyer"), actor=actor)
+    return rental
+
+
+@transaction.atomic
+def rental_complete(*, rental_id: int, reason: str, moment: datetime | None = None) -> Rental:
+    """End a rental whose term is over or whose suspension outlasted the grace period. Idempotent."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id)
+    if rental.status == Rental.Status.COMPLETED:
+        return rental
+    _rental_end(rental=rental, to=Rental.Status.COMPLETED, moment=moment, reason=reason, actor=None)
+    return rental
+
+
+@transaction.atomic
+def rental_fail(*, rental_id: int, reason: str, actor: User | None = None, moment: datetime | None = None) -> Rental:
+    """A provider fault ended the rental: it is charged only for the time delivered, then credited per the
+    published rule (RENTAL_FAILURE_CREDIT_HOURS at its price, at most what it was charged), which comes out of
+    the provider's earnings and the platform fee in their proportion."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id)
+    _rental_end(rental=rental, to=Rental.Status.FAILED, moment=moment, reason=reason, actor=actor)
+    credit = min(rental.price_per_hour * settings.RENTAL_FAILURE_CREDIT_HOURS, rental.charged_amount)
+    charges = UsageCharge.objects.filter(rental=rental, ledger_transaction__isnull=False).order_by("-pk")
+    for charge in charges:  # newest first, each charge refunded at most in full
+        if credit <= 0:
+            break
+        part = min(credit, charge.amount)
+        charge_refund(
+            capture_transaction_id=charge.ledger_transaction_id,
+            amount=part,
+            idempotency_key=f"rental-failure-credit:{rental.pk}:{charge.pk}",
+            reason=_("Compensation for rental #%(id)d (provider fault)") % {"id": rental.pk},
+        )
+        credit -= part
+    notification_send(
+        organization=rental.organization,
+        kind="rental_failed",
+        title=_("Rental #%(id)d failed") % {"id": rental.pk},
+        body=_("The provider reported a fault: %(reason)s. You pay only for the time delivered, less a credit.")
+        % {"reason": reason},
+        link=reverse("rentals:detail", args=[rental.pk]),
+    )
+    return rental
+
+
+@transaction.atomic
+def rental_preempt(*, rental_id: int, reason: str, moment: datetime | None = None) -> Rental:
+    """Reclaim an interruptible rental's nodes: billing stops now and the buyer is told."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id)
+    if rental.mode != Rental.Mode.INTERRUPTIBLE:
+        raise InvalidTransition(_("Only interruptible rentals can be preempted."), current=rental.status)
+    _rental_end(rental=rental, to=Rental.Status.PREEMPTED, moment=moment, reason=reason, actor=None)
+    notification_send(
+        organization=rental.organization,
+        kind="rental_preempted",
+        title=_("Rental #%(id)d was preempted") % {"id": rental.pk},
+        body=_("Its interruptible capacity was reclaimed; billing stopped at %(time)s.")
+        % {"time": moment.strftime("%Y-%m-%d %H:%M:%S %Z")},
+        link=reverse("rentals:detail", args=[rental.pk]),
+    )
+    return rental
+
+
+# --- Suspension and resumption ---
+
+
+def _suspend(*, rental: Rental, reason: str, moment: datetime) -> None:
+    """Suspend a locked running rental: metered and charged up to now; it keeps its nodes for the grace period."""
+    rental_accrue(rental=rental, moment=moment)
+    rental_rate(rental=rental)
+    label = Rental.SuspensionReason(reason).label
+    _rental_transition(rental=rental, to=Rental.Status.SUSPENDED, moment=moment, reason=label)
+    rental.suspension_reason = reason
+    rental.save(update_fields=["suspension_reason"])
+    notification_send(
+        organization=rental.organization,
+        kind="rental_suspended",
+        title=_("Rental #%(id)d is suspended") % {"id": rental.pk},
+        body=_("%(reason)s. It keeps its nodes for %(n)d minutes: top up or raise the limit to resume it.")
+        % {"reason": Rental.SuspensionReason(reason).label, "n": settings.RENTAL_RESUME_GRACE_MINUTES},
+        link=reverse("rentals:detail", args=[rental.pk]),
+    )
+
+
+@transaction.atomic
+def rental_resume(
+    *, rental_id: int, organization: Organization | None = None, actor: User | None = None, moment=None
+) -> Rental:
+    """Resume a suspended rental once funds and limits allow: the runway is held again and the clock restarts."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id, organization)
+    if rental.status != Rental.Status.SUSPENDED:
+        raise InvalidTransition(_("Only a suspended rental can be resumed."), current=rental.status, target="running")
+    runway = _runway_needed(rental=rental, moment=moment) - rental.hold.remaining
+    spend_limits_check(organization_id=rental.organization_id, api_key=rental.api_key, amount=max(runway, ZERO))
+    if runway > 0:
+        key = f"rental-resume:{rental.pk}:{moment.isoformat()}"
+        hold_increase(hold_id=rental.hold_id, amount=runway, idempotency_key=key)
+    _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=_("Resumed"), actor=actor)
+    rental.metered_until, rental.suspension_reason = moment, ""
+    rental.save(update_fields=["metered_until", "suspension_reason"])
+    return rental
+
+
+# --- The metering tick ---
+
+
+def _runway_needed(*, rental: Rental, moment: datetime) -> Decimal:
+    """What the hold should cover ahead of `moment`: the runway, or less when the rental ends sooner."""
+    seconds = settings.RENTAL_RUNWAY_HOURS * 3600
+    if rental.ends_at is not None:
+        seconds = min(seconds, max((rental.ends_at - moment).total_seconds(), 0))
+    return quantize_amount(rental.price_per_hour * Decimal(seconds) / 3600)
+
+
+def _runway_top_up(*, rental: Rental, moment: datetime) -> None:
+    """Keep an on-demand or interruptible rental's hold a runway ahead; with too little money, hold what there is."""
+    needed = _runway_needed(rental=rental, moment=moment) - rental.hold.remaining
+    if needed <= 0:
+        return
+    key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
+    try:
+        hold_increase(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
+    except InsufficientFunds:
+        spendable = quantize_amount(wallet_get(organization=rental.organization).spendable)
+        if spendable > 0:
+            hold_increase(hold_id=rental.hold_id, amount=min(needed, spendable), idempotency_key=f"{key}:partial")
+    rental.hold.refresh_from_db()
+
+
+@transaction.atomic
+def rental_settle(*, rental_id: int, moment: datetime | None = None) -> Rental:
+    """One metering tick of one rental: meter it up to now, rate new usage, keep the runway held, and suspend it
+    when the hold cannot cover the next tick or a spend limit is reached. Suspended rentals resume once funds
+    and limits allow, and complete after the grace period. Idempotent: a second run at the same moment changes
+    nothing, and a crash rolls the whole tick back."""
+    moment = moment or now()
+    rental = _rental_lock(rental_id)
+    if rental.status == Rental.Status.SUSPENDED:
+        _suspended_settle(rental=rental, moment=moment)
+        return rental
+    rental_accrue(rental=rental, moment=moment)
+    rental_rate(rental=rental)
+    if rental.status != Rental.Status.RUNNING:
+        return rental
+    over_cap, keys_over = over_spend_limits(organization_id=rental.organization_id, moment=moment)
+    if over_cap or rental.api_key_id in keys_over:
+        reason = Rental.SuspensionReason.SPEND_CAP if over_cap else Rental.SuspensionReason.API_KEY_LIMIT
+        _suspend(rental=rental, reason=reason, moment=moment)
+        return rental
+    if rental.is_reserved:
+        return rental  # the whole term is held
+    _runway_top_up(rental=rental, moment=moment)
+    next_tick = quantize_amount(rental.price_per_hour * settings.METERING_TICK_SECONDS / 3600)
+    if rental.hold.remaining < min(next_tick, _runway_needed(rental=rental, moment=moment)):
+        _suspend(rental=rental, reason=Rental.SuspensionReason.FUNDS, moment=moment)
+    return rental
+
+
+def _suspended_settle(*, rental: Rental, moment: datetime) -> None:
+    if moment >= rental.status_changed_at + timedelta(minutes=settings.RENTAL_RESUME_GRACE_MINUTES):
+        _rental_end(
+            rental=rental,
+            to=Rental.Status.COMPLETED,
+            moment=moment,
+            reason=_("Suspended longer than the grace period"),
+            actor=None,
+        )
+        return
+    runway = _runway_needed(rental=rental, moment=moment)
+    over_cap, keys_over = over_spend_limits(organization_id=rental.organization_id, moment=moment)
+    spendable = wallet_get(organization=rental.organization).spendable + rental.hold.remaining
+    if over_cap or rental.api_key_id in keys_over or spendable < runway:
+        return
+    try:
+        with transaction.atomic():
+            rental_resume(rental_id=rental.pk, moment=moment)
+    except DomainError as error:  # funds moved away in between: try again next tick
+        logger.info("suspended rental not resumed", extra={"rental_id": rental.pk, "code": error.code})
+    else:
+        rental.refresh_from_db()
+
+
+def metering_tick(*, moment: datetime | None = None) -> list[int]:
+    """The ids of the rentals the tick settles: running and suspended ones, and any with unrated usage."""
+    moment = moment or now()
+    active = Rental.objects.filter(status__in=(Rental.Status.RUNNING, Rental.Status.SUSPENDED))
+    with_usage = Rental.objects.filter(usage_events__charge__isnull=True)
+    ids = set(active.values_list("pk", flat=True)) | set(with_usage.values_list("pk", flat=True))
+    for organization_id in set(active.values_list("organization_id", flat=True)):
+        spend_alerts_send(organization_id=organization_id, moment=moment)
+    return sorted(ids)
+
+
+def rental_lifecycle_due(*, moment: datetime | None = None) -> tuple[list[int], list[int]]:
+    """(pending rentals whose start is due, running rentals whose term is over)."""
+    moment = moment or now()
+    due = Rental.objects.filter(status=Rental.Status.PENDING, starts_at__lte=moment).values_list("pk", flat=True)
+    over = Rental.objects.filter(status=Rental.Status.RUNNING, ends_at__lte=moment).values_list("pk", flat=True)
+    return list(due), list(over)

@@ -1,0 +1,178 @@
+"""Rental pages: order from an offering, follow a rental live, stop it; usage, spend and what still bills."""
+
+import csv
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts.decorators import organization_required
+from billing.money import round_to_minor_unit
+from marketplace.core.errors import DomainError
+from marketplace.forms import RentalOrderForm
+from marketplace.models import Rental
+from marketplace.selectors import catalogue
+from marketplace.selectors import rentals as selectors
+from marketplace.services import rentals as services
+from marketplace.views.console import provider_required
+
+PAGE_SIZE = 20
+# While a rental can still change on its own, its status fragment polls (htmx) this often.
+POLL_SECONDS = 5
+
+
+@organization_required
+@require_POST
+def rental_order(request: HttpRequest, offering_pk: int) -> HttpResponse:
+    offering = get_object_or_404(catalogue.offering_list(), pk=offering_pk)
+    form = RentalOrderForm(request.POST, offering=offering)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+        return redirect("storefront:offering-detail", pk=offering.pk)
+    order = services.RentalRequest(offering_id=offering.pk, **form.cleaned_data)
+    try:
+        rental = services.rental_create(organization=request.organization, request=order, created_by=request.user)
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("storefront:offering-detail", pk=offering.pk)
+    messages.success(request, _("Rental #%(id)d ordered.") % {"id": rental.pk})
+    return redirect("rentals:detail", pk=rental.pk)
+
+
+@organization_required
+def rental_list(request: HttpRequest) -> HttpResponse:
+    rentals = selectors.rental_list(organization=request.organization)
+    status = request.GET.get("status", "")
+    if status in Rental.Status.values:
+        rentals = rentals.filter(status=status)
+    page = Paginator(rentals, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "status": status, "statuses": Rental.Status.choices, "poll_seconds": POLL_SECONDS}
+    return render(request, "marketplace/rental_list.html", context)
+
+
+def _rental_or_404(request: HttpRequest, pk: int) -> Rental:
+    rental = selectors.rental_get(organization=request.organization, pk=pk)
+    if rental is None:
+        raise Http404
+    return rental
+
+
+def _chart(rental: Rental) -> dict:
+    series = selectors.rental_charge_series(rental=rental)
+    return {
+        "labels": [moment.isoformat() for moment, _hours, _charged in series],
+        "hours": [str(hours) for _moment, hours, _charged in series],
+        "charged": [str(round_to_minor_unit(charged)) for _moment, _hours, charged in series],
+    }
+
+
+@organization_required
+def rental_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rental = _rental_or_404(request, pk)
+    context = {
+        "rental": rental,
+        "timeline": selectors.rental_timeline(rental=rental),
+        "chart": _chart(rental),
+        "poll_seconds": POLL_SECONDS,
+        "billed_statuses": [Rental.Status(s).label for s in Rental.BILLED_STATUSES],
+    }
+    return render(request, "marketplace/rental_detail.html", context)
+
+
+@organization_required
+def rental_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The htmx fragment that the detail page polls: status, charges and the chart's data."""
+    rental = _rental_or_404(request, pk)
+    context = {"rental": rental, "chart": _chart(rental), "poll_seconds": POLL_SECONDS}
+    return render(request, "marketplace/partials/_rental_live.html", context)
+
+
+RENTAL_ACTIONS = {"stop": services.rental_stop, "cancel": services.rental_cancel, "resume": services.rental_resume}
+
+
+@organization_required
+@require_POST
+def rental_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    if action not in RENTAL_ACTIONS:
+        raise Http404
+    try:
+        rental = RENTAL_ACTIONS[action](rental_id=pk, organization=request.organization, actor=request.user)
+    except DomainError as error:
+        if error.status_code == 404:
+            raise Http404 from None
+        messages.error(request, error.detail)
+    else:
+        status = rental.get_status_display()
+        messages.success(request, _("Rental #%(id)d is now %(status)s.") % {"id": pk, "status": status})
+    return redirect("rentals:detail", pk=pk)
+
+
+@organization_required
+def usage(request: HttpRequest) -> HttpResponse:
+    organization = request.organization
+    days = selectors.usage_by_day(organization=organization)
+    context = {
+        "by_offering": selectors.usage_by_offering(organization=organization),
+        "chart": {
+            "labels": [day.isoformat() for day, _hours, _amount in days],
+            "hours": [str(hours) for _day, hours, _amount in days],
+            "spend": [str(round_to_minor_unit(amount)) for _day, _hours, amount in days],
+        },
+        "offering_chart": None,
+    }
+    if context["by_offering"]:
+        context["offering_chart"] = {
+            "labels": [row["offering"] for row in context["by_offering"]],
+            "spend": [str(round_to_minor_unit(row["amount"])) for row in context["by_offering"]],
+        }
+    return render(request, "marketplace/usage.html", context)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@organization_required
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
+    """Every usage charge: when, which rental and offering, accelerator-seconds, rated and charged amounts."""
+    organization = request.organization
+    writer = csv.writer(_Echo())
+    header = [_("time"), _("rental"), _("offering"), _("period start"), _("period end"), _("accelerator-seconds"),
+              _("rated"), _("charged")]  # fmt: skip
+
+    def lines():
+        yield writer.writerow(header)
+        for charge in selectors.usage_charge_list(organization=organization).iterator(chunk_size=2000):
+            yield writer.writerow([
+                charge.created_at.isoformat(), charge.rental_id, charge.rental.offering.name,
+                charge.period_start.isoformat(), charge.period_end.isoformat(), charge.quantity,
+                charge.rated_amount, charge.amount,
+            ])  # fmt: skip
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{organization.slug}.csv"'
+    return response
+
+
+@organization_required
+def still_billing(request: HttpRequest) -> HttpResponse:
+    billing = selectors.still_billing(organization=request.organization)
+    return render(request, "marketplace/still_billing.html", {"billing": billing})
+
+
+@provider_required
+def console_rentals(request: HttpRequest) -> HttpResponse:
+    provider = request.organization
+    page = Paginator(selectors.provider_rental_list(provider=provider), PAGE_SIZE).get_page(request.GET.get("page"))
+    utilisation = selectors.offering_utilisation(provider=provider)
+    context = {
+        "page": page,
+        "utilisation": utilisation,
+        "utilisation_chart": [{"labels": row["labels"], "values": row["values"]} for row in utilisation],
+    }
+    return render(request, "marketplace/console_rentals.html", context)
