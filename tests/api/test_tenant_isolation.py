@@ -1,17 +1,19 @@
 """Walk every /api/v1/ route with two organizations' keys: B sees nothing of A and changes nothing of A."""
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils.timezone import now
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
 from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.selectors import wallet_get
-from marketplace.models import ModelService, Offering
+from marketplace.models import ModelService, Offering, Rental
+from marketplace.services.rentals import RentalRequest, rental_create
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
 from tests.factories.billing import fund
 from tests.factories.marketplace import ModelServiceFactory, OfferingFactory
@@ -63,7 +65,13 @@ def tenants(db):
     invitation_a, _token = services.invitation_create(
         organization=organization_a, email="invitee@example.com", role="member", invited_by=user_a
     )
+    cheap = OfferingFactory(accelerators_per_node=1, on_demand_price=Decimal("1.00"))
+    rental_a = rental_create(
+        organization=organization_a,
+        request=RentalRequest(offering_id=cheap.pk, accelerators=1, starts_at=now() + timedelta(hours=1)),
+    )  # holds one hour at ¥1
     return {
+        "rental_a": rental_a,
         "a": organization_a,
         "b": organization_b,
         "key_a": key_a,
@@ -100,6 +108,7 @@ OBJECT_OF_A = {
     "top-ups/": lambda t: t["top_up_a"].pk,
     "statements/": lambda t: t["statement_a"].pk,
     "provider/payouts/": lambda t: t["payout_a"].pk,
+    "rentals/": lambda t: t["rental_a"].pk,
 }
 
 
@@ -144,7 +153,8 @@ def assert_a_unchanged(tenants: dict) -> None:
     tenants["service_a"].refresh_from_db()
     assert tenants["offering_a"].name != "hijack" and tenants["offering_a"].status == Offering.Status.DRAFT
     assert tenants["service_a"].name != "hijack" and tenants["service_a"].status == ModelService.Status.DRAFT
-    assert wallet_get(organization=tenants["a"]).available == Decimal("100.00")
+    assert wallet_get(organization=tenants["a"]).available == Decimal("99.00")  # ¥1 held for the rental
+    assert Rental.objects.get(pk=tenants["rental_a"].pk).status == Rental.Status.PENDING
     assert list(TopUp.objects.values_list("organization", flat=True)) == [tenants["a"].pk]
 
 
