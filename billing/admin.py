@@ -12,6 +12,7 @@ from billing.models import (
     Hold,
     LedgerAccount,
     LedgerTransaction,
+    OrganizationQuota,
     Payout,
     Posting,
     ProviderBilling,
@@ -19,6 +20,8 @@ from billing.models import (
     StripeEvent,
     TopUp,
     TransactionKind,
+    UsageCharge,
+    UsageEvent,
 )
 from billing.services.ledger import credit_line_set
 from billing.services.payouts import charge_refund, payout_approve, payout_fail
@@ -209,3 +212,26 @@ class ProviderBillingAdmin(admin.ModelAdmin):
     list_display = ["organization", "platform_fee_percent", "stripe_connect_account_id"]
     search_fields = ["organization__name"]
     autocomplete_fields = ["organization"]
+
+
+@admin.register(OrganizationQuota)
+class OrganizationQuotaAdmin(admin.ModelAdmin):
+    """Staff set each organization's limits here; what is in use is kept by the rentals service."""
+
+    list_display = ["organization", "max_concurrent_accelerators", "accelerators_in_use", "monthly_spend_cap"]
+    search_fields = ["organization__name"]
+    autocomplete_fields = ["organization"]
+    readonly_fields = ["accelerators_in_use"]
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = ["source", "idempotency_key", "rental", "quantity", "period_start", "period_end", "charge"]
+    search_fields = ["idempotency_key", "source"]
+    list_select_related = ["rental"]
+
+
+@admin.register(UsageCharge)
+class UsageChargeAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "organization", "rental", "quantity", "rated_amount", "amount"]
+    list_select_related = ["organization", "rental"]
