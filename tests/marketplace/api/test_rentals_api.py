@@ -170,9 +170,10 @@ def test_provider_reports_usage_in_batches_with_a_result_per_event(db, api_clien
 
 def test_clock_metered_rentals_refuse_reported_usage(client, offering, api_client_for):
     rental = services.rental_provision(rental_id=order(client, offering).json()["id"])
+    end = rental.started_at + timedelta(seconds=1)
     event = {
         "rental": rental.pk, "dimension": "accelerator_seconds", "quantity": "1", "idempotency_key": "a",
-        "period_start": rental.started_at.isoformat(), "period_end": (rental.started_at + timedelta(seconds=1)).isoformat(),
+        "period_start": rental.started_at.isoformat(), "period_end": end.isoformat(),
     }  # fmt: skip
 
     body = api_client_for(offering.provider).post("/api/v1/usage-events/", {"events": [event]}, format="json").json()
