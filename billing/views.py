@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -22,6 +22,7 @@ from billing.services.payouts import payout_request
 from billing.services.quotas import quota_get, quota_usage
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
 from billing.services.webhooks import stripe_event_receive
+from marketplace.core.csv_export import streaming_csv_response
 from marketplace.core.errors import DomainError
 
 PAGE_SIZE = 20
@@ -108,11 +109,6 @@ def top_up_return(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("billing:wallet")
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 CSV_HEADER = ["id", "time", "kind", "memo", "reference", "available_change", "held_change", "earnings_change"]
 
 
@@ -121,20 +117,13 @@ def transactions_csv(request: HttpRequest) -> HttpResponse:
     """The wallet's transactions as CSV, with the page's filters; streamed, so a long history costs no memory."""
     organization = request.organization
     rows = TransactionFilterSet(request.GET, queryset=selectors.transaction_list(organization=organization)).qs
-    writer = csv.writer(_Echo())
-
-    def lines():
-        yield writer.writerow(CSV_HEADER)
-        for txn in rows.iterator(chunk_size=1000):
-            yield writer.writerow([
-                txn.pk, txn.created_at.isoformat(), txn.kind, txn.memo, txn.reference,
-                *(f"{quantize_amount(change):f}" for change in (txn.available_change, txn.held_change,
-                                                                  txn.earnings_change)),
-            ])  # fmt: skip
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="transactions-{organization.slug}.csv"'
-    return response
+    changes = ("available_change", "held_change", "earnings_change")
+    lines = (
+        [txn.pk, txn.created_at.isoformat(), txn.kind, txn.memo, txn.reference,
+         *(f"{quantize_amount(getattr(txn, change)):f}" for change in changes)]
+        for txn in rows.iterator(chunk_size=1000)
+    )  # fmt: skip
+    return streaming_csv_response(filename=f"transactions-{organization.slug}.csv", header=CSV_HEADER, rows=lines)
 
 
 @organization_required

@@ -40,6 +40,25 @@ def usage_cost(*, accelerator_seconds: Decimal, price_per_accelerator_hour: Deci
 # --- Lifecycle metering: the platform's clock ---
 
 
+def _lifecycle_event(*, rental: Rental, key: str, start: datetime, end: datetime) -> UsageEvent:
+    """The platform clock's event for the rental's accelerators over [start, end); a replay of the key returns
+    the first one (the unique constraint decides)."""
+    seconds = Decimal((end - start).total_seconds())
+    event, _created = UsageEvent.objects.get_or_create(
+        source=UsageEvent.LIFECYCLE_SOURCE,
+        idempotency_key=f"rental:{rental.pk}:{key}",
+        defaults={
+            "organization_id": rental.organization_id,
+            "rental": rental,
+            "dimension": UsageDimension.ACCELERATOR_SECONDS,
+            "quantity": quantize_amount(seconds * rental.accelerators),
+            "period_start": start,
+            "period_end": end,
+        },
+    )
+    return event
+
+
 def rental_accrue(*, rental: Rental, moment: datetime) -> UsageEvent | None:
     """Record the accelerator time of a running, clock-metered rental up to `moment` (never past its end).
 
@@ -52,19 +71,7 @@ def rental_accrue(*, rental: Rental, moment: datetime) -> UsageEvent | None:
     start = rental.metered_until
     if start is None or end <= start:
         return None
-    seconds = Decimal((end - start).total_seconds())
-    event, _created = UsageEvent.objects.get_or_create(
-        source=UsageEvent.LIFECYCLE_SOURCE,
-        idempotency_key=f"rental:{rental.pk}:{start.isoformat()}",
-        defaults={
-            "organization_id": rental.organization_id,
-            "rental": rental,
-            "dimension": UsageDimension.ACCELERATOR_SECONDS,
-            "quantity": quantize_amount(seconds * rental.accelerators),
-            "period_start": start,
-            "period_end": end,
-        },
-    )
+    event = _lifecycle_event(rental=rental, key=start.isoformat(), start=start, end=end)
     rental.metered_until = event.period_end
     Rental.objects.filter(pk=rental.pk).update(metered_until=rental.metered_until)
     return event
@@ -74,20 +81,7 @@ def rental_commitment_accrue(*, rental: Rental, moment: datetime) -> UsageEvent 
     """A reserved term stopped early still pays for the whole term: the rest is one event from `moment`."""
     if not rental.is_reserved or rental.ends_at is None or moment >= rental.ends_at:
         return None
-    seconds = Decimal((rental.ends_at - moment).total_seconds())
-    event, _created = UsageEvent.objects.get_or_create(
-        source=UsageEvent.LIFECYCLE_SOURCE,
-        idempotency_key=f"rental:{rental.pk}:commitment",
-        defaults={
-            "organization_id": rental.organization_id,
-            "rental": rental,
-            "dimension": UsageDimension.ACCELERATOR_SECONDS,
-            "quantity": quantize_amount(seconds * rental.accelerators),
-            "period_start": moment,
-            "period_end": rental.ends_at,
-        },
-    )
-    return event
+    return _lifecycle_event(rental=rental, key="commitment", start=moment, end=rental.ends_at)
 
 
 # --- Rating ---

@@ -35,6 +35,10 @@ class QuotaExceeded(DomainError):
     status_code, code = 429, "quota_exceeded"
 
 
+class ConcurrencyQuotaExceeded(QuotaExceeded):
+    status_code = 403
+
+
 def quota_get(*, organization_id: int) -> OrganizationQuota:
     """The organization's quota, created with the defaults from settings on first use."""
     quota, _created = OrganizationQuota.objects.get_or_create(
@@ -63,7 +67,7 @@ def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
     ).update(accelerators_in_use=F("accelerators_in_use") + accelerators)
     if not taken:
         quota.refresh_from_db()
-        error = QuotaExceeded(
+        raise ConcurrencyQuotaExceeded(
             _("This would use %(want)d accelerators at once; the limit is %(limit)d and %(used)d are in use.")
             % {"want": quota.accelerators_in_use + accelerators, "limit": quota.max_concurrent_accelerators,
                "used": quota.accelerators_in_use},
@@ -72,8 +76,6 @@ def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
             maximum=quota.max_concurrent_accelerators,
             resets_at=None,
         )  # fmt: skip
-        error.status_code = 403
-        raise error
 
 
 def quota_accelerators_release(*, organization_id: int, accelerators: int) -> None:
@@ -156,13 +158,20 @@ def over_spend_limits(*, organization_id: int, moment: datetime) -> tuple[bool, 
     over_cap = quota.monthly_spend_cap is not None and (
         month_spend(organization_id=organization_id, moment=moment) >= quota.monthly_spend_cap
     )
+    limits = dict(
+        ApiKey.objects.filter(organization_id=organization_id, monthly_spend_limit__isnull=False).values_list(
+            "pk", "monthly_spend_limit"
+        )
+    )
+    if not limits:
+        return over_cap, set()
     start, end = period_bounds(moment)
-    keys_over = set()
-    limited_keys = ApiKey.objects.filter(organization_id=organization_id, monthly_spend_limit__isnull=False)
-    for key_id, limit in limited_keys.values_list("pk", "monthly_spend_limit"):
-        if month_spend(organization_id=organization_id, moment=moment, api_key_id=key_id) >= limit:
-            keys_over.add(key_id)
-    return over_cap, keys_over
+    spent = (
+        UsageCharge.objects.filter(api_key_id__in=limits, created_at__gte=start, created_at__lt=end)
+        .values("api_key_id")
+        .annotate(total=amount_sum("amount"))
+    )
+    return over_cap, {row["api_key_id"] for row in spent if row["total"] >= limits[row["api_key_id"]]}
 
 
 def spend_alerts_send(*, organization_id: int, moment: datetime) -> list[SpendAlert]:

@@ -52,10 +52,6 @@ class Rental(TimeStampedModel):
         RentalStatus.SUSPENDED: {RentalStatus.RUNNING, RentalStatus.COMPLETED},
     }  # a status with no entry is terminal
     BILLED_STATUSES = frozenset({RentalStatus.RUNNING})
-    # States that hold nodes of the offering and count against the concurrent-accelerator quota.
-    ACTIVE_STATUSES = frozenset(
-        {RentalStatus.PENDING, RentalStatus.PROVISIONING, RentalStatus.RUNNING, RentalStatus.SUSPENDED}
-    )
 
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="rentals")
     offering = models.ForeignKey("marketplace.Offering", on_delete=models.PROTECT, related_name="rentals")

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils.timezone import get_current_timezone, localdate, now
 
@@ -12,6 +12,7 @@ from accounts.models import Organization
 from billing.models import UsageCharge, UsageEvent
 from billing.money import amount_sum, quantize_amount
 from billing.services.quotas import month_spend, period_bounds
+from billing.services.statements import day_start
 from marketplace.models import Offering, Rental, RentalTransition
 
 ZERO = Decimal(0)
@@ -46,8 +47,7 @@ def rental_charge_series(*, rental: Rental) -> list[tuple[datetime, Decimal, Dec
 
 
 def _charges(organization: Organization, since: date) -> QuerySet[UsageCharge]:
-    start = datetime.combine(since, datetime.min.time(), tzinfo=get_current_timezone())
-    return UsageCharge.objects.filter(organization=organization, created_at__gte=start)
+    return UsageCharge.objects.filter(organization=organization, created_at__gte=day_start(since))
 
 
 def usage_by_day(*, organization: Organization, days: int = 30) -> list[tuple[date, Decimal, Decimal]]:
@@ -143,20 +143,19 @@ def _billable_hours_left(rental: Rental, moment: datetime, month_end: datetime, 
 def offering_utilisation(*, provider: Organization, days: int = 14) -> list[dict]:
     """Per offering: nodes rented now, and the share of its accelerator-time sold per day (0–100 %)."""
     since = localdate() - timedelta(days=days - 1)
-    start = datetime.combine(since, datetime.min.time(), tzinfo=get_current_timezone())
     offerings = Offering.objects.filter(provider=provider).exclude(status=Offering.Status.RETIRED).order_by("name")
     rows = (
-        UsageEvent.objects.filter(rental__provider=provider, period_start__gte=start)
+        UsageEvent.objects.filter(rental__provider=provider, period_start__gte=day_start(since))
         .annotate(day=TruncDate("period_start", tzinfo=get_current_timezone()))
         .values("rental__offering_id", "day")
-        .annotate(quantity=Sum("quantity"))
+        .annotate(quantity=amount_sum("quantity"))
     )
     used = {(row["rental__offering_id"], row["day"]): row["quantity"] for row in rows}
     day_list = [since + timedelta(days=offset) for offset in range(days)]
     result = []
     for offering in offerings:
         capacity_seconds = Decimal(offering.capacity_nodes * offering.accelerators_per_node * 86400) or Decimal(1)
-        percents = [round(Decimal(used.get((offering.pk, day), 0)) * 100 / capacity_seconds, 1) for day in day_list]
+        percents = [round(used.get((offering.pk, day), ZERO) * 100 / capacity_seconds, 1) for day in day_list]
         result.append(
             {
                 "offering": offering,

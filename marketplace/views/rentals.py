@@ -1,6 +1,6 @@
 """Rental pages: order from an offering, follow a rental live, stop it; usage, spend and what still bills."""
 
-import csv
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.decorators import organization_required
 from billing.money import round_to_minor_unit
+from marketplace.core.csv_export import streaming_csv_response
 from marketplace.core.errors import DomainError
 from marketplace.forms import RentalOrderForm
 from marketplace.models import Rental
@@ -50,7 +51,12 @@ def rental_list(request: HttpRequest) -> HttpResponse:
     if status in Rental.Status.values:
         rentals = rentals.filter(status=status)
     page = Paginator(rentals, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"page": page, "status": status, "statuses": Rental.Status.choices, "poll_seconds": POLL_SECONDS}
+    context = {
+        "page": page,
+        "status": status,
+        "statuses": Rental.Status.choices,
+        "query": urlencode({"status": status}) if status else "",  # pages keep the filter
+    }
     return render(request, "marketplace/rental_list.html", context)
 
 
@@ -132,31 +138,20 @@ def usage(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/usage.html", context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
+USAGE_CSV_HEADER = ["time", "rental", "offering", "period_start", "period_end", "accelerator_seconds", "rated",
+                    "charged"]  # fmt: skip
 
 
 @organization_required
 def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     """Every usage charge: when, which rental and offering, accelerator-seconds, rated and charged amounts."""
     organization = request.organization
-    writer = csv.writer(_Echo())
-    header = [_("time"), _("rental"), _("offering"), _("period start"), _("period end"), _("accelerator-seconds"),
-              _("rated"), _("charged")]  # fmt: skip
-
-    def lines():
-        yield writer.writerow(header)
-        for charge in selectors.usage_charge_list(organization=organization).iterator(chunk_size=2000):
-            yield writer.writerow([
-                charge.created_at.isoformat(), charge.rental_id, charge.rental.offering.name,
-                charge.period_start.isoformat(), charge.period_end.isoformat(), charge.quantity,
-                charge.rated_amount, charge.amount,
-            ])  # fmt: skip
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="usage-{organization.slug}.csv"'
-    return response
+    rows = (
+        [charge.created_at.isoformat(), charge.rental_id, charge.rental.offering.name, charge.period_start.isoformat(),
+         charge.period_end.isoformat(), charge.quantity, charge.rated_amount, charge.amount]
+        for charge in selectors.usage_charge_list(organization=organization).iterator(chunk_size=2000)
+    )  # fmt: skip
+    return streaming_csv_response(filename=f"usage-{organization.slug}.csv", header=USAGE_CSV_HEADER, rows=rows)
 
 
 @organization_required
