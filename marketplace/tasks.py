@@ -32,11 +32,11 @@ def rental_provision_task(rental_id: int) -> str:
 
 @shared_task(name="marketplace.rental_complete")
 def rental_complete_task(rental_id: int) -> str:
-    from django.utils.translation import gettext
+    from django.utils.translation import gettext_lazy
 
     from marketplace.services.rentals import rental_complete
 
-    return rental_complete(rental_id=rental_id, reason=gettext("Term ended")).status
+    return rental_complete(rental_id=rental_id, reason=gettext_lazy("Term ended")).status
 
 
 @shared_task(name="marketplace.rental_lifecycle_tick")

@@ -19,6 +19,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, override
 
 from accounts.models import ApiKey, Organization, User
 from accounts.services import notification_send
@@ -67,10 +68,20 @@ class RentalRequest:
 # --- Transitions ---
 
 
+def _source_text(reason: str) -> str:
+    """A lazy (platform) reason as its untranslated source text; a plain string as it is."""
+    with override(None):
+        return str(reason)[:255]
+
+
 def _rental_transition(
     *, rental: Rental, to: Rental.Status, moment: datetime, reason: str = "", actor: User | None = None
 ) -> bool:
-    """The one path that changes a rental's status; the caller holds the row lock. False: already there."""
+    """The one path that changes a rental's status; the caller holds the row lock. False: already there.
+
+    The platform's reasons come lazy and are stored as their source text, so each reader sees them in their own
+    language (the timeline translates them); a provider's own words are stored as written.
+    """
     if rental.status == to:
         return False
     if to not in Rental.TRANSITIONS.get(rental.status, set()):
@@ -81,7 +92,7 @@ def _rental_transition(
             target=to,
         )
     RentalTransition.objects.create(
-        rental=rental, from_status=rental.status, to_status=to, reason=reason[:255], actor=actor, at=moment
+        rental=rental, from_status=rental.status, to_status=to, reason=_source_text(reason), actor=actor, at=moment
     )
     rental.status, rental.status_changed_at = to, moment
     rental.save(update_fields=["status", "status_changed_at", "updated_at"])
@@ -229,7 +240,12 @@ def rental_create(
     spend_limits_check(organization_id=organization.pk, api_key=api_key, amount=hold_amount, moment=moment)
     rental.save()
     RentalTransition.objects.create(
-        rental=rental, from_status="", to_status=Rental.Status.PENDING, reason=_("Ordered"), actor=created_by, at=moment
+        rental=rental,
+        from_status="",
+        to_status=Rental.Status.PENDING,
+        reason=_source_text(gettext_lazy("Ordered")),
+        actor=created_by,
+        at=moment,
     )
     rental.hold = hold_place(
         organization=organization,
@@ -261,8 +277,10 @@ def rental_provision(*, rental_id: int, moment: datetime | None = None) -> Renta
     rental = _rental_lock(rental_id)
     if rental.status != Rental.Status.PENDING or rental.starts_at > moment:
         return rental
-    _rental_transition(rental=rental, to=Rental.Status.PROVISIONING, moment=moment, reason=_("Start time reached"))
-    _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=_("Nodes ready"))
+    _rental_transition(
+        rental=rental, to=Rental.Status.PROVISIONING, moment=moment, reason=gettext_lazy("Start time reached")
+    )
+    _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=gettext_lazy("Nodes ready"))
     rental.started_at = rental.metered_until = moment
     rental.save(update_fields=["started_at", "metered_until"])
     return rental
@@ -300,7 +318,7 @@ def rental_cancel(
         raise InvalidTransition(
             _("Only a rental that has not started can be cancelled; stop it instead."), current=rental.status
         )
-    reason = _("Cancelled by the buyer")
+    reason = gettext_lazy("Cancelled by the buyer")
     _rental_end(rental=rental, to=Rental.Status.CANCELLED, moment=moment, reason=reason, actor=actor)
     return rental
 
@@ -316,7 +334,13 @@ def rental_stop(
         raise InvalidTransition(
             _("Only a running or suspended rental can be stopped."), current=rental.status, target="completed"
         )
-    _rental_end(rental=rental, to=Rental.Status.COMPLETED, moment=moment, reason=_("Stopped by the buyer"), actor=actor)
+    _rental_end(
+        rental=rental,
+        to=Rental.Status.COMPLETED,
+        moment=moment,
+        reason=gettext_lazy("Stopped by the buyer"),
+        actor=actor,
+    )
     return rental
 
 
@@ -389,8 +413,9 @@ def _suspend(*, rental: Rental, reason: str, moment: datetime) -> None:
     """Suspend a locked running rental: metered and charged up to now; it keeps its nodes for the grace period."""
     rental_accrue(rental=rental, moment=moment)
     rental_rate(rental=rental)
-    label = Rental.SuspensionReason(reason).label
-    _rental_transition(rental=rental, to=Rental.Status.SUSPENDED, moment=moment, reason=label)
+    _rental_transition(
+        rental=rental, to=Rental.Status.SUSPENDED, moment=moment, reason=Rental.SuspensionReason(reason).label
+    )
     rental.suspension_reason = reason
     rental.save(update_fields=["suspension_reason"])
     notification_send(
@@ -417,7 +442,9 @@ def rental_resume(
     if runway > 0:
         key = f"rental-resume:{rental.pk}:{moment.isoformat()}"
         hold_increase(hold_id=rental.hold_id, amount=runway, idempotency_key=key)
-    _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=_("Resumed"), actor=actor)
+    _rental_transition(
+        rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=gettext_lazy("Resumed"), actor=actor
+    )
     rental.metered_until, rental.suspension_reason = moment, ""
     rental.save(update_fields=["metered_until", "suspension_reason"])
     return rental
@@ -484,7 +511,7 @@ def _suspended_settle(*, rental: Rental, moment: datetime) -> None:
             rental=rental,
             to=Rental.Status.COMPLETED,
             moment=moment,
-            reason=_("Suspended longer than the grace period"),
+            reason=gettext_lazy("Suspended longer than the grace period"),
             actor=None,
         )
         return

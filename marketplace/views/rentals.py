@@ -91,9 +91,16 @@ def rental_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @organization_required
 def rental_live(request: HttpRequest, pk: int) -> HttpResponse:
-    """The htmx fragment that the detail page polls: status, charges and the chart's data."""
+    """The htmx fragment that the detail page polls: status, charges and the chart's data; the actions and the
+    timeline elsewhere on the page come along as out-of-band swaps."""
     rental = _rental_or_404(request, pk)
-    context = {"rental": rental, "chart": _chart(rental), "poll_seconds": POLL_SECONDS}
+    context = {
+        "rental": rental,
+        "chart": _chart(rental),
+        "timeline": selectors.rental_timeline(rental=rental),
+        "poll_seconds": POLL_SECONDS,
+        "oob": True,
+    }
     return render(request, "marketplace/partials/_rental_live.html", context)
 
 
