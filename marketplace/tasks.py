@@ -54,24 +54,34 @@ def rental_lifecycle_tick_task() -> tuple[int, int]:
 
 @shared_task(name="marketplace.metering_tick")
 def metering_tick_task() -> int:
-    """Every METERING_TICK_SECONDS: fan the rentals to settle out in batches."""
+    """Every METERING_TICK_SECONDS: fan the rentals to settle out in batches, all up to the tick's moment."""
+    from django.utils.timezone import now
+
     from marketplace.services.rentals import metering_tick
 
-    rental_ids = metering_tick()
+    moment = now()
+    rental_ids = metering_tick(moment=moment)
     for start in range(0, len(rental_ids), SETTLE_BATCH_SIZE):
-        rental_settle_batch_task.delay(rental_ids[start : start + SETTLE_BATCH_SIZE])
+        rental_settle_batch_task.delay(rental_ids[start : start + SETTLE_BATCH_SIZE], moment.isoformat())
     return len(rental_ids)
 
 
 @shared_task(name="marketplace.rental_settle_batch")
-def rental_settle_batch_task(rental_ids: list[int]) -> int:
-    """Settle each rental in its own transaction: one failing rental does not hold the others back."""
+def rental_settle_batch_task(rental_ids: list[int], moment: str | None = None) -> int:
+    """Settle each rental in its own transaction: one failing rental does not hold the others back.
+
+    The tick's moment travels with the batch, so a batch redelivered after a crash settles to the same moment
+    and leaves the ledger one clean run would have left.
+    """
+    from django.utils.dateparse import parse_datetime
+
     from marketplace.services.rentals import rental_settle
 
+    tick_moment = parse_datetime(moment) if moment else None
     settled = 0
     for rental_id in rental_ids:
         try:
-            rental_settle(rental_id=rental_id)
+            rental_settle(rental_id=rental_id, moment=tick_moment)
             settled += 1
         except Exception:
             logger.exception("rental settle failed", extra={"rental_id": rental_id})

@@ -7,7 +7,12 @@ from rest_framework.test import APIClient
 
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, api_key_for
 
-REQUIRED = {"postgres": "REQUIRE_POSTGRES", "redis": "REQUIRE_REDIS", "browser": "REQUIRE_BROWSER"}
+REQUIRED = {
+    "postgres": "REQUIRE_POSTGRES",
+    "redis": "REQUIRE_REDIS",
+    "rabbitmq": "REQUIRE_RABBITMQ",
+    "browser": "REQUIRE_BROWSER",
+}
 
 
 def skip_or_fail(marker: str, reason: str) -> None:
