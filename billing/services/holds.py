@@ -15,7 +15,8 @@ from django.utils.translation import gettext as _
 from accounts.models import Organization
 from billing.models import AccountKind, Hold, LedgerTransaction, ProviderBilling, TransactionKind
 from billing.money import quantize_amount
-from billing.services.ledger import ZERO, ledger_post, organization_account, platform_account
+from billing.selectors import wallet_get
+from billing.services.ledger import ZERO, InsufficientFunds, ledger_post, organization_account, platform_account
 from marketplace.core.errors import Conflict, DomainError
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,19 @@ def hold_increase(*, hold_id: int, amount: Decimal, idempotency_key: str) -> Hol
     hold.amount += amount
     hold.save(update_fields=["amount"])
     return hold
+
+
+@transaction.atomic
+def hold_increase_what_can_be(*, hold_id: int, amount: Decimal, idempotency_key: str) -> Hold:
+    """Hold `amount` more, or as much of it as the organization can still spend (funds plus credit line)."""
+    try:
+        return hold_increase(hold_id=hold_id, amount=amount, idempotency_key=idempotency_key)
+    except InsufficientFunds:
+        hold = Hold.objects.select_related("organization").get(pk=hold_id)
+        spendable = quantize_amount(wallet_get(organization=hold.organization).spendable)
+        if spendable <= 0:
+            return hold
+        return hold_increase(hold_id=hold_id, amount=min(amount, spendable), idempotency_key=f"{idempotency_key}:part")
 
 
 @transaction.atomic

@@ -2,7 +2,8 @@
 
 Rounding rule: each rating of a rental charges Σ accelerator-seconds × price per accelerator-hour / 3600,
 rounded half-up to 8 decimal places (the ledger's scale); statements round to the fen only when printed.
-A rating never charges more than the rental's hold covers: the rest is recorded as uncollected.
+A rating charges through the rental's hold; usage beyond it is held first from what the organization can still
+spend, and what even that cannot cover is recorded as uncollected.
 """
 
 import logging
@@ -20,7 +21,7 @@ from django.utils.translation import gettext as _
 from accounts.models import ApiKey, Organization
 from billing.models import UsageCharge, UsageDimension, UsageEvent
 from billing.money import amount_sum, quantize_amount
-from billing.services.holds import hold_capture
+from billing.services.holds import hold_capture, hold_increase_what_can_be
 from marketplace.models import Metering, Rental
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ def rental_rate(*, rental: Rental) -> UsageCharge | None:
     rated = usage_cost(accelerator_seconds=quantity, price_per_accelerator_hour=rental.price_per_accelerator_hour)
     hold = rental.hold
     hold.refresh_from_db()
+    if rated > hold.remaining and hold.status == hold.Status.ACTIVE:
+        # Usage beyond the runway (ticks missed while the worker was down): hold the rest from funds if there are any.
+        key = f"usage-shortfall:{rental.pk}:{totals['end'].isoformat()}"
+        hold = hold_increase_what_can_be(hold_id=hold.pk, amount=rated - hold.remaining, idempotency_key=key)
     amount = min(rated, hold.remaining)
     charge = UsageCharge.objects.create(
         organization_id=rental.organization_id,

@@ -26,8 +26,7 @@ from accounts.services import notification_send
 from billing.models import UsageCharge
 from billing.money import quantize_amount
 from billing.selectors import wallet_get
-from billing.services.holds import hold_increase, hold_place, hold_release
-from billing.services.ledger import InsufficientFunds
+from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place, hold_release
 from billing.services.metering import rental_accrue, rental_commitment_accrue, rental_rate
 from billing.services.payouts import charge_refund
 from billing.services.quotas import (
@@ -467,12 +466,7 @@ def _runway_top_up(*, rental: Rental, moment: datetime) -> None:
     if needed <= 0:
         return
     key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
-    try:
-        hold_increase(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
-    except InsufficientFunds:
-        spendable = quantize_amount(wallet_get(organization=rental.organization).spendable)
-        if spendable > 0:
-            hold_increase(hold_id=rental.hold_id, amount=min(needed, spendable), idempotency_key=f"{key}:partial")
+    hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
     rental.hold.refresh_from_db()
 
 

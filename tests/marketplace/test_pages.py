@@ -204,6 +204,19 @@ def test_seed_demo_gives_the_demo_buyer_test_mode_credit_once(db, settings):
     ]
 
 
+def test_seed_demo_gives_the_demo_buyer_a_rental_history_once(db, settings):
+    from marketplace.models import Rental
+
+    settings.STRIPE_SECRET_KEY, settings.BILLING_TEST_TOPUPS = "", True
+    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", stdout=io.StringIO())
+    rentals = Rental.objects.filter(organization__memberships__user__email="buyer@demo.local").order_by("pk")
+    assert [r.status for r in rentals] == ["completed", "completed", "running"]
+    # billed through the real services: 2 × ¥2.80 × 3 h and 8 × ¥9.80 × 2 h, the running one so far
+    assert [r.charged_amount for r in rentals[:2]] == [Decimal("16.80"), Decimal("156.80")]
+    assert rentals[2].charged_amount > 0 and rentals[2].hold.remaining > 0
+
+
 def test_offering_rows_on_the_list_page_are_escaped(db, client):
     OfferingFactory(name="<script>alert(1)</script> H100")
     page = client.get("/offerings/").content.decode()

@@ -3,18 +3,21 @@
 Idempotent: everything is looked up by a natural key first, so a second run creates nothing.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils.timezone import now
 
 from accounts import services as account_services
 from accounts.models import Organization, ProviderProfile, User
 from billing.selectors import top_up_list
 from billing.services.topups import topup_test_credit, topup_test_mode
 from marketplace.core.regions import Region
-from marketplace.models import AcceleratorModel, ModelService, Offering, ResidencyZone, Site, SiteTier
+from marketplace.models import AcceleratorModel, ModelService, Offering, Rental, ResidencyZone, Site, SiteTier
 from marketplace.services import offerings as catalogue_services
+from marketplace.services import rentals as rental_services
 
 DEMO_PASSWORD = "demo-pass-2026"
 DEMO_BUYER_CREDIT = Decimal("5000.00")  # a test-mode top-up, only where test-mode top-ups are allowed (DEBUG)
@@ -70,6 +73,13 @@ MODEL_SERVICES = [
     ("west", "deepseek-v3", "DeepSeek V3", "deepseek", "chat", 65536, 8192, "fp8", "0.002", "0.008", ResidencyZone.CN_SOUTHWEST),
     ("edge", "glm-4-9b-chat", "GLM-4 9B Chat", "glm-4", "chat", 131072, 4096, "bf16", "0.0006", "0.0006", ResidencyZone.CN_SOUTH),
 ]  # fmt: skip
+# The demo buyer's rentals: site, accelerator, accelerators, hours ago it started, hours it ran (None: running).
+# The running one is billed by the worker from the moment `make run` starts, like any rental.
+DEMO_RENTALS = [
+    ("cd-mobile", "nvidia-rtx-4090", 2, 30, 3),
+    ("gz-guian", "nvidia-a100-80gb", 8, 6, 2),
+    ("nx-zhongwei", "nvidia-l40s", 4, 1, None),
+]
 # The gateway issue ships the demo upstream; until it does, demo model services stay paused.
 DEMO_UPSTREAM = "http://127.0.0.1:8001/v1"
 
@@ -183,4 +193,24 @@ class Command(BaseCommand):
             )  # fmt: skip
             catalogue_services.model_service_set_status(model_service_id=service.pk, status="paused", actor=owner)
             created += 1
+
+        if topup_test_mode() and not Rental.objects.filter(organization=buyer_organization).exists():
+            created += self._seed_rentals(buyer_organization, users["buyer"])
         return created
+
+    def _seed_rentals(self, organization: Organization, buyer: User) -> int:
+        """A rental history through the real services (admission, provisioning, metering, stop) at past moments."""
+        moment = now()
+        for site_slug, accelerator_slug, accelerators, started_hours_ago, ran_hours in DEMO_RENTALS:
+            offering = Offering.objects.get(site__slug=site_slug, accelerator__slug=accelerator_slug)
+            start = moment - timedelta(hours=started_hours_ago)
+            order = rental_services.RentalRequest(offering_id=offering.pk, accelerators=accelerators)
+            rental = rental_services.rental_create(
+                organization=organization, request=order, created_by=buyer, moment=start
+            )
+            rental_services.rental_provision(rental_id=rental.pk, moment=start)
+            if ran_hours is None:
+                rental_services.rental_settle(rental_id=rental.pk, moment=moment)
+            else:
+                rental_services.rental_stop(rental_id=rental.pk, actor=buyer, moment=start + timedelta(hours=ran_hours))
+        return len(DEMO_RENTALS)

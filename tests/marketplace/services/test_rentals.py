@@ -185,6 +185,20 @@ def test_settling_twice_at_the_same_moment_changes_nothing_more(buyer, offering)
     assert UsageCharge.objects.get(rental=rental).amount == Decimal("0.61")
 
 
+def test_usage_past_the_runway_after_missed_ticks_is_charged_from_funds_then_left_uncollected(offering):
+    # given: ¥100 and a rental whose one-hour runway (¥36) was the last thing held; no tick ran for 4 hours
+    organization = OrganizationFactory()
+    fund(organization, "100.00")
+    rental = running(organization, offering)
+    # when: it is stopped 4 hours later (¥144 of usage)
+    services.rental_stop(rental_id=rental.pk, moment=T0 + timedelta(hours=4))
+    # then: the hold grew by what the wallet could still spend; only the rest is uncollected
+    rental.refresh_from_db()
+    assert rental.charged_amount == Decimal("100.00")
+    assert rental.uncollected_amount == Decimal("44.00")
+    assert wallet_get(organization=organization).available == 0
+
+
 def test_stop_charges_up_to_now_releases_hold_nodes_and_quota(buyer, offering):
     rental = running(buyer, offering)
 
