@@ -1,8 +1,10 @@
 """Rentals: admission (capacity, quota and funds in one transaction), the lifecycle, and settling usage.
 
-Lock order, everywhere: the rental row, then the offering row, then the quota row, then holds and ledger
-accounts (inside the billing services). Admission takes the offering and quota with one conditional UPDATE
-each, so the check and the write are one statement and parallel admissions cannot oversell.
+Lock order, everywhere: the rental row, then the quota row, then holds and ledger accounts (inside the billing
+services), then the offering row last. The offering is the row every buyer of a popular offering contends for,
+so it is locked by the transaction's last statement and held only until the commit. Admission takes the quota
+and the nodes with one conditional UPDATE each, so the check and the write are one statement and parallel
+admissions cannot oversell; a failed nodes update rolls the whole admission back.
 
 Billed states: only `running`. Pending, provisioning, suspended and every ended state cost nothing; a reserved
 term is the exception that proves it: stopping it early charges the rest of the term it committed to.
@@ -179,6 +181,26 @@ def _specs_snapshot(offering: Offering) -> dict:
     }
 
 
+def _capacity_exhausted(*, offering_id: int, nodes: int):
+    free = Offering.objects.filter(pk=offering_id).values_list("capacity_nodes", "rented_nodes").first()
+    raise CapacityExhausted(
+        _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.")
+        % {"free": free[0] - free[1], "wanted": nodes},
+        free_nodes=free[0] - free[1],
+        requested_nodes=nodes,
+    )
+
+
+def _nodes_take(*, offering_id: int, nodes: int) -> None:
+    """Take the nodes with one conditional UPDATE, as the admission's last statement: the offering row is locked
+    from here to the commit only. Raises CapacityExhausted, which rolls the whole admission back."""
+    taken = Offering.objects.filter(
+        pk=offering_id, status=Offering.Status.PUBLISHED, rented_nodes__lte=F("capacity_nodes") - nodes
+    ).update(rented_nodes=F("rented_nodes") + nodes)
+    if not taken:
+        _capacity_exhausted(offering_id=offering_id, nodes=nodes)
+
+
 @transaction.atomic
 def rental_create(
     *,
@@ -205,17 +227,8 @@ def rental_create(
         raise NotFound(_("No published offering with that id."), code="offering_not_found")
     starts_at, hours = _validate_request(request=request, offering=offering, moment=moment)
     estimate = offering_price(offering=offering, accelerators=request.accelerators, hours=hours or 1, mode=request.mode)
-    taken = Offering.objects.filter(
-        pk=offering.pk, status=Offering.Status.PUBLISHED, rented_nodes__lte=F("capacity_nodes") - estimate.nodes
-    ).update(rented_nodes=F("rented_nodes") + estimate.nodes)
-    if not taken:
-        free = Offering.objects.filter(pk=offering.pk).values_list("capacity_nodes", "rented_nodes").first()
-        raise CapacityExhausted(
-            _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.")
-            % {"free": free[0] - free[1], "wanted": estimate.nodes},
-            free_nodes=free[0] - free[1],
-            requested_nodes=estimate.nodes,
-        )
+    if offering.free_nodes < estimate.nodes:  # as read: refuse early without writing; the real check is last
+        _capacity_exhausted(offering_id=offering.pk, nodes=estimate.nodes)
     quota_accelerators_take(organization_id=organization.pk, accelerators=estimate.accelerators)
     rental = Rental(
         organization=organization,
@@ -254,6 +267,7 @@ def rental_create(
         description=_("Rental #%(id)d: %(name)s") % {"id": rental.pk, "name": offering.name},
     )
     rental.save(update_fields=["hold"])
+    _nodes_take(offering_id=offering.pk, nodes=estimate.nodes)
     if starts_at <= moment:
         from marketplace.tasks import rental_provision_task
 
@@ -288,9 +302,9 @@ def rental_provision(*, rental_id: int, moment: datetime | None = None) -> Renta
 # --- Ending ---
 
 
-def _release_nodes(rental: Rental) -> None:
+def _nodes_release(rental: Rental) -> None:
+    """The last statement of an ending rental's transaction (lock order: the offering row last)."""
     Offering.objects.filter(pk=rental.offering_id).update(rented_nodes=F("rented_nodes") - rental.nodes)
-    quota_accelerators_release(organization_id=rental.organization_id, accelerators=rental.accelerators)
 
 
 def _rental_end(*, rental: Rental, to: Rental.Status, moment: datetime, reason: str, actor: User | None) -> None:
@@ -301,9 +315,10 @@ def _rental_end(*, rental: Rental, to: Rental.Status, moment: datetime, reason: 
         rental_commitment_accrue(rental=rental, moment=moment)
     rental.ended_at = moment
     rental.save(update_fields=["ended_at"])
-    _release_nodes(rental)
+    quota_accelerators_release(organization_id=rental.organization_id, accelerators=rental.accelerators)
     rental_rate(rental=rental)
     hold_release(hold_id=rental.hold_id)
+    _nodes_release(rental)
 
 
 @transaction.atomic

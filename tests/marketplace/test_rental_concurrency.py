@@ -81,6 +81,37 @@ def test_concurrent_rentals_never_spend_past_funds_plus_credit_line(require_post
     assert quota_get(organization_id=buyer.pk).accelerators_in_use == 3
 
 
+def test_admissions_and_stops_racing_on_one_offering_and_one_wallet_never_deadlock(require_postgres):
+    # given: one buyer with 6 running rentals on an offering; both paths lock quota, wallet and offering rows
+    offering = OfferingFactory(accelerators_per_node=1, capacity_nodes=20, on_demand_price=PRICE)
+    buyer = OrganizationFactory()
+    fund(buyer, "10000.00")
+    started = now() - timedelta(minutes=5)
+    running = []
+    for _ in range(6):
+        rental = services.rental_create(
+            organization=buyer, request=services.RentalRequest(offering_id=offering.pk, accelerators=1), moment=started
+        )
+        running.append(services.rental_provision(rental_id=rental.pk, moment=started).pk)
+
+    def admit_or_stop(index: int) -> str:
+        if index % 2:
+            services.rental_stop(rental_id=running[index // 2])
+            return "stopped"
+        order = services.RentalRequest(offering_id=offering.pk, accelerators=1)
+        services.rental_create(organization=buyer, request=order)
+        return "admitted"
+
+    # when: 6 admissions and 6 stops at once (a deadlock would surface as an error in a thread)
+    outcomes = race(12, admit_or_stop)
+    # then
+    assert sorted(outcomes) == ["admitted"] * 6 + ["stopped"] * 6
+    offering.refresh_from_db()
+    assert offering.rented_nodes == 6
+    assert quota_get(organization_id=buyer.pk).accelerators_in_use == 6
+    assert sum(Posting.objects.values_list("amount", flat=True)) == 0
+
+
 @pytest.fixture
 def reported_rental(require_postgres):
     offering = OfferingFactory(accelerators_per_node=1, on_demand_price=PRICE, metering=Metering.REPORTED)

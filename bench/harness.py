@@ -1,0 +1,108 @@
+"""What every bench shares: a fresh database, Django on it, COPY, a gunicorn server, its CPU time, logging."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = url.replace(parts.path, "/postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["CACHE_URL"] = "locmem://"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    import django
+
+    django.setup()
+
+
+def copy_rows(table: str, columns: list[str], rows) -> int:
+    from django.db import connection
+
+    count = 0
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(url: str, workers: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "CACHE_URL": "locmem://", "DJANGO_SETTINGS_MODULE": "bench.settings"}
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    server = subprocess.Popen(
+        [gunicorn, "marketplace.wsgi:application", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)  # noqa: S310 - loopback only
+            return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("gunicorn did not start")
+
+
+def worker_cpu_seconds(master_pid: int) -> float:
+    children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (FileNotFoundError, IndexError):
+            continue
+    return total / TICKS
+
+
+def run_wrk(
+    url: str, duration: float, headers: dict[str, str], server_pid: int, connections: int = 8, script: str = ""
+) -> tuple[float, float]:
+    """Requests per second and server CPU milliseconds per request; wrk pinned to core 0."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if script:
+        command += ["-s", script]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0", *command]
+    cpu_before = worker_cpu_seconds(server_pid)
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    cpu = worker_cpu_seconds(server_pid) - cpu_before
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    total = int(re.search(r"(\d+) requests in", output).group(1))
+    if "Non-2xx" in output:
+        raise RuntimeError(f"non-2xx answers from {url}:\n{output}")
+    return rps, 1000 * cpu / max(total, 1)
