@@ -111,11 +111,11 @@ def start_worker(broker_url: str, queue: str, log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition, timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}; the worker's log ends:\n{log.read_text()[-3000:]}")
         time.sleep(0.02)
 
 
@@ -135,7 +135,7 @@ def test_metering_killed_mid_run_then_restarted_leaves_the_ledger_of_one_clean_r
     clean_ids = rentals_running_since(start, "clean")
     total = len(killed_ids)
     queue = f"metering-crash-{uuid.uuid4().hex[:8]}"
-    sender = Celery(broker=broker_url)
+    sender = Celery(broker=broker_url, set_as_current=False)  # the project's app stays the current one
     log = tmp_path / "worker.log"
 
     # the clean run: one settlement of every twin up to the tick's moment
@@ -145,12 +145,14 @@ def test_metering_killed_mid_run_then_restarted_leaves_the_ledger_of_one_clean_r
     # when: the tick's batches go to a real worker, which is killed with SIGKILL once it has settled some
     worker = start_worker(broker_url, queue, log)
     try:
-        for first in range(0, total, BATCH):
-            sender.send_task(
-                "marketplace.rental_settle_batch", args=[killed_ids[first : first + BATCH], moment.isoformat()],
-                queue=queue,
-            )  # fmt: skip
-        wait_for(lambda: settled(killed_ids, moment) >= BATCH + 2, 90, "the worker to settle some rentals")
+        # An explicit connection: Celery prefers a CELERY_BROKER_URL in the environment (CI sets one) to its argument.
+        with Connection(broker_url) as broker:
+            for first in range(0, total, BATCH):
+                sender.send_task(
+                    "marketplace.rental_settle_batch", args=[killed_ids[first : first + BATCH], moment.isoformat()],
+                    queue=queue, connection=broker,
+                )  # fmt: skip
+        wait_for(lambda: settled(killed_ids, moment) >= BATCH + 2, 90, "the worker to settle some rentals", log)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         at_kill = settled(killed_ids, moment)
@@ -163,7 +165,7 @@ def test_metering_killed_mid_run_then_restarted_leaves_the_ledger_of_one_clean_r
 
         # then: a restarted worker gets the interrupted batch back and finishes the run
         worker = start_worker(broker_url, queue, log)
-        wait_for(lambda: settled(killed_ids, moment) == total, 120, "the restarted worker to finish the run")
+        wait_for(lambda: settled(killed_ids, moment) == total, 120, "the restarted worker to finish the run", log)
         time.sleep(1)  # a duplicate delivery, if any, would land now
     finally:
         worker.kill()
