@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NoReturn
 
 from django.conf import settings
 from django.db import transaction
@@ -69,20 +70,22 @@ class RentalRequest:
 # --- Transitions ---
 
 
-def _source_text(reason: str) -> str:
-    """A lazy (platform) reason as its untranslated source text; a plain string as it is."""
+def _transition_record(
+    *, rental: Rental, from_status: str, to: str, moment: datetime, reason: str, actor: User | None
+) -> None:
+    """Record a transition. A lazy (platform) reason is stored as its untranslated source text, so each reader
+    sees it in their own language (the timeline translates it); a provider's own words are stored as written."""
     with override(None):
-        return str(reason)[:255]
+        reason = str(reason)[:255]
+    RentalTransition.objects.create(
+        rental=rental, from_status=from_status, to_status=to, reason=reason, actor=actor, at=moment
+    )
 
 
 def _rental_transition(
     *, rental: Rental, to: Rental.Status, moment: datetime, reason: str = "", actor: User | None = None
 ) -> bool:
-    """The one path that changes a rental's status; the caller holds the row lock. False: already there.
-
-    The platform's reasons come lazy and are stored as their source text, so each reader sees them in their own
-    language (the timeline translates them); a provider's own words are stored as written.
-    """
+    """The one path that changes a rental's status; the caller holds the row lock. False: already there."""
     if rental.status == to:
         return False
     if to not in Rental.TRANSITIONS.get(rental.status, set()):
@@ -92,9 +95,7 @@ def _rental_transition(
             current=rental.status,
             target=to,
         )
-    RentalTransition.objects.create(
-        rental=rental, from_status=rental.status, to_status=to, reason=_source_text(reason), actor=actor, at=moment
-    )
+    _transition_record(rental=rental, from_status=rental.status, to=to, moment=moment, reason=reason, actor=actor)
     rental.status, rental.status_changed_at = to, moment
     rental.save(update_fields=["status", "status_changed_at", "updated_at"])
     return True
@@ -181,7 +182,7 @@ def _specs_snapshot(offering: Offering) -> dict:
     }
 
 
-def _capacity_exhausted(*, offering_id: int, nodes: int):
+def _capacity_exhausted(*, offering_id: int, nodes: int) -> NoReturn:
     free = Offering.objects.filter(pk=offering_id).values_list("capacity_nodes", "rented_nodes").first()
     raise CapacityExhausted(
         _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.")
@@ -251,14 +252,10 @@ def rental_create(
     hold_amount = _admission_hold_amount(rental=rental, hours=hours)
     spend_limits_check(organization_id=organization.pk, api_key=api_key, amount=hold_amount, moment=moment)
     rental.save()
-    RentalTransition.objects.create(
-        rental=rental,
-        from_status="",
-        to_status=Rental.Status.PENDING,
-        reason=_source_text(gettext_lazy("Ordered")),
+    _transition_record(
+        rental=rental, from_status="", to=Rental.Status.PENDING, moment=moment, reason=gettext_lazy("Ordered"),
         actor=created_by,
-        at=moment,
-    )
+    )  # fmt: skip
     rental.hold = hold_place(
         organization=organization,
         amount=hold_amount,
