@@ -41,6 +41,19 @@ def require_postgres(db):
         skip_or_fail("postgres", "needs PostgreSQL for real parallel connections; set DATABASE_URL=postgres://…")
 
 
+@pytest.fixture(params=["one_statement", "step_by_step"])
+def admission_path(request, db, monkeypatch):
+    """Run a rental admission test through both of the service's paths: the guarded single statement
+    (PostgreSQL) and the transaction of ORM statements (other databases), so that both keep one contract."""
+    from marketplace.services import rentals
+
+    if request.param == "one_statement" and connection.vendor != "postgresql":
+        skip_or_fail("postgres", "the single-statement admission needs PostgreSQL; set DATABASE_URL=postgres://…")
+    writer = {"one_statement": rentals._admit_in_one_statement, "step_by_step": rentals._admit_step_by_step}
+    monkeypatch.setattr(rentals, "_admission_writer", lambda: writer[request.param])
+    return request.param
+
+
 @pytest.fixture
 def organization(db):
     return OrganizationFactory()

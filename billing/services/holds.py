@@ -16,8 +16,16 @@ from accounts.models import Organization
 from billing.models import AccountKind, Hold, LedgerTransaction, ProviderBilling, TransactionKind
 from billing.money import quantize_amount
 from billing.selectors import wallet_get
-from billing.services.ledger import ZERO, InsufficientFunds, ledger_post, organization_account, platform_account
+from billing.services.ledger import (
+    ZERO,
+    InsufficientFunds,
+    insufficient_funds,
+    ledger_post,
+    organization_account,
+    platform_account,
+)
 from marketplace.core.errors import Conflict, DomainError
+from marketplace.core.guarded import GuardedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +101,55 @@ def hold_place(
         return Hold.objects.get(idempotency_key=idempotency_key, organization=organization)
     _hold_move(hold=hold, amount=amount, idempotency_key=f"hold:{hold.pk}", kind=TransactionKind.HOLD)
     return hold
+
+
+def hold_place_in(statement: GuardedStatement, *, hold: Hold) -> str:
+    """Add placing `hold` (unsaved) to a guarded statement: the hold, its ledger transaction, both balance updates
+    and both postings that `hold_place` writes, in the statement's one round trip. Returns SQL for the new hold's
+    key. Its check locks the organization's available and held accounts in key order and fails when the debit
+    would take available funds below their floor, or when an account is missing (see `hold_refusal`)."""
+    _positive(hold.amount, _("amount to hold"))
+    statement.check(
+        "funds",
+        """SELECT id, kind FROM billing_ledgeraccount
+           WHERE organization_id = %s AND currency = %s AND kind IN (%s, %s) AND {guard}
+             AND (kind = %s OR minimum_balance IS NULL OR balance - %s >= minimum_balance)
+           ORDER BY id FOR UPDATE""",
+        [hold.organization_id, settings.PLATFORM_CURRENCY, AccountKind.AVAILABLE, AccountKind.HELD, AccountKind.HELD,
+         hold.amount],
+        passed="(SELECT count(*) FROM funds) = 2",
+    )  # fmt: skip
+    statement.insert("hold", hold, returning="id")
+    move = LedgerTransaction(
+        kind=TransactionKind.HOLD, memo=hold.description, organization_id=hold.organization_id, reference=hold.reference
+    )
+    statement.insert(
+        "hold_transaction", move, expressions={"idempotency_key": "(SELECT 'hold:' || id FROM hold)"}, returning="id"
+    )
+    moved = [AccountKind.AVAILABLE, hold.amount, hold.amount]  # available funds go down, held funds up
+    statement.write(
+        "hold_balances",
+        """UPDATE billing_ledgeraccount SET balance = balance + CASE kind WHEN %s THEN -%s ELSE %s::numeric END
+           WHERE id IN (SELECT id FROM funds) AND {guard}""",
+        moved,
+    )
+    statement.write(
+        "hold_postings",
+        """INSERT INTO billing_posting (transaction_id, account_id, amount)
+           SELECT hold_transaction.id, funds.id, CASE funds.kind WHEN %s THEN -%s ELSE %s::numeric END
+           FROM hold_transaction, funds WHERE {guard}""",
+        moved,
+    )
+    return "(SELECT id FROM hold)"
+
+
+def hold_refusal(*, organization_id: int, amount: Decimal) -> None:
+    """Why `hold_place_in`'s check failed: raises InsufficientFunds with how much is missing; returns when the
+    accounts were only missing (opened now, so the statement can run again)."""
+    available = organization_account(organization_id=organization_id, kind=AccountKind.AVAILABLE)
+    organization_account(organization_id=organization_id, kind=AccountKind.HELD)
+    if available.minimum_balance is not None and available.balance - amount < available.minimum_balance:
+        raise insufficient_funds(available.minimum_balance - (available.balance - amount))
 
 
 @transaction.atomic

@@ -51,6 +51,15 @@ def _missing_amount(account_id: int, debit: Decimal) -> Decimal:
     return (account.minimum_balance or ZERO) - (account.balance + debit)
 
 
+def insufficient_funds(missing: Decimal) -> InsufficientFunds:
+    return InsufficientFunds(
+        _("Insufficient funds: %(missing)s %(currency)s more is needed.")
+        % {"missing": f"{missing:.2f}", "currency": settings.PLATFORM_CURRENCY},
+        missing=str(missing),
+        currency=settings.PLATFORM_CURRENCY,
+    )
+
+
 @transaction.atomic
 def ledger_post(
     *,
@@ -97,13 +106,7 @@ def ledger_post(
             floor = F("minimum_balance") - amount - HALF_QUANTUM
             target = target.filter(Q(minimum_balance__isnull=True) | Q(balance__gte=floor))
         if not target.update(balance=F("balance") + amount):
-            missing = _missing_amount(account_id, amount)
-            raise InsufficientFunds(
-                _("Insufficient funds: %(missing)s %(currency)s more is needed.")
-                % {"missing": f"{missing:.2f}", "currency": settings.PLATFORM_CURRENCY},
-                missing=str(missing),
-                currency=settings.PLATFORM_CURRENCY,
-            )
+            raise insufficient_funds(_missing_amount(account_id, amount))
     Posting.objects.bulk_create(
         Posting(transaction=txn, account_id=account_id, amount=amount) for account_id, amount in by_account.items()
     )

@@ -22,6 +22,7 @@ from billing.models import OrganizationQuota, SpendAlert, UsageCharge
 from billing.money import amount_sum, quantize_amount
 from billing.services.statements import day_start, month_after
 from marketplace.core.errors import DomainError
+from marketplace.core.guarded import GuardedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,18 @@ def period_bounds(moment: datetime) -> tuple[datetime, datetime]:
     return day_start(first), day_start(month_after(first))
 
 
+def _concurrency_exceeded(*, quota: OrganizationQuota, accelerators: int) -> ConcurrencyQuotaExceeded:
+    return ConcurrencyQuotaExceeded(
+        _("This would use %(want)d accelerators at once; the limit is %(limit)d and %(used)d are in use.")
+        % {"want": quota.accelerators_in_use + accelerators, "limit": quota.max_concurrent_accelerators,
+           "used": quota.accelerators_in_use},
+        limit="max_concurrent_accelerators",
+        current=quota.accelerators_in_use,
+        maximum=quota.max_concurrent_accelerators,
+        resets_at=None,
+    )  # fmt: skip
+
+
 def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
     """Count `accelerators` against the concurrency limit, or raise QuotaExceeded (403). One conditional
     UPDATE: parallel admissions cannot pass the limit together."""
@@ -67,15 +80,58 @@ def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
     ).update(accelerators_in_use=F("accelerators_in_use") + accelerators)
     if not taken:
         quota.refresh_from_db()
-        raise ConcurrencyQuotaExceeded(
-            _("This would use %(want)d accelerators at once; the limit is %(limit)d and %(used)d are in use.")
-            % {"want": quota.accelerators_in_use + accelerators, "limit": quota.max_concurrent_accelerators,
-               "used": quota.accelerators_in_use},
-            limit="max_concurrent_accelerators",
-            current=quota.accelerators_in_use,
-            maximum=quota.max_concurrent_accelerators,
-            resets_at=None,
-        )  # fmt: skip
+        raise _concurrency_exceeded(quota=quota, accelerators=accelerators)
+
+
+# The quota row, if its concurrency limit fits the accelerators and this month's charges plus the amount fit its
+# monthly cap. Parameters: organization, accelerators, organization, month start, month end, amount.
+QUOTA_CHECK_SQL = """SELECT q.id FROM billing_organizationquota q
+    WHERE q.organization_id = %s AND q.accelerators_in_use <= q.max_concurrent_accelerators - %s
+      AND (q.monthly_spend_cap IS NULL
+           OR (SELECT coalesce(sum(c.amount), 0) FROM billing_usagecharge c
+               WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s) + %s
+              <= q.monthly_spend_cap)"""
+# And the same for one API key's charges and limit. Parameters: organization, start, end, key, amount, limit.
+API_KEY_LIMIT_SQL = """ AND (SELECT coalesce(sum(c.amount), 0) FROM billing_usagecharge c
+    WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s AND c.api_key_id = %s) + %s <= %s"""
+
+
+def quota_take_in(
+    statement: GuardedStatement,
+    *,
+    organization_id: int,
+    accelerators: int,
+    amount: Decimal,
+    api_key: ApiKey | None,
+    moment: datetime,
+) -> None:
+    """Add the organization's limits to a guarded statement: its check locks the quota row and passes when the
+    accelerators fit the concurrency limit and spending `amount` more keeps this month within the organization's
+    cap and the API key's limit (as `quota_accelerators_take` and `spend_limits_check`); its write counts the
+    accelerators. The check fails when the quota row is missing too (see `quota_refusal`)."""
+    start, end = period_bounds(moment)
+    sql, params = QUOTA_CHECK_SQL, [organization_id, accelerators, organization_id, start, end, amount]
+    if api_key is not None and api_key.monthly_spend_limit is not None:
+        sql += API_KEY_LIMIT_SQL
+        params += [organization_id, start, end, api_key.pk, amount, api_key.monthly_spend_limit]
+    statement.check("quota", sql + " AND {guard} FOR UPDATE OF q", params)
+    statement.write(
+        "quota_take",
+        """UPDATE billing_organizationquota SET accelerators_in_use = accelerators_in_use + %s
+           WHERE id IN (SELECT id FROM quota) AND {guard}""",
+        [accelerators],
+    )
+
+
+def quota_refusal(
+    *, organization_id: int, accelerators: int, amount: Decimal, api_key: ApiKey | None, moment: datetime
+) -> None:
+    """Why `quota_take_in`'s check failed: raises the QuotaExceeded of the limit that refuses; returns when the
+    quota row was only missing (opened now with the defaults, so the statement can run again)."""
+    quota = quota_get(organization_id=organization_id)
+    if quota.accelerators_in_use + accelerators > quota.max_concurrent_accelerators:
+        raise _concurrency_exceeded(quota=quota, accelerators=accelerators)
+    spend_limits_check(organization_id=organization_id, api_key=api_key, amount=amount, moment=moment)
 
 
 def quota_accelerators_release(*, organization_id: int, accelerators: int) -> None:

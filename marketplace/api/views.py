@@ -267,7 +267,8 @@ class RentalViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.R
         rental = rental_services.rental_create(
             organization=self.organization, request=order, created_by=request.user, api_key=api_key
         )
-        return Response(self._detail(rental.pk), status=status.HTTP_201_CREATED)
+        # The admitted rental as written (its hold included): no need to read it back.
+        return Response(serializers.RentalDetailSerializer(rental).data, status=status.HTTP_201_CREATED)
 
     def _detail(self, pk: int) -> dict:
         return serializers.RentalDetailSerializer(self.get_queryset().prefetch_related("transitions").get(pk=pk)).data

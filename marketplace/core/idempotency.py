@@ -9,10 +9,10 @@ import functools
 import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -32,6 +32,24 @@ def request_fingerprint(*, method: str, path: str, body: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _claim(*, organization: Organization, key: str, fingerprint: str, moment: datetime) -> IdempotencyRecord | None:
+    """Insert the key's record; None if the key is taken. One statement (no savepoint), so a taken key does not
+    disturb a transaction around it."""
+    record = IdempotencyRecord(organization=organization, key=key, request_fingerprint=fingerprint, locked_at=moment,
+                               created_at=moment)  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO accounts_idempotencyrecord (organization_id, key, request_fingerprint, locked_at, created_at)
+               VALUES (%s, %s, %s, %s, %s) ON CONFLICT (organization_id, key) DO NOTHING RETURNING id""",
+            [organization.pk, key, fingerprint, moment, moment],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    record.pk, record._state.adding = row[0], False
+    return record
+
+
 def idempotency_begin(*, organization: Organization, key: str, fingerprint: str) -> IdempotencyRecord:
     """Claim the key, or return its finished record to replay. Raises Unprocessable or Conflict."""
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -40,16 +58,14 @@ def idempotency_begin(*, organization: Organization, key: str, fingerprint: str)
             code="invalid_idempotency_key",
         )
     moment = now()
-    IdempotencyRecord.objects.filter(
-        organization=organization, key=key, created_at__lt=moment - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-    ).delete()
-    try:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(
-                organization=organization, key=key, request_fingerprint=fingerprint, locked_at=moment
-            )
-    except IntegrityError:
-        pass
+    claimed = _claim(organization=organization, key=key, fingerprint=fingerprint, moment=moment)
+    if claimed is not None:
+        return claimed
+    expired_before = moment - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    if IdempotencyRecord.objects.filter(organization=organization, key=key, created_at__lt=expired_before).delete()[0]:
+        claimed = _claim(organization=organization, key=key, fingerprint=fingerprint, moment=moment)
+        if claimed is not None:  # the key had expired (the purge had not run yet): it is new again
+            return claimed
     record = IdempotencyRecord.objects.filter(organization=organization, key=key).first()
     if record is None:  # the holder abandoned it a moment ago
         raise Conflict(

@@ -14,20 +14,24 @@ from django.db import connections
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
+INTEGER_PLACEHOLDER = -(2**63) + 1  # no key is this small
+
 
 class PreparedQuery:
     """`PreparedQuery(lambda prefix: ApiKey.objects.filter(prefix=prefix)[:1], "prefix")`, then `.run(prefix=…)`.
 
-    The builder's parameters must reach the SQL unchanged (exact lookups on text or integer columns).
+    The builder's parameters must reach the SQL unchanged (exact lookups on text or integer columns); those
+    compared with an integer column are named in `integers`.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], *names: str) -> None:
-        self.build, self.names = build, names
+    def __init__(self, build: Callable[..., QuerySet], *names: str, integers: tuple[str, ...] = ()) -> None:
+        self.build, self.names, self.integers = build, names, integers
         self._compiled: dict[str, tuple] = {}  # per database alias
         self._lock = threading.Lock()
 
     def _compile(self, alias: str) -> tuple:
         placeholders = {name: f"\x00prepared:{name}\x00" for name in self.names}
+        placeholders |= {name: INTEGER_PLACEHOLDER + index for index, name in enumerate(self.integers)}
         queryset = self.build(**placeholders)
         compiler = queryset.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()

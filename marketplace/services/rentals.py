@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import NoReturn
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.urls import reverse
 from django.utils.timezone import now
@@ -26,20 +26,31 @@ from django.utils.translation import gettext_lazy, override
 
 from accounts.models import ApiKey, Organization, User
 from accounts.services import notification_send
-from billing.models import UsageCharge
+from billing.models import Hold, UsageCharge
 from billing.money import quantize_amount
 from billing.selectors import wallet_get
-from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place, hold_release
+from billing.services.holds import (
+    hold_increase,
+    hold_increase_what_can_be,
+    hold_place,
+    hold_place_in,
+    hold_refusal,
+    hold_release,
+)
 from billing.services.metering import rental_accrue, rental_commitment_accrue, rental_rate
 from billing.services.payouts import charge_refund
 from billing.services.quotas import (
     over_spend_limits,
     quota_accelerators_release,
     quota_accelerators_take,
+    quota_refusal,
+    quota_take_in,
     spend_alerts_send,
     spend_limits_check,
 )
 from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessable
+from marketplace.core.guarded import GuardedStatement
+from marketplace.core.queries import PreparedQuery
 from marketplace.models import Offering, Rental, RentalTransition
 from marketplace.services.placement import offering_price
 
@@ -47,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 START_TOLERANCE = timedelta(minutes=1)  # a start "now" computed on the client may be a moment in the past
+ADMISSION_ATTEMPTS = 3  # a check whose row was missing (opened on first use) or was freed meanwhile runs again
 
 
 class CapacityExhausted(Conflict):
@@ -70,16 +82,14 @@ class RentalRequest:
 # --- Transitions ---
 
 
-def _transition_record(
+def _transition_new(
     *, rental: Rental, from_status: str, to: str, moment: datetime, reason: str, actor: User | None
-) -> None:
-    """Record a transition. A lazy (platform) reason is stored as its untranslated source text, so each reader
+) -> RentalTransition:
+    """A transition to record. A lazy (platform) reason is stored as its untranslated source text, so each reader
     sees it in their own language (the timeline translates it); a provider's own words are stored as written."""
     with override(None):
         reason = str(reason)[:255]
-    RentalTransition.objects.create(
-        rental=rental, from_status=from_status, to_status=to, reason=reason, actor=actor, at=moment
-    )
+    return RentalTransition(rental=rental, from_status=from_status, to_status=to, reason=reason, actor=actor, at=moment)
 
 
 def _rental_transition(
@@ -95,7 +105,7 @@ def _rental_transition(
             current=rental.status,
             target=to,
         )
-    _transition_record(rental=rental, from_status=rental.status, to=to, moment=moment, reason=reason, actor=actor)
+    _transition_new(rental=rental, from_status=rental.status, to=to, moment=moment, reason=reason, actor=actor).save()
     rental.status, rental.status_changed_at = to, moment
     rental.save(update_fields=["status", "status_changed_at", "updated_at"])
     return True
@@ -192,6 +202,16 @@ def _capacity_exhausted(*, offering_id: int, nodes: int) -> NoReturn:
     )
 
 
+def _nodes_refusal(*, offering_id: int, nodes: int) -> None:
+    """Why the nodes check failed: the offering was withdrawn, or too few nodes are free; returns when enough are
+    free again (the statement can run again)."""
+    offering = Offering.objects.filter(pk=offering_id).values("status", "capacity_nodes", "rented_nodes").first()
+    if offering["status"] != Offering.Status.PUBLISHED:
+        raise NotFound(_("No published offering with that id."), code="offering_not_found")
+    if offering["capacity_nodes"] - offering["rented_nodes"] < nodes:
+        _capacity_exhausted(offering_id=offering_id, nodes=nodes)
+
+
 def _nodes_take(*, offering_id: int, nodes: int) -> None:
     """Take the nodes with one conditional UPDATE, as the admission's last statement: the offering row is locked
     from here to the commit only. Raises CapacityExhausted, which rolls the whole admission back."""
@@ -202,7 +222,15 @@ def _nodes_take(*, offering_id: int, nodes: int) -> None:
         _capacity_exhausted(offering_id=offering_id, nodes=nodes)
 
 
-@transaction.atomic
+# Every admission reads its offering: compiled once per process (see PreparedQuery).
+_published_offering = PreparedQuery(
+    lambda pk: Offering.objects.select_related("site", "accelerator", "provider").filter(
+        pk=pk, status=Offering.Status.PUBLISHED
+    )[:1],
+    integers=("pk",),
+)
+
+
 def rental_create(
     *,
     organization: Organization,
@@ -219,18 +247,13 @@ def rental_create(
     crowded out by the time it starts.
     """
     moment = moment or now()
-    offering = (
-        Offering.objects.select_related("site", "accelerator", "provider")
-        .filter(pk=request.offering_id, status=Offering.Status.PUBLISHED)
-        .first()
-    )
+    offering = next(iter(_published_offering.run(pk=request.offering_id)), None)
     if offering is None:
         raise NotFound(_("No published offering with that id."), code="offering_not_found")
     starts_at, hours = _validate_request(request=request, offering=offering, moment=moment)
     estimate = offering_price(offering=offering, accelerators=request.accelerators, hours=hours or 1, mode=request.mode)
-    if offering.free_nodes < estimate.nodes:  # as read: refuse early without writing; the real check is last
+    if offering.free_nodes < estimate.nodes:  # as read: refuse early without writing; the real check comes later
         _capacity_exhausted(offering_id=offering.pk, nodes=estimate.nodes)
-    quota_accelerators_take(organization_id=organization.pk, accelerators=estimate.accelerators)
     rental = Rental(
         organization=organization,
         offering=offering,
@@ -250,21 +273,7 @@ def rental_create(
         status_changed_at=moment,
     )
     hold_amount = _admission_hold_amount(rental=rental, hours=hours)
-    spend_limits_check(organization_id=organization.pk, api_key=api_key, amount=hold_amount, moment=moment)
-    rental.save()
-    _transition_record(
-        rental=rental, from_status="", to=Rental.Status.PENDING, moment=moment, reason=gettext_lazy("Ordered"),
-        actor=created_by,
-    )  # fmt: skip
-    rental.hold = hold_place(
-        organization=organization,
-        amount=hold_amount,
-        idempotency_key=f"rental-hold:{rental.pk}",
-        reference=f"rental:{rental.pk}",
-        description=_("Rental #%(id)d: %(name)s") % {"id": rental.pk, "name": offering.name},
-    )
-    rental.save(update_fields=["hold"])
-    _nodes_take(offering_id=offering.pk, nodes=estimate.nodes)
+    _admission_writer()(rental=rental, hold_amount=hold_amount, api_key=api_key, moment=moment)
     if starts_at <= moment:
         from marketplace.tasks import rental_provision_task
 
@@ -274,6 +283,87 @@ def rental_create(
         extra={"rental_id": rental.pk, "organization_id": organization.pk, "offering_id": offering.pk},
     )
     return rental
+
+
+def _admission_hold(*, rental: Rental, amount: Decimal) -> Hold:
+    return Hold(
+        organization_id=rental.organization_id,
+        amount=amount,
+        idempotency_key=f"rental-hold:{rental.pk}",
+        reference=f"rental:{rental.pk}",
+        description=(_("Rental #%(id)d: %(name)s") % {"id": rental.pk, "name": rental.offering.name})[:255],
+    )
+
+
+def _admission_ordered(rental: Rental) -> RentalTransition:
+    return _transition_new(
+        rental=rental, from_status="", to=Rental.Status.PENDING, moment=rental.status_changed_at,
+        reason=gettext_lazy("Ordered"), actor=rental.created_by,
+    )  # fmt: skip
+
+
+def _admission_writer():
+    return _admit_in_one_statement if connection.vendor == "postgresql" else _admit_step_by_step
+
+
+def _admit_in_one_statement(*, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime) -> None:
+    """PostgreSQL: the quota, the funds and the nodes checked and taken, the rental, its first transition and its
+    hold written, in one guarded statement (one round trip, no transaction held open by Python; lock order
+    quota, ledger accounts, offering). A failed check writes nothing; a read then says why, or opens the row
+    that was missing and the statement runs again."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('marketplace_rental', 'id'))")
+        rental.pk = cursor.fetchone()[0]
+    hold = _admission_hold(rental=rental, amount=hold_amount)
+    limits = {"organization_id": rental.organization_id, "accelerators": rental.accelerators, "amount": hold_amount,
+              "api_key": api_key, "moment": moment}  # fmt: skip
+    refusals = {
+        "quota": lambda: quota_refusal(**limits),
+        "funds": lambda: hold_refusal(organization_id=rental.organization_id, amount=hold_amount),
+        "nodes": lambda: _nodes_refusal(offering_id=rental.offering_id, nodes=rental.nodes),
+    }
+    for _attempt in range(ADMISSION_ATTEMPTS):
+        statement = GuardedStatement()
+        quota_take_in(statement, **limits)
+        hold_id = hold_place_in(statement, hold=hold)
+        statement.check(
+            "nodes",
+            """SELECT id FROM marketplace_offering
+               WHERE id = %s AND status = %s AND rented_nodes <= capacity_nodes - %s AND {guard} FOR UPDATE""",
+            [rental.offering_id, Offering.Status.PUBLISHED, rental.nodes],
+        )
+        statement.insert("rental", rental, expressions={"hold_id": hold_id})
+        statement.insert("ordered", _admission_ordered(rental))
+        statement.write(
+            "nodes_take",
+            "UPDATE marketplace_offering SET rented_nodes = rented_nodes + %s WHERE id = %s AND {guard}",
+            [rental.nodes, rental.offering_id],
+        )
+        statement.result("hold_id", hold_id)
+        failed, results = statement.execute()
+        if failed is None:
+            hold.pk = results["hold_id"]
+            rental.hold, rental._state.adding, hold._state.adding = hold, False, False
+            return
+        refusals[failed]()
+    raise Conflict(_("The offering changed while it was being rented; please try again."), code="admission_contended")
+
+
+@transaction.atomic
+def _admit_step_by_step(*, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime) -> None:
+    """Other databases (SQLite, the embedded default, serialises writers anyway): the same checks and writes as
+    statements of one transaction, the nodes taken last."""
+    quota_accelerators_take(organization_id=rental.organization_id, accelerators=rental.accelerators)
+    spend_limits_check(organization_id=rental.organization_id, api_key=api_key, amount=hold_amount, moment=moment)
+    rental.save()
+    _admission_ordered(rental).save()
+    hold = _admission_hold(rental=rental, amount=hold_amount)
+    rental.hold = hold_place(
+        organization=rental.organization, amount=hold_amount, idempotency_key=hold.idempotency_key,
+        reference=hold.reference, description=hold.description,
+    )  # fmt: skip
+    rental.save(update_fields=["hold"])
+    _nodes_take(offering_id=rental.offering_id, nodes=rental.nodes)
 
 
 # --- Provisioning: the one step the provider agent will replace ---

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, seri
 PRICE = Decimal("36.00")
 
 
-def test_twenty_concurrent_requests_for_three_free_accelerators_admit_exactly_three(require_postgres):
+def test_twenty_concurrent_requests_for_three_free_accelerators_admit_exactly_three(require_postgres, admission_path):
     # given: nodes of one accelerator, 3 of 5 free
     offering = OfferingFactory(accelerators_per_node=1, capacity_nodes=5, rented_nodes=2, on_demand_price=PRICE)
     buyer = OrganizationFactory()
@@ -55,7 +55,7 @@ def test_twenty_concurrent_requests_for_three_free_accelerators_admit_exactly_th
     assert wallet_get(organization=buyer).available == Decimal("10000.00") - PRICE * 3
 
 
-def test_concurrent_rentals_never_spend_past_funds_plus_credit_line(require_postgres):
+def test_concurrent_rentals_never_spend_past_funds_plus_credit_line(require_postgres, admission_path):
     # given: ¥100 and a ¥10 credit line cover three one-hour runways of ¥36
     offering = OfferingFactory(accelerators_per_node=1, capacity_nodes=50, on_demand_price=PRICE)
     buyer = OrganizationFactory()
@@ -81,7 +81,7 @@ def test_concurrent_rentals_never_spend_past_funds_plus_credit_line(require_post
     assert quota_get(organization_id=buyer.pk).accelerators_in_use == 3
 
 
-def test_admissions_and_stops_racing_on_one_offering_and_one_wallet_never_deadlock(require_postgres):
+def test_admissions_and_stops_racing_on_one_offering_and_one_wallet_never_deadlock(require_postgres, admission_path):
     # given: one buyer with 6 running rentals on an offering; both paths lock quota, wallet and offering rows
     offering = OfferingFactory(accelerators_per_node=1, capacity_nodes=20, on_demand_price=PRICE)
     buyer = OrganizationFactory()

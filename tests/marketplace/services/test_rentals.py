@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import translation
 from django.utils.timezone import now
 
 from accounts.models import Notification
@@ -13,7 +14,7 @@ from marketplace.core.errors import NotFound
 from marketplace.models import Offering, Rental, RentalTransition
 from marketplace.services import rentals as services
 from marketplace.services.rentals import CapacityExhausted, InvalidTransition, RentalRequest
-from tests.factories.accounts import OrganizationFactory
+from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
 
@@ -45,7 +46,7 @@ def running(buyer, offering, moment=T0, **kwargs) -> Rental:
 
 
 def test_admission_takes_nodes_counts_quota_holds_runway_and_snapshots(
-    buyer, offering, django_capture_on_commit_callbacks
+    admission_path, buyer, offering, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks() as callbacks:
         rental = rent(buyer, offering, accelerators=2)
@@ -63,7 +64,7 @@ def test_admission_takes_nodes_counts_quota_holds_runway_and_snapshots(
     assert len(callbacks) == 1  # provisioning enqueued after commit
 
 
-def test_capacity_exhausted_is_409_and_writes_nothing(buyer, offering):
+def test_capacity_exhausted_is_409_and_writes_nothing(admission_path, buyer, offering):
     rent(buyer, offering, accelerators=3)
 
     with pytest.raises(CapacityExhausted) as error:
@@ -75,7 +76,7 @@ def test_capacity_exhausted_is_409_and_writes_nothing(buyer, offering):
     assert quota_get(organization_id=buyer.pk).accelerators_in_use == 3
 
 
-def test_insufficient_funds_is_402_with_the_missing_amount_and_writes_nothing(offering):
+def test_insufficient_funds_is_402_with_the_missing_amount_and_writes_nothing(admission_path, offering):
     poor = OrganizationFactory()
     fund(poor, "10.00")
 
@@ -90,7 +91,7 @@ def test_insufficient_funds_is_402_with_the_missing_amount_and_writes_nothing(of
     assert quota_get(organization_id=poor.pk).accelerators_in_use == 0
 
 
-def test_credit_line_counts_as_funds(offering):
+def test_credit_line_counts_as_funds(admission_path, offering):
     organization = OrganizationFactory()
     credit_line_set(organization=organization, limit=Decimal("50"))
 
@@ -100,7 +101,7 @@ def test_credit_line_counts_as_funds(offering):
     assert rental.hold.amount == PRICE
 
 
-def test_concurrency_quota_is_403_with_limit_and_use(buyer, offering):
+def test_concurrency_quota_is_403_with_limit_and_use(admission_path, buyer, offering):
     quota = quota_get(organization_id=buyer.pk)
     quota.max_concurrent_accelerators = 2
     quota.save()
@@ -117,7 +118,7 @@ def test_concurrency_quota_is_403_with_limit_and_use(buyer, offering):
     assert offering.rented_nodes == 2
 
 
-def test_monthly_spend_cap_is_429_with_when_it_resets(buyer, offering):
+def test_monthly_spend_cap_is_429_with_when_it_resets(admission_path, buyer, offering):
     quota = quota_get(organization_id=buyer.pk)
     quota.monthly_spend_cap = Decimal("30")
     quota.save()
@@ -131,6 +132,62 @@ def test_monthly_spend_cap_is_429_with_when_it_resets(buyer, offering):
     assert not Rental.objects.exists()
 
 
+def test_monthly_spend_cap_counts_what_was_already_charged_this_month(admission_path, buyer, offering):
+    # given: ¥72 charged this month (two hours of one accelerator)
+    rental = running(buyer, offering)
+    services.rental_stop(rental_id=rental.pk, moment=T0 + timedelta(hours=2))
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("100")
+    quota.save()
+
+    # when / then: another hour's runway (¥36) would pass ¥100
+    with pytest.raises(QuotaExceeded) as error:
+        rent(buyer, offering)
+    assert Decimal(error.value.extra["current"]) == Decimal("72")
+    quota.monthly_spend_cap = Decimal("108")
+    quota.save()
+    assert rent(buyer, offering).hold.amount == PRICE
+
+
+def test_api_key_monthly_spend_limit_is_429_and_other_keys_are_not_bound_by_it(admission_path, buyer, offering):
+    limited, _secret = api_key_for(buyer)
+    limited.monthly_spend_limit = Decimal("30")
+    limited.save()
+    other, _secret = api_key_for(buyer)
+    order = RentalRequest(offering_id=offering.pk, accelerators=1)
+
+    with pytest.raises(QuotaExceeded) as error:
+        services.rental_create(organization=buyer, request=order, api_key=limited, moment=T0)
+
+    assert (error.value.status_code, error.value.extra["limit"]) == (429, "api_key_monthly_spend_limit")
+    assert services.rental_create(organization=buyer, request=order, api_key=other, moment=T0).api_key == other
+
+
+def test_first_rental_of_a_new_organization_opens_its_quota_and_held_funds(admission_path, offering):
+    # given: funds only; no quota row and no held-funds account yet
+    organization = OrganizationFactory()
+    fund(organization, "100.00")
+
+    rent(organization, offering)
+
+    assert quota_get(organization_id=organization.pk).accelerators_in_use == 1
+    assert wallet_get(organization=organization).held == PRICE
+
+
+def test_the_admitted_rental_returned_is_the_one_stored(admission_path, buyer, offering):
+    with translation.override("en"):
+        rental = rent(buyer, offering, accelerators=2)
+
+    stored = Rental.objects.select_related("hold").get(pk=rental.pk)
+    fields = [field.attname for field in Rental._meta.concrete_fields]
+    assert {name: getattr(rental, name) for name in fields} == {name: getattr(stored, name) for name in fields}
+    hold_fields = [field.attname for field in Hold._meta.concrete_fields]
+    assert {n: getattr(rental.hold, n) for n in hold_fields} == {n: getattr(stored.hold, n) for n in hold_fields}
+    assert rental.hold.description == f"Rental #{rental.pk}: {offering.name}"
+    move = LedgerTransaction.objects.get(idempotency_key=f"hold:{rental.hold.pk}")
+    assert sorted(move.postings.values_list("amount", flat=True)) == [-PRICE * 2, PRICE * 2]
+
+
 def test_residency_zone_not_of_the_offering_is_422(buyer, offering):
     with pytest.raises(services.Unprocessable) as error:
         rent(buyer, offering, residency_zone="cn-south")
@@ -138,14 +195,14 @@ def test_residency_zone_not_of_the_offering_is_422(buyer, offering):
     assert (error.value.status_code, error.value.code) == (422, "residency_zone_mismatch")
 
 
-def test_unpublished_offering_is_not_found(buyer, offering):
+def test_unpublished_offering_is_not_found(admission_path, buyer, offering):
     Offering.objects.filter(pk=offering.pk).update(status=Offering.Status.PAUSED)
 
     with pytest.raises(NotFound):
         rent(buyer, offering)
 
 
-def test_reserved_term_holds_the_whole_term_at_its_discount(buyer, offering):
+def test_reserved_term_holds_the_whole_term_at_its_discount(admission_path, buyer, offering):
     fund(buyer, "5000.00")
 
     rental = rent(buyer, offering, mode=Rental.Mode.RESERVED_1W)
