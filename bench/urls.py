@@ -1,17 +1,24 @@
-"""Bench-only routes next to the product's: the ceiling (same SQL, JSON built by PostgreSQL; static bytes)
-and the peer (a textbook DRF list view). Never mounted by the product."""
+"""Bench-only routes next to the product's: the catalogue's ceiling (same SQL, JSON built by PostgreSQL; static
+bytes) and peer (a textbook DRF list view), and the ingest peer (bulk_create). Never mounted by the product."""
+
+from decimal import Decimal
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
+from django.utils.dateparse import parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import generics, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.models import Organization
 from bench.cells import product_sql
+from billing.models import UsageEvent
+from marketplace.core.api import ApprovedProviderMixin
 from marketplace.filters import OfferingFilterSet
-from marketplace.models import AcceleratorModel, Offering, Site
+from marketplace.models import AcceleratorModel, Offering, Rental, Site
 
 _sql_of_cell: dict[tuple[str, int], tuple[str, tuple]] = {}  # built once per worker, outside the timed path
 _static_bodies: dict[tuple[str, int], bytes] = {}
@@ -90,7 +97,27 @@ class PeerOfferingList(generics.ListAPIView):
         )
 
 
+class PeerUsageEvents(ApprovedProviderMixin, APIView):
+    """The textbook ingest: one model instance per event, `bulk_create(ignore_conflicts=True)`; no per-event
+    result (it cannot tell a new event from a replay), invalid events dropped."""
+
+    def post(self, request):
+        events = request.data["events"]
+        rentals = Rental.objects.filter(provider=self.organization, pk__in={e["rental"] for e in events}).in_bulk()
+        source = f"provider:{self.organization.pk}"
+        objects = [
+            UsageEvent(organization_id=rentals[e["rental"]].organization_id, rental_id=e["rental"], source=source,
+                       idempotency_key=e["idempotency_key"], dimension=e["dimension"], quantity=Decimal(e["quantity"]),
+                       period_start=parse_datetime(e["period_start"]), period_end=parse_datetime(e["period_end"]))
+            for e in events
+            if e["rental"] in rentals and Decimal(e["quantity"]) > 0
+        ]  # fmt: skip
+        UsageEvent.objects.bulk_create(objects, ignore_conflicts=True, batch_size=1000)
+        return Response({"received": len(events)})
+
+
 urlpatterns = [
+    path("bench/peer/usage-events/", PeerUsageEvents.as_view()),
     path("bench/ceiling/sql/<str:key>", ceiling_sql),
     path("bench/ceiling/static/<str:key>", ceiling_static),
     path("bench/peer/offerings/", PeerOfferingList.as_view()),

@@ -7,3 +7,6 @@ class MarketplaceConfig(AppConfig):
     label = "marketplace"
     verbose_name = _("Marketplace")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from marketplace.core import lookups  # noqa: F401 - registers the lookups

@@ -7,14 +7,18 @@ from django.db import connection
 
 
 def race(workers: int, work: Callable[[int], object]) -> list[object]:
-    """Run `work(index)` on `workers` threads that start at the same moment; returns what each returned."""
+    """Run `work(index)` on `workers` threads that start at the same moment; returns what each returned. An
+    exception in any thread fails the caller (re-raised after every thread finished)."""
     barrier = threading.Barrier(workers)
     outcomes: list[object] = []
+    errors: list[BaseException] = []
 
     def run(index: int) -> None:
         try:
             barrier.wait(20)
             outcomes.append(work(index))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            errors.append(error)
         finally:
             connection.close()
 
@@ -23,4 +27,6 @@ def race(workers: int, work: Callable[[int], object]) -> list[object]:
         thread.start()
     for thread in threads:
         thread.join(60)
+    if errors:
+        raise errors[0]
     return outcomes

@@ -1,3 +1,4 @@
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from billing.models import LedgerTransaction, Payout, Statement, TopUp
@@ -98,11 +99,20 @@ class UsageEventInputSerializer(serializers.Serializer):
 
 
 class UsageEventBatchSerializer(serializers.Serializer):
-    events = serializers.ListField(child=serializers.JSONField(), min_length=1)
+    # A list of 1 to max_length items, checked as a whole: each event is checked on its own by the service, and a
+    # ListField would run a field's validation per item first.
+    events = serializers.JSONField()
 
     def __init__(self, *args, max_length: int = 1000, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["events"].max_length = max_length
+        self.max_length = max_length
+
+    def validate_events(self, events: object) -> list:
+        if not isinstance(events, list) or not 1 <= len(events) <= self.max_length:
+            raise serializers.ValidationError(
+                _("Send a list of 1 to %(n)d events.") % {"n": self.max_length}, code="invalid_batch"
+            )
+        return events
 
 
 class UsageEventBatchDocSerializer(serializers.Serializer):

@@ -273,7 +273,8 @@ def rental_create(
         status_changed_at=moment,
     )
     hold_amount = _admission_hold_amount(rental=rental, hours=hours)
-    _admission_writer()(rental=rental, hold_amount=hold_amount, api_key=api_key, moment=moment)
+    ordered = _admission_writer()(rental=rental, hold_amount=hold_amount, api_key=api_key, moment=moment)
+    rental._prefetched_objects_cache = {"transitions": [ordered]}  # its timeline as written: no query to show it
     if starts_at <= moment:
         from marketplace.tasks import rental_provision_task
 
@@ -306,7 +307,9 @@ def _admission_writer():
     return _admit_in_one_statement if connection.vendor == "postgresql" else _admit_step_by_step
 
 
-def _admit_in_one_statement(*, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime) -> None:
+def _admit_in_one_statement(
+    *, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime
+) -> RentalTransition:
     """PostgreSQL: the quota, the funds and the nodes checked and taken, the rental, its first transition and its
     hold written, in one guarded statement (one round trip, no transaction held open by Python; lock order
     quota, ledger accounts, offering). A failed check writes nothing; a read then says why, or opens the row
@@ -332,8 +335,9 @@ def _admit_in_one_statement(*, rental: Rental, hold_amount: Decimal, api_key: Ap
                WHERE id = %s AND status = %s AND rented_nodes <= capacity_nodes - %s AND {guard} FOR UPDATE""",
             [rental.offering_id, Offering.Status.PUBLISHED, rental.nodes],
         )
+        ordered = _admission_ordered(rental)
         statement.insert("rental", rental, expressions={"hold_id": hold_id})
-        statement.insert("ordered", _admission_ordered(rental))
+        statement.insert("ordered", ordered)
         statement.write(
             "nodes_take",
             "UPDATE marketplace_offering SET rented_nodes = rented_nodes + %s WHERE id = %s AND {guard}",
@@ -344,19 +348,22 @@ def _admit_in_one_statement(*, rental: Rental, hold_amount: Decimal, api_key: Ap
         if failed is None:
             hold.pk = results["hold_id"]
             rental.hold, rental._state.adding, hold._state.adding = hold, False, False
-            return
+            return ordered
         refusals[failed]()
     raise Conflict(_("The offering changed while it was being rented; please try again."), code="admission_contended")
 
 
 @transaction.atomic
-def _admit_step_by_step(*, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime) -> None:
+def _admit_step_by_step(
+    *, rental: Rental, hold_amount: Decimal, api_key: ApiKey | None, moment: datetime
+) -> RentalTransition:
     """Other databases (SQLite, the embedded default, serialises writers anyway): the same checks and writes as
     statements of one transaction, the nodes taken last."""
     quota_accelerators_take(organization_id=rental.organization_id, accelerators=rental.accelerators)
     spend_limits_check(organization_id=rental.organization_id, api_key=api_key, amount=hold_amount, moment=moment)
     rental.save()
-    _admission_ordered(rental).save()
+    ordered = _admission_ordered(rental)
+    ordered.save()
     hold = _admission_hold(rental=rental, amount=hold_amount)
     rental.hold = hold_place(
         organization=rental.organization, amount=hold_amount, idempotency_key=hold.idempotency_key,
@@ -364,6 +371,7 @@ def _admit_step_by_step(*, rental: Rental, hold_amount: Decimal, api_key: ApiKey
     )  # fmt: skip
     rental.save(update_fields=["hold"])
     _nodes_take(offering_id=rental.offering_id, nodes=rental.nodes)
+    return ordered
 
 
 # --- Provisioning: the one step the provider agent will replace ---
