@@ -281,7 +281,7 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
         logger.info("usage events raced on a key; inserting the new ones only", extra={"events": len(fresh)})
     with connection.cursor() as cursor:
         cursor.execute(
-            """CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging (
+            """CREATE TEMPORARY TABLE usage_event_staging (
                  organization_id bigint, rental_id bigint, source varchar(80), idempotency_key varchar(200),
                  dimension varchar(32), quantity numeric(24, 8), period_start timestamptz, period_end timestamptz,
                  received_at timestamptz
@@ -294,7 +294,9 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
                SELECT * FROM usage_event_staging
                ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING idempotency_key"""
         )
-        return {key for (key,) in cursor.fetchall()}
+        inserted = {key for (key,) in cursor.fetchall()}
+        cursor.execute("DROP TABLE usage_event_staging")
+        return inserted
 
 
 @transaction.atomic

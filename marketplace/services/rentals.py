@@ -2,9 +2,11 @@
 
 Lock order, everywhere: the rental row, then the quota row, then holds and ledger accounts (inside the billing
 services), then the offering row last. The offering is the row every buyer of a popular offering contends for,
-so it is locked by the transaction's last statement and held only until the commit. Admission takes the quota
-and the nodes with one conditional UPDATE each, so the check and the write are one statement and parallel
-admissions cannot oversell; a failed nodes update rolls the whole admission back.
+so it is locked as late as possible and held only until the commit. On PostgreSQL an admission is one guarded
+statement (marketplace.core.guarded): the quota, the funds and the nodes are checked and locked in that order
+and everything is written only if all three pass, in one round trip. Elsewhere it is a transaction of
+conditional UPDATEs (check and write in one statement each), the nodes taken by the last one. Either way
+parallel admissions cannot oversell, overspend or pass a limit, and a refused one writes nothing.
 
 Billed states: only `running`. Pending, provisioning, suspended and every ended state cost nothing; a reserved
 term is the exception that proves it: stopping it early charges the rest of the term it committed to.
