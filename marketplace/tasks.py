@@ -30,6 +30,14 @@ def rental_provision_task(rental_id: int) -> str:
     return rental_provision(rental_id=rental_id).status
 
 
+@shared_task(name="marketplace.rentals_provision_due")
+def rentals_provision_due_task() -> int:
+    """Admissions ask for this (one run serves a burst of them): bring up every rental that is due."""
+    from marketplace.services.rentals import rentals_provision_due
+
+    return rentals_provision_due()
+
+
 @shared_task(name="marketplace.rental_complete")
 def rental_complete_task(rental_id: int) -> str:
     from django.utils.translation import gettext_lazy

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Max, Min
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, now
@@ -247,56 +247,45 @@ def _parse_event(index: int, raw: object, *, rentals: dict, window: tuple[dateti
 COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
 
 
-def _events_copy(cursor, table: str, rows: list[tuple], moment: datetime) -> None:
-    with connection.wrap_database_errors, cursor.cursor.copy(f"COPY {table} ({COPY_COLUMNS}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row((*row, moment))
-
-
 def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
     """Insert the events (rows of STAGED_COLUMNS, one source) whose key is new and return the keys inserted;
     replays change nothing, even when the same key arrives in parallel (the unique constraint decides).
 
-    The keys already recorded are looked up first; the rest go in with COPY on PostgreSQL (the fastest way in).
-    If one of them arrived in parallel meanwhile, the COPY fails on the unique constraint and the batch goes in
-    through a staging table and INSERT … ON CONFLICT DO NOTHING instead, which takes only what is new.
+    PostgreSQL: COPY into a temporary staging table, then one INSERT … ON CONFLICT DO NOTHING RETURNING, so each
+    key meets the unique index once (a lookup of known keys first would probe that large index twice per event).
     """
     if not rows:
         return set()
-    recorded = UsageEvent.objects.filter(source=rows[0][SOURCE], idempotency_key__any_of=[row[KEY] for row in rows])
-    known = set(recorded.values_list("idempotency_key", flat=True))
-    fresh = [row for row in rows if row[KEY] not in known]
-    if not fresh:
-        return set()
     if connection.vendor != "postgresql":  # SQLite: writers are serialised, nothing can come in between
+        recorded = UsageEvent.objects.filter(source=rows[0][SOURCE], idempotency_key__any_of=[r[KEY] for r in rows])
+        known = set(recorded.values_list("idempotency_key", flat=True))
+        fresh = [row for row in rows if row[KEY] not in known]
         UsageEvent.objects.bulk_create(
             [UsageEvent(**dict(zip(STAGED_COLUMNS, row, strict=True)), received_at=moment) for row in fresh]
         )
         return {row[KEY] for row in fresh}
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            _events_copy(cursor, "billing_usageevent", fresh, moment)
-        return {row[KEY] for row in fresh}
-    except IntegrityError:
-        logger.info("usage events raced on a key; inserting the new ones only", extra={"events": len(fresh)})
     with connection.cursor() as cursor:
         cursor.execute(
-            """CREATE TEMPORARY TABLE usage_event_staging (
+            """CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging (
                  organization_id bigint, rental_id bigint, source varchar(80), idempotency_key varchar(200),
                  dimension varchar(32), quantity numeric(24, 8), period_start timestamptz, period_end timestamptz,
                  received_at timestamptz
-               ) ON COMMIT DROP"""
+               ) ON COMMIT DELETE ROWS"""
         )
-        _events_copy(cursor, "usage_event_staging", fresh, moment)
+        cursor.execute("DELETE FROM usage_event_staging")  # a second batch in the same transaction starts empty
+        with (
+            connection.wrap_database_errors,
+            cursor.cursor.copy(f"COPY usage_event_staging ({COPY_COLUMNS}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row((*row, moment))
         cursor.execute(
             """INSERT INTO billing_usageevent (organization_id, rental_id, source, idempotency_key, dimension, quantity,
                                                period_start, period_end, received_at)
                SELECT * FROM usage_event_staging
                ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING idempotency_key"""
         )
-        inserted = {key for (key,) in cursor.fetchall()}
-        cursor.execute("DROP TABLE usage_event_staging")
-        return inserted
+        return {key for (key,) in cursor.fetchall()}
 
 
 @transaction.atomic

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import NoReturn
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F
 from django.urls import reverse
@@ -278,9 +279,7 @@ def rental_create(
     ordered = _admission_writer()(rental=rental, hold_amount=hold_amount, api_key=api_key, moment=moment)
     rental._prefetched_objects_cache = {"transitions": [ordered]}  # its timeline as written: no query to show it
     if starts_at <= moment:
-        from marketplace.tasks import rental_provision_task
-
-        transaction.on_commit(lambda: rental_provision_task.delay(rental.pk))
+        transaction.on_commit(_provisioning_request)
     logger.info(
         "rental admitted",
         extra={"rental_id": rental.pk, "organization_id": organization.pk, "offering_id": offering.pk},
@@ -377,6 +376,30 @@ def _admit_step_by_step(
 
 
 # --- Provisioning: the one step the provider agent will replace ---
+
+
+PROVISIONING_REQUESTED = "rentals:provisioning-requested"
+PROVISIONING_REQUEST_SECONDS = 10  # a lost request is made again after this (and the minute tick provisions anyway)
+
+
+def _provisioning_request() -> None:
+    """Ask the worker to bring up the rentals that are due: one task serves a burst of admissions. The first
+    admission enqueues it; the task clears the mark before it reads what is due, so an admission committed after
+    that read enqueues the next one."""
+    if cache.add(PROVISIONING_REQUESTED, True, timeout=PROVISIONING_REQUEST_SECONDS):
+        from marketplace.tasks import rentals_provision_due_task
+
+        rentals_provision_due_task.delay()
+
+
+def rentals_provision_due(*, moment: datetime | None = None) -> int:
+    """Provision every pending rental whose start is due, each in its own transaction; returns how many."""
+    cache.delete(PROVISIONING_REQUESTED)
+    moment = moment or now()
+    due = list(Rental.objects.filter(status=Rental.Status.PENDING, starts_at__lte=moment).values_list("pk", flat=True))
+    for rental_id in due:
+        rental_provision(rental_id=rental_id, moment=moment)
+    return len(due)
 
 
 @transaction.atomic

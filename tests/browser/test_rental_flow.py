@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from billing.selectors import wallet_get
 from marketplace.models import Rental
-from marketplace.tasks import rental_provision_task, rental_settle_batch_task
+from marketplace.tasks import rental_settle_batch_task, rentals_provision_due_task
 from tests.factories.accounts import PASSWORD, MembershipFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
@@ -52,7 +52,7 @@ def test_rent_watch_it_bill_and_stop(page, screenshot, monkeypatch):
     rental = Rental.objects.get(organization=membership.organization)
     assert page.url.endswith(f"/rentals/{rental.pk}/")
     expect(page.get_by_test_id("rental-status")).to_have_text("Pending")
-    rental_provision_task.apply(args=[rental.pk])
+    rentals_provision_due_task.apply()  # what the admission asked the worker for
     expect(page.get_by_test_id("rental-status")).to_have_text("Running")
     expect(page.get_by_test_id("timeline")).to_contain_text("Nodes ready")  # the worker's reason, in my language
     expect(page.get_by_test_id("stop")).to_be_visible()

@@ -10,6 +10,7 @@ from billing.models import Hold, LedgerTransaction, SpendAlert, UsageCharge, Usa
 from billing.selectors import wallet_get
 from billing.services.ledger import InsufficientFunds, credit_line_set
 from billing.services.quotas import QuotaExceeded, quota_get
+from marketplace import tasks
 from marketplace.core.errors import NotFound
 from marketplace.models import Offering, Rental, RentalTransition
 from marketplace.services import rentals as services
@@ -62,6 +63,23 @@ def test_admission_takes_nodes_counts_quota_holds_runway_and_snapshots(
     assert wallet_get(organization=buyer).available == Decimal("928.00")
     assert [(t.from_status, t.to_status) for t in rental.transitions.all()] == [("", "pending")]
     assert len(callbacks) == 1  # provisioning enqueued after commit
+
+
+def test_a_burst_of_admissions_asks_for_one_provisioning_run_that_starts_them_all(
+    buyer, offering, django_capture_on_commit_callbacks, monkeypatch
+):
+    enqueued = []
+    monkeypatch.setattr(tasks.rentals_provision_due_task, "delay", lambda: enqueued.append("run"))
+    with django_capture_on_commit_callbacks(execute=True):
+        first, second = rent(buyer, offering), rent(buyer, offering)
+    assert enqueued == ["run"]
+
+    assert services.rentals_provision_due(moment=T0) == 2
+
+    assert {r.status for r in Rental.objects.filter(pk__in=[first.pk, second.pk])} == {Rental.Status.RUNNING}
+    with django_capture_on_commit_callbacks(execute=True):
+        rent(buyer, offering)
+    assert enqueued == ["run", "run"]  # the run cleared the request: an admission after it asks again
 
 
 def test_capacity_exhausted_is_409_and_writes_nothing(admission_path, buyer, offering):
