@@ -35,6 +35,7 @@ MAX_QUANTITY = Decimal(10) ** 15  # accelerator-seconds in one event: far beyond
 STAGED_COLUMNS = ("organization_id", "rental_id", "source", "idempotency_key", "dimension", "quantity", "period_start",
                   "period_end")  # fmt: skip
 SOURCE, KEY = STAGED_COLUMNS.index("source"), STAGED_COLUMNS.index("idempotency_key")
+COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
 DIMENSIONS = frozenset(UsageDimension.values)
 
 
@@ -242,9 +243,6 @@ def _parse_event(index: int, raw: object, *, rentals: dict, window: tuple[dateti
     if rental.hold_status not in (None, Hold.Status.ACTIVE):
         return _rejected(index, key, "rental_settled", _("This rental is settled; no more usage can be charged."))
     return (rental.organization_id, rental.pk, source, key, raw["dimension"], quantity, start, end)
-
-
-COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
 
 
 def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
