@@ -28,7 +28,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bench.harness import copy_rows, log, recreate_database, run_wrk, setup_django, start_server
+from bench.harness import copy_rows, log, log_checks, recreate_database, run_wrk, setup_django, start_server
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_admission"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
@@ -160,7 +160,7 @@ def peer_admit(organization, offering_id: int) -> None:
     from billing.services.holds import hold_place
     from marketplace.models import Offering, Rental, RentalTransition
     from marketplace.services.rentals import CapacityExhausted
-    from marketplace.tasks import rental_provision_task
+    from marketplace.tasks import rentals_provision_due_task
 
     with transaction.atomic():
         offering = Offering.objects.select_for_update().get(pk=offering_id, status=Offering.Status.PUBLISHED)
@@ -183,7 +183,7 @@ def peer_admit(organization, offering_id: int) -> None:
                                  idempotency_key=f"rental-hold:{rental.pk}", reference=f"rental:{rental.pk}",
                                  description=f"Rental #{rental.pk}")  # fmt: skip
         rental.save(update_fields=["hold"])
-        transaction.on_commit(lambda: rental_provision_task.delay(rental.pk))
+        transaction.on_commit(rentals_provision_due_task.delay)  # one task per admission
 
 
 def run_threads(admit, clients: int, duration: float, buyers: list, offering_for, attempts=None) -> dict:
@@ -265,11 +265,7 @@ def correctness_cell(data: dict) -> bool:
             posted == 0 and postings.count() == 2 * len(keys),
         f"other errors (deadlocks included): {len(result['errors'])}": not result["errors"],
     }  # fmt: skip
-    for text, ok in checks.items():
-        log(f"correctness  {text:<60} {'ok' if ok else 'FAILED'}")
-    if result["errors"]:
-        log("  first errors: " + "; ".join(result["errors"][:3]))
-    return all(checks.values())
+    return log_checks("correctness", checks, result["errors"])
 
 
 REST_SCRIPT = """

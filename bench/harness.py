@@ -19,6 +19,15 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
+def log_checks(label: str, checks: dict[str, bool], errors: list[str]) -> bool:
+    """Print each correctness check (its text, ok or FAILED) and the first errors; True when all passed."""
+    for text, passed in checks.items():
+        log(f"{label}  {text:<70} {'ok' if passed else 'FAILED'}")
+    if errors:
+        log("  first errors: " + "; ".join(errors[:3]))
+    return all(checks.values())
+
+
 def recreate_database(url: str) -> None:
     import psycopg
 

@@ -23,7 +23,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from bench.harness import copy_rows, log, recreate_database, setup_django, start_server
+from bench.harness import copy_rows, log, log_checks, recreate_database, setup_django, start_server
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_ingest"
 ORGANIZATIONS, OFFERINGS = 5000, 200
@@ -285,11 +285,7 @@ def main() -> None:
                 f"invalid rejected with a reason: {product['rejected']}": product["rejected"] == expected["rejected"],
                 f"failed requests: {len(product['errors'])}": not product["errors"],
             }  # fmt: skip
-            for text, passed in checks.items():
-                log(f"  check  {text:<70} {'ok' if passed else 'FAILED'}")
-            if product["errors"]:
-                log("  first errors: " + "; ".join(product["errors"][:3]))
-            ok &= all(checks.values())
+            ok &= log_checks("  check", checks, product["errors"])
     finally:
         server.terminate()
         server.wait(timeout=30)

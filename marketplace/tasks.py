@@ -23,13 +23,6 @@ def idempotency_purge_task() -> int:
 SETTLE_BATCH_SIZE = 200  # rentals per settle task: a tick of 10k running rentals is 50 tasks
 
 
-@shared_task(name="marketplace.rental_provision")
-def rental_provision_task(rental_id: int) -> str:
-    from marketplace.services.rentals import rental_provision
-
-    return rental_provision(rental_id=rental_id).status
-
-
 @shared_task(name="marketplace.rentals_provision_due")
 def rentals_provision_due_task() -> int:
     """Admissions ask for this (one run serves a burst of them): bring up every rental that is due."""
@@ -49,12 +42,13 @@ def rental_complete_task(rental_id: int) -> str:
 
 @shared_task(name="marketplace.rental_lifecycle_tick")
 def rental_lifecycle_tick_task() -> tuple[int, int]:
-    """Every minute: start the scheduled rentals that are due, complete those whose term is over."""
-    from marketplace.services.rentals import rental_lifecycle_due
+    """Every minute: start the scheduled rentals that are due (the provisioning run admissions ask for, which also
+    catches any request that was lost), complete those whose term is over."""
+    from marketplace.services.rentals import provisioning_request, rental_lifecycle_due
 
     due, over = rental_lifecycle_due()
-    for rental_id in due:
-        rental_provision_task.delay(rental_id)
+    if due:
+        provisioning_request()
     for rental_id in over:
         rental_complete_task.delay(rental_id)
     return len(due), len(over)

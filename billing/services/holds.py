@@ -149,7 +149,7 @@ def hold_refusal(*, organization_id: int, amount: Decimal) -> None:
     available = organization_account(organization_id=organization_id, kind=AccountKind.AVAILABLE)
     organization_account(organization_id=organization_id, kind=AccountKind.HELD)
     if available.minimum_balance is not None and available.balance - amount < available.minimum_balance:
-        raise insufficient_funds(available.minimum_balance - (available.balance - amount))
+        raise insufficient_funds(account=available, debit=-amount)
 
 
 @transaction.atomic

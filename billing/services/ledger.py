@@ -46,12 +46,9 @@ def platform_account(*, kind: AccountKind) -> LedgerAccount:
     return account
 
 
-def _missing_amount(account_id: int, debit: Decimal) -> Decimal:
-    account = LedgerAccount.objects.get(pk=account_id)
-    return (account.minimum_balance or ZERO) - (account.balance + debit)
-
-
-def insufficient_funds(missing: Decimal) -> InsufficientFunds:
+def insufficient_funds(*, account: LedgerAccount, debit: Decimal) -> InsufficientFunds:
+    """The error for a debit (negative) that would take the account below its floor, with how much is missing."""
+    missing = (account.minimum_balance or ZERO) - (account.balance + debit)
     return InsufficientFunds(
         _("Insufficient funds: %(missing)s %(currency)s more is needed.")
         % {"missing": f"{missing:.2f}", "currency": settings.PLATFORM_CURRENCY},
@@ -106,7 +103,7 @@ def ledger_post(
             floor = F("minimum_balance") - amount - HALF_QUANTUM
             target = target.filter(Q(minimum_balance__isnull=True) | Q(balance__gte=floor))
         if not target.update(balance=F("balance") + amount):
-            raise insufficient_funds(_missing_amount(account_id, amount))
+            raise insufficient_funds(account=LedgerAccount.objects.get(pk=account_id), debit=amount)
     Posting.objects.bulk_create(
         Posting(transaction=txn, account_id=account_id, amount=amount) for account_id, amount in by_account.items()
     )

@@ -195,14 +195,17 @@ def _specs_snapshot(offering: Offering) -> dict:
     }
 
 
-def _capacity_exhausted(*, offering_id: int, nodes: int) -> NoReturn:
-    free = Offering.objects.filter(pk=offering_id).values_list("capacity_nodes", "rented_nodes").first()
+def _capacity_exhausted(*, free: int, nodes: int) -> NoReturn:
     raise CapacityExhausted(
-        _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.")
-        % {"free": free[0] - free[1], "wanted": nodes},
-        free_nodes=free[0] - free[1],
+        _("Only %(free)d nodes of this offering are free; %(wanted)d are needed.") % {"free": free, "wanted": nodes},
+        free_nodes=free,
         requested_nodes=nodes,
     )
+
+
+def _admission_contended() -> Conflict:
+    """A check failed and a read then found nothing in the way: what it waited on changed meanwhile."""
+    return Conflict(_("The offering changed while it was being rented; please try again."), code="admission_contended")
 
 
 def _nodes_refusal(*, offering_id: int, nodes: int) -> None:
@@ -211,8 +214,9 @@ def _nodes_refusal(*, offering_id: int, nodes: int) -> None:
     offering = Offering.objects.filter(pk=offering_id).values("status", "capacity_nodes", "rented_nodes").first()
     if offering["status"] != Offering.Status.PUBLISHED:
         raise NotFound(_("No published offering with that id."), code="offering_not_found")
-    if offering["capacity_nodes"] - offering["rented_nodes"] < nodes:
-        _capacity_exhausted(offering_id=offering_id, nodes=nodes)
+    free = offering["capacity_nodes"] - offering["rented_nodes"]
+    if free < nodes:
+        _capacity_exhausted(free=free, nodes=nodes)
 
 
 def _nodes_take(*, offering_id: int, nodes: int) -> None:
@@ -222,7 +226,8 @@ def _nodes_take(*, offering_id: int, nodes: int) -> None:
         pk=offering_id, status=Offering.Status.PUBLISHED, rented_nodes__lte=F("capacity_nodes") - nodes
     ).update(rented_nodes=F("rented_nodes") + nodes)
     if not taken:
-        _capacity_exhausted(offering_id=offering_id, nodes=nodes)
+        _nodes_refusal(offering_id=offering_id, nodes=nodes)
+        raise _admission_contended()
 
 
 # Every admission reads its offering: compiled once per process (see PreparedQuery).
@@ -256,7 +261,7 @@ def rental_create(
     starts_at, hours = _validate_request(request=request, offering=offering, moment=moment)
     estimate = offering_price(offering=offering, accelerators=request.accelerators, hours=hours or 1, mode=request.mode)
     if offering.free_nodes < estimate.nodes:  # as read: refuse early without writing; the real check comes later
-        _capacity_exhausted(offering_id=offering.pk, nodes=estimate.nodes)
+        _capacity_exhausted(free=offering.free_nodes, nodes=estimate.nodes)
     rental = Rental(
         organization=organization,
         offering=offering,
@@ -279,7 +284,7 @@ def rental_create(
     ordered = _admission_writer()(rental=rental, hold_amount=hold_amount, api_key=api_key, moment=moment)
     rental._prefetched_objects_cache = {"transitions": [ordered]}  # its timeline as written: no query to show it
     if starts_at <= moment:
-        transaction.on_commit(_provisioning_request)
+        transaction.on_commit(provisioning_request)
     logger.info(
         "rental admitted",
         extra={"rental_id": rental.pk, "organization_id": organization.pk, "offering_id": offering.pk},
@@ -351,7 +356,7 @@ def _admit_in_one_statement(
             rental.hold, rental._state.adding, hold._state.adding = hold, False, False
             return ordered
         refusals[failed]()
-    raise Conflict(_("The offering changed while it was being rented; please try again."), code="admission_contended")
+    raise _admission_contended()
 
 
 @transaction.atomic
@@ -382,7 +387,7 @@ PROVISIONING_REQUESTED = "rentals:provisioning-requested"
 PROVISIONING_REQUEST_SECONDS = 10  # a lost request is made again after this (and the minute tick provisions anyway)
 
 
-def _provisioning_request() -> None:
+def provisioning_request() -> None:
     """Ask the worker to bring up the rentals that are due: one task serves a burst of admissions. The first
     admission enqueues it; the task clears the mark before it reads what is due, so an admission committed after
     that read enqueues the next one."""
@@ -392,11 +397,15 @@ def _provisioning_request() -> None:
         rentals_provision_due_task.delay()
 
 
+def _due_to_start(moment: datetime):
+    return Rental.objects.filter(status=Rental.Status.PENDING, starts_at__lte=moment)
+
+
 def rentals_provision_due(*, moment: datetime | None = None) -> int:
     """Provision every pending rental whose start is due, each in its own transaction; returns how many."""
     cache.delete(PROVISIONING_REQUESTED)
     moment = moment or now()
-    due = list(Rental.objects.filter(status=Rental.Status.PENDING, starts_at__lte=moment).values_list("pk", flat=True))
+    due = list(_due_to_start(moment).values_list("pk", flat=True))
     for rental_id in due:
         rental_provision(rental_id=rental_id, moment=moment)
     return len(due)
@@ -672,6 +681,6 @@ def metering_tick(*, moment: datetime | None = None) -> list[int]:
 def rental_lifecycle_due(*, moment: datetime | None = None) -> tuple[list[int], list[int]]:
     """(pending rentals whose start is due, running rentals whose term is over)."""
     moment = moment or now()
-    due = Rental.objects.filter(status=Rental.Status.PENDING, starts_at__lte=moment).values_list("pk", flat=True)
+    due = _due_to_start(moment).values_list("pk", flat=True)
     over = Rental.objects.filter(status=Rental.Status.RUNNING, ends_at__lte=moment).values_list("pk", flat=True)
     return list(due), list(over)

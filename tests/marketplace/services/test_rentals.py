@@ -319,6 +319,17 @@ def test_scheduled_rental_starts_only_when_due(buyer, offering):
     assert services.rental_provision(rental_id=rental.pk, moment=T0 + timedelta(hours=2)).status == "running"
 
 
+def test_the_lifecycle_tick_asks_for_the_provisioning_run_when_a_scheduled_rental_is_due(buyer, offering, monkeypatch):
+    enqueued = []
+    monkeypatch.setattr(tasks.rentals_provision_due_task, "delay", lambda: enqueued.append("run"))
+    rental = rent(buyer, offering, starts_at=now() + timedelta(hours=2), moment=now())
+    assert tasks.rental_lifecycle_tick_task() == (0, 0) and enqueued == []
+
+    Rental.objects.filter(pk=rental.pk).update(starts_at=now() - timedelta(minutes=1))  # its time has come
+
+    assert tasks.rental_lifecycle_tick_task() == (1, 0) and enqueued == ["run"]
+
+
 def test_fixed_duration_rental_is_charged_to_its_end_and_completes(buyer, offering):
     rental = running(buyer, offering, hours=1)
     later = T0 + timedelta(hours=1, minutes=3)
