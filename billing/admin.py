@@ -226,12 +226,12 @@ class OrganizationQuotaAdmin(admin.ModelAdmin):
 
 @admin.register(UsageEvent)
 class UsageEventAdmin(ReadOnlyAdmin):
-    list_display = ["source", "idempotency_key", "rental", "quantity", "period_start", "period_end", "charge"]
+    list_display = ["source", "idempotency_key", "rental", "quantity", "period_start", "period_end", "received_at"]
     search_fields = ["idempotency_key", "source"]
     list_select_related = ["rental"]
 
 
 @admin.register(UsageCharge)
 class UsageChargeAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "rental", "quantity", "rated_amount", "amount"]
+    list_display = ["created_at", "organization", "rental", "quantity", "rated_amount", "amount", "events_through"]
     list_select_related = ["organization", "rental"]

@@ -386,15 +386,18 @@ class UsageDimension(models.TextChoices):
 class UsageEvent(models.Model):
     """A measured amount of use over a period. Append-only; the idempotency key is unique per source.
 
-    `charge` is set once, by the rating run that charged it (in the same transaction as the charge): an event
-    without one is still to be rated.
+    An event is rated once its id is at most its rental's `usage_rated_through`; the charge that rated it is the
+    rental's first with `events_through` at or above its id.
     """
 
     Dimension = UsageDimension
     LIFECYCLE_SOURCE = "lifecycle"  # the platform's own clock over running rentals
 
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
-    rental = models.ForeignKey("marketplace.Rental", on_delete=models.PROTECT, related_name="usage_events")
+    # Indexed with the id below: ratings read a rental's events past its watermark.
+    rental = models.ForeignKey(
+        "marketplace.Rental", on_delete=models.PROTECT, related_name="usage_events", db_index=False
+    )
     source = models.CharField(_("source"), max_length=80)
     idempotency_key = models.CharField(_("idempotency key"), max_length=200)
     dimension = models.CharField(_("dimension"), max_length=32, choices=UsageDimension.choices)
@@ -402,16 +405,13 @@ class UsageEvent(models.Model):
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("period end"))
     received_at = models.DateTimeField(_("received at"), auto_now_add=True)
-    charge = models.ForeignKey(
-        "billing.UsageCharge", on_delete=models.PROTECT, null=True, blank=True, related_name="events"
-    )
 
     class Meta:
         verbose_name = _("usage event")
         verbose_name_plural = _("usage events")
         indexes = [
             models.Index(fields=["organization", "period_start"], name="usage_event_org_time"),
-            models.Index(fields=["rental"], condition=Q(charge__isnull=True), name="usage_event_unrated"),
+            models.Index(fields=["rental", "id"], name="usage_event_rental_order"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["source", "idempotency_key"], name="usage_event_unique_per_source"),
@@ -440,6 +440,8 @@ class UsageCharge(models.Model):
     )
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("period end"))
+    events_through = models.BigIntegerField(_("events rated through"))  # the largest usage event id it rated
+    event_count = models.PositiveIntegerField(_("events rated"))
     created_at = models.DateTimeField(_("time"), auto_now_add=True, db_index=True)
 
     class Meta:

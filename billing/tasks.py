@@ -9,6 +9,7 @@ from billing.selectors import hold_ids_due_to_expire, organization_ids_with_fund
 from billing.services.holds import hold_expire
 from billing.services.ledger import ledger_reconcile
 from billing.services.payouts import payout_settle
+from billing.services.rating import usage_rate_pending
 from billing.services.refunds import refund_submit
 from billing.services.statements import month_before, statement_close
 from billing.stripe_client import PaymentProviderUnavailable
@@ -33,6 +34,14 @@ def hold_expire_due_task() -> int:
 @shared_task(name="billing.hold_expire")
 def hold_expire_task(hold_id: int) -> None:
     hold_expire(hold_id=hold_id)
+
+
+@shared_task(name="billing.usage_rate")
+def usage_rate_task() -> dict:
+    """Each metering tick: rate every rental's new usage in one run (sets of rows on PostgreSQL, not a task per
+    rental or per event)."""
+    run = usage_rate_pending()
+    return {"events": run.events, "charges": run.charges}
 
 
 @shared_task(name="billing.ledger_reconcile")

@@ -75,3 +75,16 @@ def api_client_for(db):
         return client
 
     return make
+
+
+@pytest.fixture(params=["in_sets", "rental_by_rental"])
+def rating_path(request, db, monkeypatch):
+    """Run a rating test through both of the rating run's paths: in sets of rows (PostgreSQL) and one rental at a
+    time (other databases), so that both keep one contract."""
+    from billing.services import rating
+
+    if request.param == "in_sets" and connection.vendor != "postgresql":
+        skip_or_fail("postgres", "rating in sets needs PostgreSQL; set DATABASE_URL=postgres://…")
+    runner = {"in_sets": rating._rate_in_sets, "rental_by_rental": rating._rate_rental_by_rental}
+    monkeypatch.setattr(rating, "_rating_runner", lambda: runner[request.param])
+    return request.param

@@ -1,33 +1,28 @@
-"""Usage metering and rating: usage events in (idempotent per source), charges out at the rental's price.
+"""Usage metering: usage events in, idempotent per source, from the platform's clock and from providers' reports.
 
-Rounding rule: each rating of a rental charges Σ accelerator-seconds × price per accelerator-hour / 3600,
-rounded half-up to 8 decimal places (the ledger's scale); statements round to the fen only when printed.
-A rating charges through the rental's hold; usage beyond it is held first from what the organization can still
-spend, and what even that cannot cover is recorded as uncollected.
+Whoever writes a rental's events holds a lock on the rental's row until they commit (see billing.services.rating,
+which rates them).
 """
 
 import logging
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Max, Min
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, now
 from django.utils.translation import gettext as _
 
 from accounts.models import ApiKey, Organization
-from billing.models import Hold, UsageCharge, UsageDimension, UsageEvent
-from billing.money import amount_sum, quantize_amount
-from billing.services.holds import hold_capture, hold_increase_what_can_be
+from billing.models import UsageDimension, UsageEvent
+from billing.money import quantize_amount
 from marketplace.models import Metering, Rental
 
 logger = logging.getLogger(__name__)
 
-ZERO = Decimal(0)
-SECONDS_PER_HOUR = 3600
 # A reporter's clock may run a little ahead of ours.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_QUANTITY = Decimal(10) ** 15  # accelerator-seconds in one event: far beyond any real period
@@ -37,11 +32,6 @@ STAGED_COLUMNS = ("organization_id", "rental_id", "source", "idempotency_key", "
 SOURCE, KEY = STAGED_COLUMNS.index("source"), STAGED_COLUMNS.index("idempotency_key")
 COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
 DIMENSIONS = frozenset(UsageDimension.values)
-
-
-def usage_cost(*, accelerator_seconds: Decimal, price_per_accelerator_hour: Decimal) -> Decimal:
-    """The written rounding rule (module docstring)."""
-    return quantize_amount(accelerator_seconds * price_per_accelerator_hour / SECONDS_PER_HOUR)
 
 
 # --- Lifecycle metering: the platform's clock ---
@@ -89,65 +79,6 @@ def rental_commitment_accrue(*, rental: Rental, moment: datetime) -> UsageEvent 
     if not rental.is_reserved or rental.ends_at is None or moment >= rental.ends_at:
         return None
     return _lifecycle_event(rental=rental, key="commitment", start=moment, end=rental.ends_at)
-
-
-# --- Rating ---
-
-
-def rental_rate(*, rental: Rental) -> UsageCharge | None:
-    """Charge the rental's unrated usage at its snapshotted price, from its hold.
-
-    The caller holds the rental's row lock, so ratings of one rental never overlap; the events are marked
-    with the charge in the same transaction as the capture, so a crash leaves both undone and a rerun does
-    the same work once.
-    """
-    unrated = UsageEvent.objects.filter(rental=rental, charge__isnull=True)
-    event_ids = list(unrated.values_list("pk", flat=True))
-    if not event_ids:
-        return None
-    claimed = UsageEvent.objects.filter(pk__in=event_ids)
-    totals = claimed.aggregate(
-        quantity=amount_sum("quantity", default=ZERO), start=Min("period_start"), end=Max("period_end")
-    )
-    quantity = quantize_amount(totals["quantity"])
-    rated = usage_cost(accelerator_seconds=quantity, price_per_accelerator_hour=rental.price_per_accelerator_hour)
-    hold = rental.hold
-    hold.refresh_from_db()
-    if rated > hold.remaining and hold.status == hold.Status.ACTIVE:
-        # Usage beyond the runway (ticks missed while the worker was down): hold the rest from funds if there are any.
-        key = f"usage-shortfall:{rental.pk}:{totals['end'].isoformat()}"
-        hold = hold_increase_what_can_be(hold_id=hold.pk, amount=rated - hold.remaining, idempotency_key=key)
-    amount = min(rated, hold.remaining)
-    charge = UsageCharge.objects.create(
-        organization_id=rental.organization_id,
-        rental=rental,
-        api_key_id=rental.api_key_id,
-        quantity=quantity,
-        rated_amount=rated,
-        amount=amount,
-        period_start=totals["start"],
-        period_end=totals["end"],
-    )
-    claimed.update(charge=charge)
-    if amount > 0:
-        charge.ledger_transaction = hold_capture(
-            hold_id=hold.pk,
-            amount=amount,
-            provider=rental.provider,
-            idempotency_key=f"usage-charge:{charge.pk}",
-            memo=_("Rental #%(id)d: %(seconds)s accelerator-seconds") % {"id": rental.pk, "seconds": f"{quantity:f}"},
-        )
-        charge.save(update_fields=["ledger_transaction"])
-        hold.refresh_from_db()
-    rental.charged_amount += amount
-    rental.uncollected_amount += rated - amount
-    Rental.objects.filter(pk=rental.pk).update(
-        charged_amount=rental.charged_amount, uncollected_amount=rental.uncollected_amount
-    )
-    if rated > amount:
-        uncovered = str(rated - amount)
-        logger.warning("usage not covered by the hold", extra={"rental_id": rental.pk, "uncovered": uncovered})
-    return charge
 
 
 # --- Reported usage: providers and agents ---
@@ -240,7 +171,7 @@ def _parse_event(index: int, raw: object, *, rentals: dict, window: tuple[dateti
     started = rental.started_at
     if started is None or start < started - CLOCK_SKEW or (rental.ended_at and end > rental.ended_at + CLOCK_SKEW):
         return _rejected(index, key, "outside_rental", _("The period is outside the time the rental ran."))
-    if rental.hold_status not in (None, Hold.Status.ACTIVE):
+    if rental.status in Rental.ENDED_STATUSES:
         return _rejected(index, key, "rental_settled", _("This rental is settled; no more usage can be charged."))
     return (rental.organization_id, rental.pk, source, key, raw["dimension"], quantity, start, end)
 
@@ -286,6 +217,24 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
         return {key for (key,) in cursor.fetchall()}
 
 
+ReportedRental = namedtuple("ReportedRental", ["pk", "organization_id", "metering", "started_at", "ended_at", "status"])
+# FOR KEY SHARE: a rating (FOR UPDATE) of these rentals waits until the events are in, or skips them (module docstring).
+RENTALS_REPORTED_LOCKED = """
+SELECT id, organization_id, metering, started_at, ended_at, status FROM marketplace_rental
+WHERE provider_id = %s AND id = ANY(%s) ORDER BY id FOR KEY SHARE"""
+
+
+def _rentals_reported(*, provider_id: int, rental_ids: set[int]) -> list[ReportedRental]:
+    """What validating a batch needs of its rentals, as tuples (model instances would cost more than the events'
+    insert). On PostgreSQL the rows are locked until the batch commits; SQLite serialises writers anyway."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(RENTALS_REPORTED_LOCKED, [provider_id, sorted(rental_ids)])
+            return [ReportedRental(*row) for row in cursor.fetchall()]
+    reported = Rental.objects.filter(provider_id=provider_id, pk__in=rental_ids)
+    return [ReportedRental(*row) for row in reported.values_list(*ReportedRental._fields)]
+
+
 @transaction.atomic
 def usage_events_record(
     *, provider: Organization, events: list, api_key: ApiKey | None = None, moment: datetime | None = None
@@ -299,14 +248,7 @@ def usage_events_record(
     moment = moment or now()
     source = f"provider:{provider.pk}"
     rental_ids = {_rental_id(raw) for raw in events if isinstance(raw, dict)} - {None}
-    # What validation needs of each rental, as tuples: model instances would cost more than the events' insert.
-    reported = Rental.objects.filter(provider=provider, pk__any_of=rental_ids).annotate(hold_status=F("hold__status"))
-    rentals = {
-        rental.pk: rental
-        for rental in reported.values_list(
-            "pk", "organization_id", "metering", "started_at", "ended_at", "hold_status", named=True
-        )
-    }
+    rentals = {rental.pk: rental for rental in _rentals_reported(provider_id=provider.pk, rental_ids=rental_ids)}
     window = (moment - timedelta(hours=settings.USAGE_EVENT_MAX_AGE_HOURS), moment + CLOCK_SKEW)
     results: dict[int, EventResult] = {}
     valid: dict[str, tuple[int, tuple]] = {}  # by key: (index, row)

@@ -51,6 +51,7 @@ class Rental(TimeStampedModel):
         },
         RentalStatus.SUSPENDED: {RentalStatus.RUNNING, RentalStatus.COMPLETED},
     }  # a status with no entry is terminal
+    ENDED_STATUSES = frozenset(set(RentalStatus) - set(TRANSITIONS))
     BILLED_STATUSES = frozenset({RentalStatus.RUNNING})
 
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="rentals")
@@ -78,6 +79,9 @@ class Rental(TimeStampedModel):
     # Lifecycle metering watermark: accelerator time up to here is recorded as usage events.
     metered_until = models.DateTimeField(_("metered until"), null=True, blank=True)
     hold = models.OneToOneField("billing.Hold", on_delete=models.PROTECT, null=True, related_name="rental")
+    # Rating watermark: this rental's usage events with a larger id are still to be rated. Moved only under the
+    # rental's row lock, which every writer of its events holds too (see billing.services.metering).
+    usage_rated_through = models.BigIntegerField(_("usage rated through event"), default=0)
     charged_amount = amount_field(verbose_name=_("charged"), default=0)
     # Usage the hold could not cover when funds ran out: never charged, shown to the provider.
     uncollected_amount = amount_field(verbose_name=_("uncollected"), default=0)

@@ -40,7 +40,7 @@ from billing.services.holds import (
     hold_refusal,
     hold_release,
 )
-from billing.services.metering import rental_accrue, rental_commitment_accrue, rental_rate
+from billing.services.metering import rental_accrue, rental_commitment_accrue
 from billing.services.payouts import charge_refund
 from billing.services.quotas import (
     over_spend_limits,
@@ -51,6 +51,7 @@ from billing.services.quotas import (
     spend_alerts_send,
     spend_limits_check,
 )
+from billing.services.rating import rental_rate
 from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessable
 from marketplace.core.guarded import GuardedStatement
 from marketplace.core.queries import PreparedQuery
@@ -668,14 +669,13 @@ def _suspended_settle(*, rental: Rental, moment: datetime) -> None:
 
 
 def metering_tick(*, moment: datetime | None = None) -> list[int]:
-    """The ids of the rentals the tick settles: running and suspended ones, and any with unrated usage."""
+    """The ids of the rentals the tick settles: running and suspended ones. (Reported usage of all rentals is
+    rated by the tick's rating run, `usage_rate_pending`; a rental that ended was rated as it ended.)"""
     moment = moment or now()
     active = Rental.objects.filter(status__in=(Rental.Status.RUNNING, Rental.Status.SUSPENDED))
-    with_usage = Rental.objects.filter(usage_events__charge__isnull=True)
-    ids = set(active.values_list("pk", flat=True)) | set(with_usage.values_list("pk", flat=True))
     for organization_id in set(active.values_list("organization_id", flat=True)):
         spend_alerts_send(organization_id=organization_id, moment=moment)
-    return sorted(ids)
+    return sorted(active.values_list("pk", flat=True))
 
 
 def rental_lifecycle_due(*, moment: datetime | None = None) -> tuple[list[int], list[int]]:

@@ -1,0 +1,305 @@
+"""Rating: a rental's new usage events become a charge at its snapshotted price, captured from its hold.
+
+Rounding rule: each rating of a rental charges Σ accelerator-seconds × price per accelerator-hour / 3600, rounded
+half-up to 8 decimal places (the ledger's scale) from the exact product; statements round to the fen only when
+printed. A rating charges through the rental's hold; usage beyond it is held first from what the organization can
+still spend, and what even that cannot cover is recorded as uncollected.
+
+Which events are rated: a rental's `usage_rated_through` is the largest event id already rated. A rating holds the
+rental's row lock, and whoever writes the rental's events holds a lock on its row that conflicts with it (the
+lifecycle clock the same lock, reported usage FOR KEY SHARE), from before the events take their ids until they
+commit. So while a rating runs, every event of the rental is committed and visible, and any later one gets a larger
+id: moving the watermark to the largest id seen loses nothing and counts nothing twice.
+"""
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min
+from django.utils.timezone import now
+from django.utils.translation import gettext as _
+
+from billing.models import AccountKind, Hold, TransactionKind, UsageCharge, UsageEvent
+from billing.money import AMOUNT_PLACES, amount_sum, quantize_amount
+from billing.services.holds import hold_capture, hold_increase_what_can_be
+from billing.services.ledger import ZERO, platform_account
+from marketplace.models import Rental
+
+logger = logging.getLogger(__name__)
+
+
+class LedgerFloorCrossed(RuntimeError):
+    """A programming or data error (held funds short of the holds they back): the rating run rolls back."""
+
+
+SECONDS_PER_HOUR = 3600
+UNITS = 10**AMOUNT_PLACES  # amounts in units of the ledger's last place are integers
+# Half-up division by an hour of seconds in those units: ⌊(2·seconds·price + D) / 2D⌋, D = 3600 · UNITS.
+DIVISOR = SECONDS_PER_HOUR * UNITS
+
+
+def usage_cost(*, accelerator_seconds: Decimal, price_per_accelerator_hour: Decimal) -> Decimal:
+    """The written rounding rule (module docstring), in integers: a Decimal context would round the product of two
+    long amounts before dividing. The rating SQL computes the same integers."""
+    seconds_units = int(accelerator_seconds * UNITS)  # exact: both amounts have at most 8 places
+    price_units = int(price_per_accelerator_hour * UNITS)
+    return Decimal((2 * seconds_units * price_units + DIVISOR) // (2 * DIVISOR)).scaleb(-AMOUNT_PLACES)
+
+
+def _capture_memo(*, rental_id: int | str, seconds: str) -> str:
+    return _("Rental #%(id)s: %(seconds)s accelerator-seconds") % {"id": rental_id, "seconds": seconds}
+
+
+def rental_rate(*, rental: Rental) -> UsageCharge | None:
+    """Charge the rental's events past its watermark at its snapshotted price, from its hold.
+
+    The caller holds the rental's row lock (module docstring); the charge, the capture and the watermark move in
+    its transaction, so a crash leaves all of them undone and a rerun does the same work once.
+    """
+    new = UsageEvent.objects.filter(rental=rental, pk__gt=rental.usage_rated_through)
+    totals = new.aggregate(
+        quantity=amount_sum("quantity", default=ZERO),
+        start=Min("period_start"),
+        end=Max("period_end"),
+        through=Max("pk"),
+        count=Count("pk"),
+    )
+    if totals["through"] is None:
+        return None
+    quantity = quantize_amount(totals["quantity"])
+    rated = usage_cost(accelerator_seconds=quantity, price_per_accelerator_hour=rental.price_per_accelerator_hour)
+    hold = rental.hold
+    hold.refresh_from_db()
+    if rated > hold.remaining and hold.status == hold.Status.ACTIVE:
+        # Usage beyond the runway (ticks missed while the worker was down): hold the rest from funds if there are any.
+        key = f"usage-shortfall:{rental.pk}:{totals['through']}"
+        hold = hold_increase_what_can_be(hold_id=hold.pk, amount=rated - hold.remaining, idempotency_key=key)
+    amount = min(rated, hold.remaining)
+    charge = UsageCharge.objects.create(
+        organization_id=rental.organization_id,
+        rental=rental,
+        api_key_id=rental.api_key_id,
+        quantity=quantity,
+        rated_amount=rated,
+        amount=amount,
+        period_start=totals["start"],
+        period_end=totals["end"],
+        events_through=totals["through"],
+        event_count=totals["count"],
+    )
+    if amount > 0:
+        charge.ledger_transaction = hold_capture(
+            hold_id=hold.pk,
+            amount=amount,
+            provider=rental.provider,
+            idempotency_key=f"usage-charge:{charge.pk}",
+            memo=_capture_memo(rental_id=rental.pk, seconds=f"{quantity:f}"),
+        )
+        charge.save(update_fields=["ledger_transaction"])
+        hold.refresh_from_db()
+    rental.charged_amount += amount
+    rental.uncollected_amount += rated - amount
+    rental.usage_rated_through = totals["through"]
+    Rental.objects.filter(pk=rental.pk).update(
+        charged_amount=rental.charged_amount,
+        uncollected_amount=rental.uncollected_amount,
+        usage_rated_through=rental.usage_rated_through,
+    )
+    if rated > amount:
+        uncovered = str(rated - amount)
+        logger.warning("usage not covered by the hold", extra={"rental_id": rental.pk, "uncovered": uncovered})
+    return charge
+
+
+def _rental_rate_locked(rental_id: int) -> UsageCharge | None:
+    """Rate one rental in a transaction of its own, under its row lock."""
+    with transaction.atomic():
+        rental = Rental.objects.select_for_update(of=("self",)).select_related("hold", "provider").get(pk=rental_id)
+        if rental.hold is None or rental.hold.status != Hold.Status.ACTIVE:
+            return None  # settled meanwhile: its ending rated everything
+        return rental_rate(rental=rental)
+
+
+@dataclass(frozen=True)
+class RatingRun:
+    events: int  # usage events rated
+    charges: int
+
+
+def usage_rate_pending() -> RatingRun:
+    """Rate every rental's new usage: the metering tick's rating run (`billing.usage_rate` task).
+
+    PostgreSQL rates all rentals in sets (a few statements whatever their number); other databases rental by
+    rental. Idempotent: a rerun, or a run in parallel, finds the watermarks moved and rates nothing twice.
+    """
+    return _rating_runner()()
+
+
+def _rating_runner():
+    return _rate_in_sets if connection.vendor == "postgresql" else _rate_rental_by_rental
+
+
+def _rate_rental_by_rental() -> RatingRun:
+    pending = Rental.objects.filter(
+        hold__status=Hold.Status.ACTIVE, usage_events__id__gt=F("usage_rated_through")
+    ).distinct()
+    events = charges = 0
+    for rental_id in pending.values_list("pk", flat=True):
+        charge = _rental_rate_locked(rental_id)
+        if charge is not None:
+            charges, events = charges + 1, events + charge.event_count
+    return RatingRun(events=events, charges=charges)
+
+
+# --- PostgreSQL: rating in sets ---
+# Each statement handles every rental of the run at once, in temporary tables dropped at commit. Lock order as
+# everywhere: rentals, then holds, then ledger accounts in key order.
+
+DROP_TABLES = "DROP TABLE IF EXISTS usage_rating_rental, usage_rating, usage_rating_charge, usage_rating_posting"
+
+# The rentals whose usage can still be charged, locked in id order. Those another transaction holds (events being
+# recorded for them, a tick settling one) are skipped, not waited for: the next run rates them.
+LOCK_RENTALS = """
+CREATE TEMPORARY TABLE usage_rating_rental ON COMMIT DROP AS
+SELECT r.id, r.usage_rated_through FROM marketplace_rental r JOIN billing_hold h ON h.id = r.hold_id
+WHERE h.status = %(active)s ORDER BY r.id FOR UPDATE OF r SKIP LOCKED"""
+
+# Read after the locks are held (a new snapshot): every event of a locked rental is committed by now.
+BOUNDS = """
+SELECT (SELECT count(*) FROM usage_rating_rental), (SELECT min(usage_rated_through) FROM usage_rating_rental),
+       (SELECT max(id) FROM billing_usageevent)"""
+
+# The rollup: each locked rental's events past its watermark, summed and rated by the rule of `usage_cost`.
+# `e.id > %(since)s` (the lowest watermark) lets an incremental run read only the table's newest events.
+ROLLUP = f"""
+CREATE TEMPORARY TABLE usage_rating ON COMMIT DROP AS
+SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id, h.reference,
+       h.amount - h.captured_amount AS remaining,
+       div(2 * (u.quantity * {UNITS}) * (r.price_per_accelerator_hour * {UNITS}) + {DIVISOR}, {2 * DIVISOR})
+         * 1e-{AMOUNT_PLACES} AS rated,
+       coalesce(pb.platform_fee_percent, %(default_fee)s) AS fee_percent
+FROM (SELECT e.rental_id, sum(e.quantity) AS quantity, count(*) AS events, min(e.period_start) AS period_start,
+             max(e.period_end) AS period_end, max(e.id) AS events_through
+      FROM billing_usageevent e JOIN usage_rating_rental l ON l.id = e.rental_id
+      WHERE e.id > %(since)s AND e.id > l.usage_rated_through
+      GROUP BY e.rental_id) u
+JOIN marketplace_rental r ON r.id = u.rental_id
+JOIN billing_hold h ON h.id = r.hold_id
+LEFT JOIN billing_providerbilling pb ON pb.organization_id = r.provider_id"""  # noqa: S608 - constants, not input
+
+LOCK_HOLDS = "SELECT id FROM billing_hold WHERE id IN (SELECT hold_id FROM usage_rating) ORDER BY id FOR UPDATE"
+
+# What each hold covers becomes a charge; a rental whose usage outgrew its hold is rated alone afterwards (see
+# `rental_rate`: it holds more from funds first). Keys come from the sequences so that rows can name each other.
+# The fee is rounded half-up like `fee_split` (multiplying by 0.01 keeps it exact).
+CHARGES = """
+CREATE TEMPORARY TABLE usage_rating_charge ON COMMIT DROP AS
+SELECT nextval(pg_get_serial_sequence('billing_usagecharge', 'id')) AS id,
+       CASE WHEN rated > 0 THEN nextval(pg_get_serial_sequence('billing_ledgertransaction', 'id')) END
+         AS transaction_id,
+       u.*, round(rated * fee_percent * 0.01, 8) AS fee
+FROM usage_rating u WHERE rated <= remaining"""
+
+EARNINGS_ACCOUNTS = """
+INSERT INTO billing_ledgeraccount (organization_id, kind, currency, balance, minimum_balance, created_at)
+SELECT DISTINCT provider_id, %(earnings)s, %(currency)s, 0, 0, %(moment)s FROM usage_rating_charge
+WHERE transaction_id IS NOT NULL
+ON CONFLICT DO NOTHING"""
+
+# The lines of each capture, as `hold_capture` posts them: held funds out, the provider's earnings and the
+# platform's fee in (a zero line is left out).
+POSTINGS = """
+CREATE TEMPORARY TABLE usage_rating_posting ON COMMIT DROP AS
+SELECT c.transaction_id, a.id AS account_id, -c.rated AS amount
+FROM usage_rating_charge c JOIN billing_ledgeraccount a
+  ON a.organization_id = c.organization_id AND a.kind = %(held)s AND a.currency = %(currency)s
+WHERE c.transaction_id IS NOT NULL
+UNION ALL
+SELECT c.transaction_id, a.id, c.rated - c.fee
+FROM usage_rating_charge c JOIN billing_ledgeraccount a
+  ON a.organization_id = c.provider_id AND a.kind = %(earnings)s AND a.currency = %(currency)s
+WHERE c.transaction_id IS NOT NULL AND c.rated <> c.fee
+UNION ALL
+SELECT transaction_id, %(platform_revenue)s, fee FROM usage_rating_charge
+WHERE transaction_id IS NOT NULL AND fee <> 0"""
+
+LOCK_ACCOUNTS = """
+SELECT id FROM billing_ledgeraccount WHERE id IN (SELECT account_id FROM usage_rating_posting) ORDER BY id
+FOR UPDATE"""
+
+# Held funds cover every active hold's remainder, so no floor can be crossed here; the condition is the ledger's
+# rule all the same, and the caller checks that every account moved.
+BALANCES = """
+UPDATE billing_ledgeraccount a SET balance = a.balance + p.total
+FROM (SELECT account_id, sum(amount) AS total FROM usage_rating_posting GROUP BY account_id) p
+WHERE a.id = p.account_id AND (a.minimum_balance IS NULL OR a.balance + p.total >= a.minimum_balance)"""
+
+WRITES = [
+    """INSERT INTO billing_ledgertransaction (id, idempotency_key, kind, memo, organization_id, reference, created_at)
+       SELECT transaction_id, 'usage-charge:' || id, %(capture)s, left(format(%(memo)s, rental_id, quantity), 255),
+              organization_id, reference, %(moment)s
+       FROM usage_rating_charge WHERE transaction_id IS NOT NULL""",
+    "INSERT INTO billing_posting (transaction_id, account_id, amount) SELECT * FROM usage_rating_posting",
+    """INSERT INTO billing_usagecharge (id, organization_id, rental_id, api_key_id, quantity, rated_amount, amount,
+                                       ledger_transaction_id, period_start, period_end, events_through, event_count,
+                                       created_at)
+       SELECT id, organization_id, rental_id, api_key_id, quantity, rated, rated, transaction_id, period_start,
+              period_end, events_through, events, %(moment)s
+       FROM usage_rating_charge""",
+    """UPDATE billing_hold h SET captured_amount = h.captured_amount + c.rated
+       FROM usage_rating_charge c WHERE h.id = c.hold_id AND c.rated > 0""",
+    # Every locked rental without a shortfall is rated up to the newest event: none of its events can be newer.
+    """UPDATE marketplace_rental r
+       SET charged_amount = r.charged_amount + coalesce(c.rated, 0),
+           usage_rated_through = greatest(r.usage_rated_through, %(newest)s)
+       FROM usage_rating_rental l LEFT JOIN usage_rating_charge c ON c.rental_id = l.id
+       WHERE r.id = l.id AND (c.id IS NOT NULL OR r.usage_rated_through < %(newest)s)
+         AND NOT EXISTS (SELECT 1 FROM usage_rating s WHERE s.rental_id = l.id AND s.rated > s.remaining)""",
+]
+
+
+def _rate_in_sets() -> RatingRun:
+    moment = now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(DROP_TABLES)  # left by an earlier run of this same transaction (a caller's, or a test's)
+        cursor.execute(LOCK_RENTALS, {"active": Hold.Status.ACTIVE})
+        cursor.execute(BOUNDS)
+        locked, since, newest = cursor.fetchone()
+        if not locked or newest is None:
+            return RatingRun(events=0, charges=0)
+        cursor.execute(ROLLUP, {"since": since, "default_fee": settings.PLATFORM_FEE_PERCENT})
+        cursor.execute(LOCK_HOLDS)
+        cursor.execute(CHARGES)
+        names = {
+            "moment": moment,
+            "currency": settings.PLATFORM_CURRENCY,
+            "held": AccountKind.HELD,
+            "earnings": AccountKind.EARNINGS,
+            "capture": TransactionKind.CAPTURE,
+            "platform_revenue": platform_account(kind=AccountKind.PLATFORM_REVENUE).pk,
+            "memo": _capture_memo(rental_id="%1$s", seconds="%2$s"),  # format()'s placeholders
+            "newest": newest,
+        }
+        cursor.execute(EARNINGS_ACCOUNTS, names)
+        cursor.execute(POSTINGS, names)
+        cursor.execute(LOCK_ACCOUNTS)
+        accounts = cursor.rowcount
+        cursor.execute(BALANCES)
+        if cursor.rowcount != accounts:
+            raise LedgerFloorCrossed(f"a rating run would take {accounts - cursor.rowcount} account(s) below a floor")
+        for statement in WRITES:
+            cursor.execute(statement, names)
+        cursor.execute("SELECT count(*), coalesce(sum(events), 0) FROM usage_rating_charge")
+        charges, events = cursor.fetchone()
+        cursor.execute("SELECT rental_id FROM usage_rating WHERE rated > remaining ORDER BY rental_id")
+        outgrown = [rental_id for (rental_id,) in cursor.fetchall()]
+    for rental_id in outgrown:  # after the commit: each in its own transaction, under its own lock
+        charge = _rental_rate_locked(rental_id)
+        if charge is not None:
+            charges, events = charges + 1, events + charge.event_count
+    run = RatingRun(events=events, charges=charges)
+    logger.info("usage rated", extra={"events": run.events, "charges": run.charges, "rentals_locked": locked})
+    return run

@@ -1,0 +1,256 @@
+"""The rating run: every rental's new usage charged once at its snapshotted price, through both of its paths (in
+sets on PostgreSQL, rental by rental elsewhere), and on PostgreSQL against parallel ingestion and parallel runs."""
+
+import itertools
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from django.db import connection, transaction
+from django.utils.timezone import now
+
+from billing.models import (
+    AccountKind,
+    Hold,
+    LedgerAccount,
+    LedgerTransaction,
+    Posting,
+    ProviderBilling,
+    UsageCharge,
+    UsageEvent,
+)
+from billing.services.metering import usage_events_record
+from billing.services.rating import usage_cost, usage_rate_pending
+from marketplace.models import Metering, Rental
+from marketplace.services import rentals as services
+from tests.concurrency import race
+from tests.factories.accounts import OrganizationFactory
+from tests.factories.billing import fund
+from tests.factories.marketplace import OfferingFactory
+
+PRICE = Decimal("36.00")  # per accelerator-hour: 100 accelerator-seconds cost 1.00
+keys = itertools.count()
+
+
+def reported_rental(*, price: Decimal = PRICE, funds: str = "1000.00", provider=None, accelerators: int = 1) -> Rental:
+    """A running on-demand rental metered by the provider's reports, started ten minutes ago."""
+    extra = {"provider": provider} if provider is not None else {}
+    offering = OfferingFactory(accelerators_per_node=1, on_demand_price=price, metering=Metering.REPORTED, **extra)
+    buyer = OrganizationFactory()
+    fund(buyer, funds)
+    started = now() - timedelta(minutes=10)
+    order = services.RentalRequest(offering_id=offering.pk, accelerators=accelerators)
+    rental = services.rental_create(organization=buyer, request=order, moment=started)
+    return services.rental_provision(rental_id=rental.pk, moment=started)
+
+
+def report(rental: Rental, *quantities: str) -> None:
+    """The provider reports one event per quantity, each over a minute of the rental's run."""
+    events = []
+    for quantity in quantities:
+        minute = next(keys) % 8
+        start = rental.started_at + timedelta(minutes=minute)
+        events.append({
+            "rental": rental.pk, "dimension": "accelerator_seconds", "quantity": quantity,
+            "period_start": start.isoformat(), "period_end": (start + timedelta(minutes=1)).isoformat(),
+            "idempotency_key": f"node:{next(keys)}",
+        })  # fmt: skip
+    results = usage_events_record(provider=rental.provider, events=events)
+    assert {r.status for r in results} == {"accepted"}
+
+
+def total(rows, field: str):
+    """A column's sum, added in Python: SQLite sums decimals as floats."""
+    return sum(rows.values_list(field, flat=True))
+
+
+def exact_cost(seconds: Decimal, price: Decimal) -> Decimal:
+    """The rounding rule computed with fractions: half-up to 8 places of seconds × price / 3600."""
+    units = Fraction(seconds) * Fraction(price) / 3600 * 10**8
+    return Decimal(int(units + Fraction(1, 2))).scaleb(-8)
+
+
+def test_the_rounding_rule_is_exact_where_a_decimal_context_would_round():
+    # given: a product of 33 digits, past the 28 of Python's default Decimal context
+    seconds, price = Decimal("999999999999.99999999"), Decimal("12345.67891234")
+    # then
+    assert usage_cost(accelerator_seconds=seconds, price_per_accelerator_hour=price) == exact_cost(seconds, price)
+    # half a unit of the last place rounds up; less than half rounds down
+    assert usage_cost(accelerator_seconds=Decimal(1), price_per_accelerator_hour=Decimal("0.000018")) == Decimal(
+        "0.00000001"
+    )
+    assert usage_cost(accelerator_seconds=Decimal(1), price_per_accelerator_hour=Decimal("0.00001799")) == 0
+
+
+def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced_captures(rating_path):
+    # given: rentals of two providers, one with a fee of its own, at prices that do not divide evenly
+    special = OfferingFactory().provider
+    ProviderBilling.objects.create(organization=special, platform_fee_percent=Decimal("12.50"))
+    rentals = [
+        reported_rental(price=Decimal("36.00")),
+        reported_rental(price=Decimal("29.99"), provider=special),
+        reported_rental(price=Decimal("7.12345678"), accelerators=3),
+    ]
+    report(rentals[0], "60", "60", "180")
+    report(rentals[1], "37.5")
+    report(rentals[2], "0.00000001", "59.99999999")
+
+    # when
+    run = usage_rate_pending()
+
+    # then: one charge per rental, at the rule, through the hold
+    assert (run.events, run.charges) == (6, 3)
+    for rental, seconds in zip(rentals, ["300", "37.5", "60"], strict=True):
+        rental.refresh_from_db()
+        charge = UsageCharge.objects.get(rental=rental)
+        cost = exact_cost(Decimal(seconds), rental.price_per_accelerator_hour)
+        assert (charge.quantity, charge.rated_amount, charge.amount) == (Decimal(seconds), cost, cost)
+        assert charge.event_count == UsageEvent.objects.filter(rental=rental).count()
+        assert charge.events_through == UsageEvent.objects.filter(rental=rental).latest("pk").pk
+        assert rental.usage_rated_through >= charge.events_through  # in sets: the newest event id of the run
+        assert rental.charged_amount == cost
+        assert Hold.objects.get(pk=rental.hold_id).captured_amount == cost
+        capture = charge.ledger_transaction
+        assert capture.idempotency_key == f"usage-charge:{charge.pk}"
+        assert capture.memo == f"Rental #{rental.pk}: {charge.quantity:f} accelerator-seconds"
+        lines = dict(capture.postings.values_list("account__kind", "amount"))
+        fee_percent = Decimal("12.50") if rental.provider_id == special.pk else Decimal(10)
+        fee = (cost * fee_percent / 100).quantize(Decimal("0.00000001"))
+        assert lines == {AccountKind.HELD: -cost, AccountKind.EARNINGS: cost - fee, AccountKind.PLATFORM_REVENUE: fee}
+    assert total(Posting.objects.all(), "amount") == 0
+    for account in LedgerAccount.objects.all():  # cached balances equal their postings
+        assert account.balance == total(account.postings.all(), "amount")
+
+
+def test_a_second_run_changes_nothing_and_a_later_one_rates_only_what_is_new(rating_path):
+    rental = reported_rental()
+    report(rental, "100", "200")
+    usage_rate_pending()
+    ledger = LedgerTransaction.objects.count()
+
+    # when: again, with nothing new
+    assert usage_rate_pending().charges == 0
+    # then
+    assert LedgerTransaction.objects.count() == ledger
+
+    # when: new usage arrives
+    report(rental, "50")
+    run = usage_rate_pending()
+    # then: a second charge for that event alone
+    assert (run.events, run.charges) == (1, 1)
+    charges = UsageCharge.objects.filter(rental=rental).order_by("pk")
+    assert [(c.quantity, c.amount, c.event_count) for c in charges] == [
+        (Decimal(300), Decimal("3.00"), 2),
+        (Decimal(50), Decimal("0.50"), 1),
+    ]
+
+
+def test_usage_rounding_to_nothing_is_recorded_without_a_capture(rating_path):
+    rental = reported_rental()
+    report(rental, "0.00000001")
+
+    usage_rate_pending()
+
+    charge = UsageCharge.objects.get(rental=rental)
+    assert (charge.rated_amount, charge.amount, charge.ledger_transaction_id) == (0, 0, None)
+    rental.refresh_from_db()
+    assert rental.usage_rated_through >= charge.events_through
+
+
+def test_usage_beyond_the_hold_is_held_from_funds_then_left_uncollected(rating_path):
+    # given: a one-hour runway of 36.00 held, 10.00 more in funds, and 60.00 of usage reported
+    rental = reported_rental(funds="46.00")
+    report(rental, "3600", "2400")
+
+    # when
+    usage_rate_pending()
+
+    # then: the hold grew by what funds allowed, the rest is uncollected
+    rental.refresh_from_db()
+    assert rental.charged_amount == Decimal("46.00")
+    assert rental.uncollected_amount == Decimal("14.00")
+    assert UsageCharge.objects.get(rental=rental).rated_amount == Decimal("60.00")
+    assert total(Posting.objects.all(), "amount") == 0
+
+
+def test_settled_rentals_are_not_rated_again(rating_path):
+    rental = reported_rental()
+    report(rental, "100")
+    services.rental_stop(rental_id=rental.pk)
+
+    assert usage_rate_pending().charges == 0
+    assert UsageCharge.objects.filter(rental=rental).count() == 1
+
+
+# --- PostgreSQL: real parallel connections ---
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_rental_locked_by_another_transaction_is_skipped_and_rated_by_the_next_run(require_postgres):
+    rental = reported_rental()
+    report(rental, "100")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_rental_lock() -> None:
+        with transaction.atomic():
+            Rental.objects.select_for_update().get(pk=rental.pk)
+            locked.set()
+            release.wait(20)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_rental_lock)
+    holder.start()
+    locked.wait(20)
+    try:
+        skipped = usage_rate_pending()  # must not wait for the lock
+    finally:
+        release.set()
+        holder.join(20)
+    assert skipped.charges == 0
+    assert usage_rate_pending().charges == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_rating_runs_racing_ingestion_and_each_other_rate_every_event_exactly_once(require_postgres):
+    # given: rentals of one provider; four threads report batches while two keep running the rating
+    provider = OfferingFactory().provider
+    rentals = [reported_rental(provider=provider, funds="5000.00") for _ in range(6)]
+    batches, reporters_left, counting = 30, [4], threading.Lock()
+
+    def run(index: int) -> None:
+        if index >= 4:
+            while reporters_left[0]:
+                usage_rate_pending()
+            return
+        try:
+            for batch in range(batches):
+                # Held open for varying times, so batches commit out of the order they took their ids in,
+                # and runs happen while events are in flight.
+                with transaction.atomic():
+                    report(rentals[(index + batch) % len(rentals)], *["7.5"] * 5, "12.25")
+                    time.sleep(0.003 * ((index + batch) % 4))
+        finally:
+            with counting:
+                reporters_left[0] -= 1
+
+    race(6, run)
+    usage_rate_pending()  # what the racing runs skipped
+
+    # then: every event rated once, by charges that add up per rental
+    for rental in rentals:
+        rental.refresh_from_db()
+        events = UsageEvent.objects.filter(rental=rental)
+        charges = UsageCharge.objects.filter(rental=rental)
+        assert total(charges, "event_count") == events.count()
+        assert total(charges, "quantity") == total(events, "quantity")
+        assert rental.usage_rated_through >= events.latest("pk").pk
+        for charge in charges:
+            assert charge.amount == usage_cost(accelerator_seconds=charge.quantity, price_per_accelerator_hour=PRICE)
+        assert rental.charged_amount == total(charges, "amount")
+    assert UsageEvent.objects.count() == 4 * batches * 6
+    assert total(Posting.objects.all(), "amount") == 0
