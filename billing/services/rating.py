@@ -266,13 +266,16 @@ def _rate_in_sets() -> RatingRun:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(DROP_TABLES)  # left by an earlier run of this same transaction (a caller's, or a test's)
         cursor.execute(LOCK_RENTALS, {"active": Hold.Status.ACTIVE})
+        cursor.execute("ANALYZE usage_rating_rental")  # temporary tables have no statistics until analysed
         cursor.execute(BOUNDS)
         locked, since, newest = cursor.fetchone()
         if not locked or newest is None:
             return RatingRun(events=0, charges=0)
         cursor.execute(ROLLUP, {"since": since, "default_fee": settings.PLATFORM_FEE_PERCENT})
+        cursor.execute("ANALYZE usage_rating")
         cursor.execute(LOCK_HOLDS)
         cursor.execute(CHARGES)
+        cursor.execute("ANALYZE usage_rating_charge")
         names = {
             "moment": moment,
             "currency": settings.PLATFORM_CURRENCY,

@@ -165,19 +165,25 @@ def test_transactions_cannot_be_changed_with_raw_sql(require_postgres, organizat
         cursor.execute("UPDATE billing_ledgertransaction SET memo = 'rewritten'")
 
 
-def test_unbalanced_postings_written_with_raw_sql_fail_at_commit(require_postgres, organization):
+@pytest.mark.parametrize(
+    "lines",
+    [[5, -4], [5]],  # unbalanced; or balanced only by a later statement: each INSERT must leave them balanced
+    ids=["unbalanced", "half_of_a_transaction"],
+)
+def test_unbalanced_postings_written_with_raw_sql_are_refused(require_postgres, organization, lines):
     # given
     available, clearing = _accounts(organization)
     txn = LedgerTransaction.objects.create(idempotency_key="raw:1", kind=TransactionKind.ADJUSTMENT, memo="raw")
-    # when / then: the deferred constraint trigger checks when the transaction commits
+    rows = [(txn.pk, account.pk, amount) for account, amount in zip([available, clearing], lines, strict=False)]
+    # when / then: the database checks the transactions of every INSERT statement
     with (
         pytest.raises(DatabaseError, match="does not sum to zero"),
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
         cursor.execute(
-            "INSERT INTO billing_posting (transaction_id, account_id, amount) VALUES (%s, %s, 5), (%s, %s, -4)",
-            [txn.pk, available.pk, txn.pk, clearing.pk],
+            "INSERT INTO billing_posting (transaction_id, account_id, amount) VALUES "
+            + ", ".join(["(%s, %s, %s)"] * len(rows)),
+            [value for row in rows for value in row],
         )
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what COMMIT does to a deferred trigger
     assert not Posting.objects.filter(transaction=txn).exists()

@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import pytest
 from django.db import connection, transaction
+from django.utils import translation
 from django.utils.timezone import now
 
 from billing.models import (
@@ -99,7 +100,8 @@ def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced
     report(rentals[2], "0.00000001", "59.99999999")
 
     # when
-    run = usage_rate_pending()
+    with translation.override("en"):  # the memo is written in the active language
+        run = usage_rate_pending()
 
     # then: one charge per rental, at the rule, through the hold
     assert (run.events, run.charges) == (6, 3)
