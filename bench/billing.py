@@ -113,7 +113,8 @@ def build_data(n: int) -> dict:
          "charged_amount", "uncollected_amount", "offering_id", "organization_id", "provider_id", "hold_id",
          "usage_rated_through"],
         [(moment, moment, "on_demand", 1, r[4], r[3], "{}", "cn-east", "reported", rental_started, "running",
-          rental_started, rental_started, "", 0, 0, r[1], r[0], r[2], hold, 0) for r, hold in zip(rentals, holds, strict=True)],
+          rental_started, rental_started, "", 0, 0, r[1], r[0], r[2], hold, 0)
+         for r, hold in zip(rentals, holds, strict=True)],
     )  # fmt: skip
     _fund_holds(rentals, moment)
     platform_account(kind="platform_revenue")

@@ -9,7 +9,7 @@ rebuilt). Data: 5,000 buyer organizations with one running rental each, metered 
 one provider. The event stream: one-minute periods of 60 accelerator-seconds over every rental in turn; 1 % of
 events replay an earlier event (same key and body), 0.1 % are invalid (a quantity of zero). Every variant starts
 from an empty usage-event table with its production indexes (primary key, unique (source, key), (organization,
-period start), the partial unrated index). The endpoints run under gunicorn (sync workers) and are fed by
+period start), (rental, id)). The endpoints run under gunicorn (sync workers) and are fed by
 `--clients` threads, each with its own share of the batches. Prints one line per variant, the checks that replays
 were counted once and invalid events rejected, then the ratios the targets are judged on. Exits 0.
 """
@@ -119,9 +119,10 @@ def build_data(n: int) -> dict:
         "marketplace_rental",
         ["created_at", "updated_at", "mode", "nodes", "accelerators", "price_per_accelerator_hour", "specs",
          "residency_zone", "metering", "starts_at", "status", "status_changed_at", "started_at", "suspension_reason",
-         "charged_amount", "uncollected_amount", "offering_id", "organization_id", "provider_id"],
+         "charged_amount", "uncollected_amount", "offering_id", "organization_id", "provider_id",
+         "usage_rated_through"],
         ((moment, moment, "on_demand", 1, 1, Decimal("10.00"), "{}", "cn-east", "reported", rental_started, "running",
-          rental_started, rental_started, "", 0, 0, offerings[n % OFFERINGS], buyer, provider.pk)
+          rental_started, rental_started, "", 0, 0, offerings[n % OFFERINGS], buyer, provider.pk, 0)
          for n, buyer in enumerate(buyers)),
     )  # fmt: skip
     with connection.cursor() as cursor:
