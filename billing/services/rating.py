@@ -295,7 +295,7 @@ def _rate_in_sets() -> RatingRun:
             raise LedgerFloorCrossed(f"a rating run would take {accounts - cursor.rowcount} account(s) below a floor")
         for statement in WRITES:
             cursor.execute(statement, names)
-        cursor.execute("SELECT count(*), coalesce(sum(events), 0) FROM usage_rating_charge")
+        cursor.execute("SELECT count(*), coalesce(sum(events), 0)::bigint FROM usage_rating_charge")
         charges, events = cursor.fetchone()
         cursor.execute("SELECT rental_id FROM usage_rating WHERE rated > remaining ORDER BY rental_id")
         outgrown = [rental_id for (rental_id,) in cursor.fetchall()]
