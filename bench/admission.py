@@ -28,7 +28,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bench.harness import copy_rows, log, log_checks, recreate_database, run_wrk, setup_django, start_server
+from bench.harness import copy_rows, fresh_database, log, log_checks, run_wrk, start_server
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_admission"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
@@ -295,14 +295,11 @@ def main() -> None:
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     broker = os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER)
     os.environ["CELERY_BROKER_URL"] = broker
-    recreate_database(url)
-    setup_django(url)
+    fresh_database(url)
     import random
 
     import redis
-    from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
     data = build_data()
     hot, spread = data["offerings"][0], data["offerings"]
     rng = random.Random(7)

@@ -34,7 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from statistics import median
 
-from bench.harness import ROOT, copy_rows, log, log_checks, recreate_database, setup_django
+from bench.harness import ROOT, copy_rows, fresh_database, log, log_checks
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_billing"
 BROKERS = {
@@ -417,12 +417,9 @@ def main() -> None:
     parser.add_argument("--brokers", default="redis,rabbitmq")
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    setup_django(url)
-    from django.core.management import call_command
+    fresh_database(url)
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
     data = build_data(args.events)
     load_events(data, args.events)
     with connection.cursor() as cursor:

@@ -19,7 +19,7 @@ import sys
 import time
 from decimal import Decimal
 
-from bench.harness import copy_rows, log, recreate_database, run_wrk, setup_django, start_server
+from bench.harness import copy_rows, fresh_database, log, run_wrk, start_server
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_catalogue"
 TARGETS = {"api_vs_sql": 0.7, "api_vs_peer": 1.5, "page_vs_sql": 0.5}
@@ -119,8 +119,8 @@ def build_data(scale: float, seed: int = 42) -> dict:
          "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps",
          "capacity_nodes", "rented_nodes", "on_demand_price", "interruptible_price", "reserved_1w_discount_percent",
          "reserved_1m_discount_percent", "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours",
-         "status", "published_at", "verified_tflops", "verified_at"],
-        offering_rows(),
+         "status", "published_at", "verified_tflops", "verified_at", "metering"],
+        (row + ("lifecycle",) for row in offering_rows()),
     )  # fmt: skip
     copy_rows(
         "marketplace_modelservice",
@@ -185,13 +185,10 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    setup_django(url)
-    from django.core.management import call_command
+    fresh_database(url)
 
     from bench.cells import CELLS, cell_page, query_string
 
-    call_command("migrate", verbosity=0)
     secret = build_data(args.scale)["secret"]
     counts = query_counts(secret)
     log(

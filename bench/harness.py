@@ -48,6 +48,15 @@ def setup_django(url: str) -> None:
     django.setup()
 
 
+def fresh_database(url: str) -> None:
+    """Drop and recreate the bench's database, start Django on it and migrate it."""
+    recreate_database(url)
+    setup_django(url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def copy_rows(table: str, columns: list[str], rows) -> int:
     from django.db import connection
 

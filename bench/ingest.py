@@ -23,7 +23,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from bench.harness import copy_rows, log, log_checks, recreate_database, setup_django, start_server
+from bench.harness import copy_rows, fresh_database, log, log_checks, start_server
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_ingest"
 ORGANIZATIONS, OFFERINGS = 5000, 200
@@ -242,11 +242,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
-    recreate_database(url)
-    setup_django(url)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    fresh_database(url)
     data = build_data(args.events)
     stream, n = data["stream"], args.events
     expected = stream.expected(n)

@@ -38,8 +38,8 @@ def hold_expire_task(hold_id: int) -> None:
 
 @shared_task(name="billing.usage_rate")
 def usage_rate_task() -> dict:
-    """Each metering tick: rate every rental's new usage in one run (sets of rows on PostgreSQL, not a task per
-    rental or per event)."""
+    """Every METERING_TICK_SECONDS (beat): rate every rental's new usage in one run (sets of rows on PostgreSQL,
+    not a task per rental or per event)."""
     run = usage_rate_pending()
     return {"events": run.events, "charges": run.charges}
 

@@ -303,6 +303,8 @@ CELERY_BEAT_SCHEDULE = {
     "billing-ledger-reconcile": {"task": "billing.ledger_reconcile", "schedule": crontab(hour=3, minute=30)},
     # */1 * * * *  meter running rentals, rate new usage, top up holds, enforce funds and quotas
     "metering-tick": {"task": "marketplace.metering_tick", "schedule": float(METERING_TICK_SECONDS)},
+    # */1 * * * *  rate every rental's new usage in one run (reported usage above all)
+    "billing-usage-rate": {"task": "billing.usage_rate", "schedule": float(METERING_TICK_SECONDS)},
     # */1 * * * *  start scheduled rentals that are due, complete those whose term ended
     "rental-lifecycle-tick": {"task": "marketplace.rental_lifecycle_tick", "schedule": 60.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)

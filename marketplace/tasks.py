@@ -56,16 +56,14 @@ def rental_lifecycle_tick_task() -> tuple[int, int]:
 
 @shared_task(name="marketplace.metering_tick")
 def metering_tick_task() -> int:
-    """Every METERING_TICK_SECONDS: one rating run over all new usage, and the rentals to settle fanned out in
-    batches, all up to the tick's moment (the two lock the rentals they work on: a rating run skips those being
-    settled, which rate themselves)."""
+    """Every METERING_TICK_SECONDS: fan the rentals to settle out in batches, all up to the tick's moment. (Beat
+    sends the rating run, `billing.usage_rate`, on the same schedule; it skips rentals being settled, which rate
+    themselves.)"""
     from django.utils.timezone import now
 
-    from billing.tasks import usage_rate_task
     from marketplace.services.rentals import metering_tick
 
     moment = now()
-    usage_rate_task.delay()
     rental_ids = metering_tick(moment=moment)
     for start in range(0, len(rental_ids), SETTLE_BATCH_SIZE):
         rental_settle_batch_task.delay(rental_ids[start : start + SETTLE_BATCH_SIZE], moment.isoformat())

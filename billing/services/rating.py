@@ -142,16 +142,21 @@ def _rating_runner():
     return _rate_in_sets if connection.vendor == "postgresql" else _rate_rental_by_rental
 
 
-def _rate_rental_by_rental() -> RatingRun:
-    pending = Rental.objects.filter(
-        hold__status=Hold.Status.ACTIVE, usage_events__id__gt=F("usage_rated_through")
-    ).distinct()
-    events = charges = 0
-    for rental_id in pending.values_list("pk", flat=True):
+def _rate_each(rental_ids, *, run: RatingRun) -> RatingRun:
+    """Rate the rentals one by one, each in its own transaction; `run` is what was rated before."""
+    events, charges = run.events, run.charges
+    for rental_id in rental_ids:
         charge = _rental_rate_locked(rental_id)
         if charge is not None:
             charges, events = charges + 1, events + charge.event_count
     return RatingRun(events=events, charges=charges)
+
+
+def _rate_rental_by_rental() -> RatingRun:
+    pending = Rental.objects.filter(
+        hold__status=Hold.Status.ACTIVE, usage_events__id__gt=F("usage_rated_through")
+    ).distinct()
+    return _rate_each(pending.values_list("pk", flat=True), run=RatingRun(events=0, charges=0))
 
 
 # --- PostgreSQL: rating in sets ---
@@ -299,10 +304,7 @@ def _rate_in_sets() -> RatingRun:
         charges, events = cursor.fetchone()
         cursor.execute("SELECT rental_id FROM usage_rating WHERE rated > remaining ORDER BY rental_id")
         outgrown = [rental_id for (rental_id,) in cursor.fetchall()]
-    for rental_id in outgrown:  # after the commit: each in its own transaction, under its own lock
-        charge = _rental_rate_locked(rental_id)
-        if charge is not None:
-            charges, events = charges + 1, events + charge.event_count
-    run = RatingRun(events=events, charges=charges)
+    # After the commit: each in its own transaction, under its own lock.
+    run = _rate_each(outgrown, run=RatingRun(events=events, charges=charges))
     logger.info("usage rated", extra={"events": run.events, "charges": run.charges, "rentals_locked": locked})
     return run

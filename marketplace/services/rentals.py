@@ -670,7 +670,7 @@ def _suspended_settle(*, rental: Rental, moment: datetime) -> None:
 
 def metering_tick(*, moment: datetime | None = None) -> list[int]:
     """The ids of the rentals the tick settles: running and suspended ones. (Reported usage of all rentals is
-    rated by the tick's rating run, `usage_rate_pending`; a rental that ended was rated as it ended.)"""
+    rated by the rating run, `usage_rate_pending`, on the same schedule; a rental that ended was rated as it ended.)"""
     moment = moment or now()
     active = Rental.objects.filter(status__in=(Rental.Status.RUNNING, Rental.Status.SUSPENDED))
     for organization_id in set(active.values_list("organization_id", flat=True)):
