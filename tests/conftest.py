@@ -3,9 +3,11 @@ import os
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from kombu import Connection
 from rest_framework.test import APIClient
 
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, api_key_for
+from tests.workers import BROKERS
 
 REQUIRED = {
     "postgres": "REQUIRE_POSTGRES",
@@ -33,6 +35,18 @@ def _clean_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(params=["rabbitmq", "redis"])
+def broker_url(request):
+    """Each real broker in turn (Redis, RabbitMQ): a crash test runs on both."""
+    url = BROKERS[request.param]
+    try:
+        with Connection(url, connect_timeout=3) as probe:
+            probe.ensure_connection(max_retries=1)
+    except Exception:
+        skip_or_fail(request.param, f"needs a {request.param} broker at {url}")
+    return url
 
 
 @pytest.fixture

@@ -3,15 +3,11 @@ clean run. A real worker process (PostgreSQL, Redis or RabbitMQ) settles one set
 after it has settled some of them; a twin set, identical in every figure, is settled once, cleanly, in-process.
 """
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -24,32 +20,16 @@ from billing.models import Hold, LedgerTransaction, Posting, UsageCharge, UsageE
 from billing.selectors import wallet_get
 from marketplace.models import Rental
 from marketplace.services import rentals as services
-from tests.conftest import skip_or_fail
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
+from tests.workers import wait_for, worker_start
 
-ROOT = Path(__file__).resolve().parents[2]
-BROKERS = {
-    "redis": os.environ.get("TEST_REDIS_BROKER_URL", "redis://127.0.0.1:6379/14"),
-    "rabbitmq": os.environ.get("TEST_RABBITMQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-}
 ORGANIZATIONS, RENTALS_EACH, BATCH = 4, 12, 6
 # Funds per organization: three can keep every runway topped up; the last covers only the first hour's holds,
 # so after nearly an hour its rentals cannot pay for the next tick and are suspended.
 FUNDS = ["5000.00", "5000.00", "5000.00", "360.00"]
 PRICE = Decimal("29.99")
-
-
-@pytest.fixture(params=sorted(BROKERS))
-def broker_url(request):
-    url = BROKERS[request.param]
-    try:
-        with Connection(url, connect_timeout=3) as probe:
-            probe.ensure_connection(max_retries=1)
-    except Exception:
-        skip_or_fail(request.param, f"needs a {request.param} broker at {url}")
-    return url
 
 
 def rentals_running_since(start, label: str) -> list[int]:
@@ -84,41 +64,6 @@ def ledger_of(rental_ids: list[int]) -> list[tuple]:
     return rows
 
 
-# A worker process as production runs it; on Redis the unacked task of a dead worker comes back after 2 s instead
-# of twice the task time limit, and the scan for such tasks runs on every restore cycle (10 s), not every 10th.
-WORKER = """
-import sys
-from marketplace.celery import app
-if app.conf.broker_url.startswith("redis"):
-    app.conf.broker_transport_options = {"visibility_timeout": 2, "unacked_restore_throttle": 1}
-app.worker_main(sys.argv[1:])
-"""
-
-
-def start_worker(broker_url: str, queue: str, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**connection.settings_dict),
-        "CELERY_BROKER_URL": broker_url,
-        "DATABASE_CONN_MAX_AGE": "0",
-    }
-    arguments = [
-        "worker", "--pool=solo", "-Q", queue, "--without-mingle", "--without-gossip", "--loglevel=INFO",
-        f"--hostname=crash-{queue}@%h",
-    ]  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, *arguments], cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
-
-
-def wait_for(condition, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; the worker's log ends:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-
-
 def settled(rental_ids: list[int], moment) -> int:
     return Rental.objects.filter(pk__in=rental_ids, metered_until=moment).count()
 
@@ -143,7 +88,7 @@ def test_metering_killed_mid_run_then_restarted_leaves_the_ledger_of_one_clean_r
         services.rental_settle(rental_id=rental_id, moment=moment)
 
     # when: the tick's batches go to a real worker, which is killed with SIGKILL once it has settled some
-    worker = start_worker(broker_url, queue, log)
+    worker = worker_start(broker_url, queue, log)
     try:
         # An explicit connection: Celery prefers a CELERY_BROKER_URL in the environment (CI sets one) to its argument.
         with Connection(broker_url) as broker:
@@ -164,7 +109,7 @@ def test_metering_killed_mid_run_then_restarted_leaves_the_ledger_of_one_clean_r
         )
 
         # then: a restarted worker gets the interrupted batch back and finishes the run
-        worker = start_worker(broker_url, queue, log)
+        worker = worker_start(broker_url, queue, log)
         wait_for(lambda: settled(killed_ids, moment) == total, 120, "the restarted worker to finish the run", log)
         time.sleep(1)  # a duplicate delivery, if any, would land now
     finally:
