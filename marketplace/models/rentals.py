@@ -54,9 +54,12 @@ class Rental(TimeStampedModel):
     ENDED_STATUSES = frozenset(set(RentalStatus) - set(TRANSITIONS))
     BILLED_STATUSES = frozenset({RentalStatus.RUNNING})
 
-    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="rentals")
+    # The buyer's and the provider's lists are indexed with the time (Meta).
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, related_name="rentals", db_index=False
+    )
     offering = models.ForeignKey("marketplace.Offering", on_delete=models.PROTECT, related_name="rentals")
-    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+", db_index=False)
     created_by = models.ForeignKey("accounts.User", on_delete=models.SET_NULL, null=True, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     mode = models.CharField(_("mode"), max_length=16, choices=RentalMode.choices)
