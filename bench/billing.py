@@ -26,15 +26,13 @@ captured what its charges say, and the worker ran at most one task per 10,000 ev
 import argparse
 import os
 import random
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from statistics import median
 
-from bench.harness import ROOT, copy_rows, fresh_database, log, log_checks
+from bench.harness import copy_rows, fresh_database, log, log_checks, start_worker
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_billing"
 BROKERS = {
@@ -274,22 +272,6 @@ def run_peer() -> float:
     return elapsed
 
 
-WORKER = """
-import sys
-from marketplace.celery import app
-app.worker_main(sys.argv[1:])
-"""
-
-
-def start_worker(url: str, broker: str, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": url, "CELERY_BROKER_URL": BROKERS[broker], "CACHE_URL": "locmem://",
-           "DJANGO_SETTINGS_MODULE": "bench.settings"}  # fmt: skip
-    arguments = ["worker", "--pool=solo", "-Q", QUEUE, "--without-mingle", "--without-gossip", "--loglevel=INFO",
-                 f"--hostname=bench-{broker}@%h"]  # fmt: skip
-    return subprocess.Popen([sys.executable, "-c", WORKER, *arguments], cwd=ROOT, env=env,
-                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-
-
 def tasks_run(log_path: Path) -> int:
     return sum(1 for line in log_path.read_text().splitlines() if "billing.usage_rate[" in line and "succeeded" in line)
 
@@ -427,7 +409,7 @@ def main() -> None:
         (last_full_event,) = cursor.fetchone()
     brokers = args.brokers.split(",")
     logs = {broker: Path(f"/tmp/bench-billing-{broker}.log") for broker in brokers}
-    workers = {broker: start_worker(url, broker, logs[broker]) for broker in brokers}
+    workers = {broker: start_worker(url, BROKERS[broker], QUEUE, logs[broker]) for broker in brokers}
     results: dict[str, list[float]] = {}
     ok = True
     try:

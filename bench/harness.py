@@ -93,6 +93,27 @@ def start_server(url: str, workers: int) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("gunicorn did not start")
 
 
+WORKER = """
+import sys
+from marketplace.celery import app
+app.worker_main(sys.argv[1:])
+"""
+
+
+def start_worker(url: str, broker_url: str, queue: str, log_path: Path, include: list[str] = ()) -> subprocess.Popen:
+    """A Celery worker of the project as the scale profile runs it (prefork; one process here) on the bench's
+    database, consuming `queue` of one broker; named after its log, which must be unique per worker. Not the solo
+    pool: with late acks and a prefetch of one, its loop sends an AMQP ack only at its next 2-second poll, so a
+    RabbitMQ worker idles up to 2 s between tasks (celery/celery#10263)."""
+    env = {**os.environ, "DATABASE_URL": url, "CELERY_BROKER_URL": broker_url, "CACHE_URL": "locmem://",
+           "DJANGO_SETTINGS_MODULE": "bench.settings"}  # fmt: skip
+    arguments = ["worker", "--pool=prefork", "--concurrency=1", "-Q", queue, "--without-mingle", "--without-gossip",
+                 "--loglevel=INFO", f"--hostname={log_path.stem}@%h"]  # fmt: skip
+    arguments += [f"--include={module}" for module in include]
+    return subprocess.Popen([sys.executable, "-c", WORKER, *arguments], cwd=ROOT, env=env,
+                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+
+
 def worker_cpu_seconds(master_pid: int) -> float:
     children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
     total = 0

@@ -178,7 +178,10 @@ SELECT (SELECT count(*) FROM usage_rating_rental), (SELECT min(usage_rated_throu
        (SELECT max(id) FROM billing_usageevent)"""
 
 # The rollup: each locked rental's events past its watermark, summed and rated by the rule of `usage_cost`.
-# `e.id > %(since)s` (the lowest watermark) lets an incremental run read only the table's newest events.
+# `e.id > %(since)s` (the lowest watermark) lets an incremental run read only the table's newest events. The sums
+# read the watermarks from the rentals table, not from the temporary table of locked rentals (the same values: the
+# rows are locked): a temporary table cannot be read by parallel workers, and the sums over every event of a full
+# run take half the time in parallel on two cores. Rentals not locked are dropped after summing.
 ROLLUP = f"""
 CREATE TEMPORARY TABLE usage_rating ON COMMIT DROP AS
 SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id, h.reference,
@@ -188,9 +191,10 @@ SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id, h.referen
        coalesce(pb.platform_fee_percent, %(default_fee)s) AS fee_percent
 FROM (SELECT e.rental_id, sum(e.quantity) AS quantity, count(*) AS events, min(e.period_start) AS period_start,
              max(e.period_end) AS period_end, max(e.id) AS events_through
-      FROM billing_usageevent e JOIN usage_rating_rental l ON l.id = e.rental_id
-      WHERE e.id > %(since)s AND e.id > l.usage_rated_through
+      FROM billing_usageevent e JOIN marketplace_rental w ON w.id = e.rental_id
+      WHERE e.id > %(since)s AND e.id > w.usage_rated_through
       GROUP BY e.rental_id) u
+JOIN usage_rating_rental l ON l.id = u.rental_id
 JOIN marketplace_rental r ON r.id = u.rental_id
 JOIN billing_hold h ON h.id = r.hold_id
 LEFT JOIN billing_providerbilling pb ON pb.organization_id = r.provider_id"""  # noqa: S608 - constants, not input
