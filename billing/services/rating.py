@@ -172,15 +172,21 @@ CREATE TEMPORARY TABLE usage_rating_rental ON COMMIT DROP AS
 SELECT r.id, r.usage_rated_through FROM marketplace_rental r JOIN billing_hold h ON h.id = r.hold_id
 WHERE h.status = %(active)s ORDER BY r.id FOR UPDATE OF r SKIP LOCKED"""
 
-# Read after the locks are held (a new snapshot): every event of a locked rental is committed by now.
+# Read after the locks are held (a new snapshot): every event of a locked rental is committed by now. The run reads
+# events past the lowest watermark; a rental never rated (watermark 0) counts from just before its first event, so
+# that a rental opened since the last run does not make the run read the whole table.
 BOUNDS = """
-SELECT (SELECT count(*) FROM usage_rating_rental), (SELECT min(usage_rated_through) FROM usage_rating_rental),
+SELECT (SELECT count(*) FROM usage_rating_rental),
+       (SELECT min(CASE WHEN l.usage_rated_through > 0 THEN l.usage_rated_through
+                        ELSE (SELECT min(e.id) - 1 FROM billing_usageevent e WHERE e.rental_id = l.id) END)
+        FROM usage_rating_rental l),
        (SELECT max(id) FROM billing_usageevent)"""
 
 # The rollup: each locked rental's events past its watermark, summed and rated by the rule of `usage_cost`.
-# `e.id > %(since)s` (the lowest watermark) lets an incremental run read only the table's newest events. The sums
-# read the watermarks from the rentals table, not from the temporary table of locked rentals (the same values: the
-# rows are locked): a temporary table cannot be read by parallel workers, and the sums over every event of a full
+# `e.id > %(since)s` (the lowest bound, BOUNDS) lets an incremental run read only the table's newest events; only
+# the rentals whose watermark is above it need their own bound, so only those are joined to each event. They are
+# read from the rentals table, not from the temporary table of locked rentals (the same values: the rows are
+# locked), because a temporary table cannot be read by parallel workers, and the sums over every event of a full
 # run take half the time in parallel on two cores. Rentals not locked are dropped after summing.
 ROLLUP = f"""
 CREATE TEMPORARY TABLE usage_rating ON COMMIT DROP AS
@@ -191,8 +197,9 @@ SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id, h.referen
        coalesce(pb.platform_fee_percent, %(default_fee)s) AS fee_percent
 FROM (SELECT e.rental_id, sum(e.quantity) AS quantity, count(*) AS events, min(e.period_start) AS period_start,
              max(e.period_end) AS period_end, max(e.id) AS events_through
-      FROM billing_usageevent e JOIN marketplace_rental w ON w.id = e.rental_id
-      WHERE e.id > %(since)s AND e.id > w.usage_rated_through
+      FROM billing_usageevent e
+      LEFT JOIN marketplace_rental w ON w.id = e.rental_id AND w.usage_rated_through > %(since)s
+      WHERE e.id > %(since)s AND (w.id IS NULL OR e.id > w.usage_rated_through)
       GROUP BY e.rental_id) u
 JOIN usage_rating_rental l ON l.id = u.rental_id
 JOIN marketplace_rental r ON r.id = u.rental_id
@@ -280,6 +287,7 @@ def _rate_in_sets() -> RatingRun:
         locked, since, newest = cursor.fetchone()
         if not locked or newest is None:
             return RatingRun(events=0, charges=0)
+        since = newest if since is None else since  # no locked rental has an event: none to rate
         cursor.execute(ROLLUP, {"since": since, "default_fee": settings.PLATFORM_FEE_PERCENT})
         cursor.execute("ANALYZE usage_rating")
         cursor.execute(LOCK_HOLDS)

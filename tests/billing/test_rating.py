@@ -2,6 +2,7 @@
 sets on PostgreSQL, rental by rental elsewhere), and on PostgreSQL against parallel ingestion and parallel runs."""
 
 import itertools
+import re
 import threading
 import time
 from datetime import timedelta
@@ -10,6 +11,7 @@ from fractions import Fraction
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import translation
 from django.utils.timezone import now
 
@@ -188,6 +190,27 @@ def test_settled_rentals_are_not_rated_again(rating_path):
 
 
 # --- PostgreSQL: real parallel connections ---
+
+
+def test_a_rental_opened_since_the_last_run_does_not_make_the_next_one_read_older_events(require_postgres):
+    # given: a rated rental, then a new one (never rated) and usage of both
+    rated = reported_rental()
+    report(rated, "100", "200")
+    usage_rate_pending()
+    rated.refresh_from_db()
+    opened = reported_rental()
+    report(opened, "30")
+    report(rated, "50")
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        run = usage_rate_pending()
+
+    # then: the rollup reads events past the rated rental's watermark, not past 0, and rates both rentals
+    [rollup] = [q["sql"] for q in queries.captured_queries if "CREATE TEMPORARY TABLE usage_rating ON" in q["sql"]]
+    assert re.search(r"WHERE e\.id > (\d+)", rollup).group(1) == str(rated.usage_rated_through)
+    assert (run.events, run.charges) == (2, 2)
+    assert UsageCharge.objects.get(rental=opened).quantity == Decimal(30)
 
 
 @pytest.mark.postgres
