@@ -53,9 +53,10 @@ hold AS (INSERT INTO billing_hold (idempotency_key, reference, description, amou
 rental AS (INSERT INTO marketplace_rental (created_at, updated_at, mode, nodes, accelerators,
                                           price_per_accelerator_hour, specs, residency_zone, metering, starts_at,
                                           status, status_changed_at, suspension_reason, charged_amount,
-                                          uncollected_amount, hold_id, offering_id, organization_id, provider_id)
+                                          uncollected_amount, hold_id, offering_id, organization_id, provider_id,
+                                          usage_rated_through)
            SELECT now(), now(), 'on_demand', 1, 1, cap.price, '{{}}', 'cn-east', 'lifecycle', now(), 'pending',
-                  now(), '', 0, 0, hold.id, cap.id, hold.organization_id, cap.provider_id
+                  now(), '', 0, 0, hold.id, cap.id, hold.organization_id, cap.provider_id, 0
            FROM cap, hold RETURNING id),
 transition AS (INSERT INTO marketplace_rentaltransition (from_status, to_status, reason, at, rental_id)
                SELECT '', 'pending', 'Ordered', now(), id FROM rental),
