@@ -4,7 +4,7 @@ from decimal import Decimal
 from django.utils.timezone import get_current_timezone
 from rest_framework import serializers
 
-from marketplace.core.api import money_field
+from marketplace.core.api import ReadOnlyModelSerializer, money_field
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
@@ -285,14 +285,14 @@ class RentalCreateSerializer(serializers.Serializer):
     )
 
 
-class RentalTransitionSerializer(serializers.ModelSerializer):
+class RentalTransitionSerializer(ReadOnlyModelSerializer):
     class Meta:
         model = RentalTransition
         fields = ["from_status", "to_status", "reason", "at"]
         read_only_fields = fields
 
 
-class RentalSerializer(serializers.ModelSerializer):
+class RentalSerializer(ReadOnlyModelSerializer):
     offering = serializers.IntegerField(source="offering_id", read_only=True)
     provider = serializers.IntegerField(source="provider_id", read_only=True)
     price_per_accelerator_hour = money_field(read_only=True)

@@ -9,8 +9,10 @@ all checks, so the statement is all or nothing by itself: no transaction has to 
 one round trip. Its result says which check failed first, if one did.
 """
 
+import itertools
+import re
 import time
-from functools import cache
+from functools import cache, lru_cache
 
 import psycopg
 from django.db import connection
@@ -27,13 +29,24 @@ def _insert_columns(model: type[Model]) -> list[tuple[Field, str, str]]:
     ]
 
 
+PLACEHOLDER = re.compile(r"%([s%])")
+
+
+@lru_cache(maxsize=64)
+def _numbered(sql: str) -> str:
+    """`%s` placeholders as PostgreSQL's `$1, $2, …` (`%%` as `%`). psycopg converts them on every call for a
+    query longer than its 4 KB cache, as these are; a statement's text repeats, so it is converted once here."""
+    numbers = itertools.count(1)
+    return PLACEHOLDER.sub(lambda match: f"${next(numbers)}" if match.group(1) == "s" else "%", sql)
+
+
 def _run_prepared(sql: str, params: list) -> tuple:
     """Run with server-side binding, prepared once per connection: such a statement is long and the same every
     time, and the database spends longer planning it than running it."""
     connection.ensure_connection()
     started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
+    with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
+        cursor.execute(_numbered(sql), params, prepare=True)
         row = cursor.fetchone()
     if connection.queries_logged:  # as Django's debug cursor does: query counts in tests and debug pages see it
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
