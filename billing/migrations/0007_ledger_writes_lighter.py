@@ -10,19 +10,7 @@ update): a run updated every hold and rental through all their indexes.
 import django.db.models.deletion
 from django.db import migrations, models
 
-TABLES = ["billing_hold", "billing_ledgeraccount"]
-
-
-def half_empty_pages(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = 50)")
-
-
-def full_pages(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
+from marketplace.core.storage import half_empty_pages
 
 
 class Migration(migrations.Migration):
@@ -100,5 +88,5 @@ class Migration(migrations.Migration):
             model_name="ledgertransaction",
             constraint=models.UniqueConstraint(fields=("idempotency_key",), name="ledger_txn_unique_idempotency_key"),
         ),
-        migrations.RunPython(half_empty_pages, full_pages),
+        half_empty_pages("billing_hold", "billing_ledgeraccount"),
     ]

@@ -6,19 +6,7 @@ and provider's foreign-key indexes go, since their (organization | provider, cre
 import django.db.models.deletion
 from django.db import migrations, models
 
-TABLES = ["marketplace_rental"]
-
-
-def half_empty_pages(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = 50)")
-
-
-def full_pages(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in TABLES:
-            schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
+from marketplace.core.storage import half_empty_pages
 
 
 class Migration(migrations.Migration):
@@ -48,5 +36,5 @@ class Migration(migrations.Migration):
                 to="accounts.organization",
             ),
         ),
-        migrations.RunPython(half_empty_pages, full_pages),
+        half_empty_pages("marketplace_rental"),
     ]
