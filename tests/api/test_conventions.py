@@ -144,3 +144,15 @@ def test_members_roles_and_invitations_are_managed_through_the_api(organization,
     assert revoked.status_code == removed.status_code == 204
     assert client.get(f"/api/v1/organizations/{organization.pk}/invitations/").json()["count"] == 0
     assert not Membership.objects.filter(pk=member.pk).exists()
+
+
+def test_read_only_serializers_build_fields_once_per_class_each_its_own(db):
+    from marketplace.api.serializers import RentalDetailSerializer, RentalSerializer
+
+    # given: the parent built first, then the subclass (which adds the timeline), then each again
+    first, detail, again = RentalSerializer(), RentalDetailSerializer(), RentalSerializer()
+    # then: each class keeps its own fields, and every instance gets fields of its own
+    assert "transitions" not in first.fields and "transitions" in detail.fields
+    assert list(again.fields) == list(first.fields)
+    assert again.fields["status"] is not first.fields["status"]
+    assert again.fields["status"].parent is again

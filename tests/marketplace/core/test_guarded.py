@@ -54,3 +54,18 @@ def test_a_check_runs_only_when_the_ones_before_it_passed(organization):
                     [organization.pk])  # fmt: skip
 
     assert statement.execute() == ("first", {})
+
+
+def test_a_literal_percent_sign_survives_the_placeholders(organization):
+    # given: a statement whose SQL holds a literal % (written %%) between two parameters
+    statement = GuardedStatement()
+    statement.check("named", "SELECT id FROM accounts_organization WHERE id = %s AND name LIKE 'Guard%%' AND {guard}",
+                    [organization.pk])  # fmt: skip
+    statement.write("rename", "UPDATE accounts_organization SET name = %s || '%%' WHERE id = %s AND {guard}",
+                    ["Renamed", organization.pk])  # fmt: skip
+    # when
+    failed, _results = statement.execute()
+    # then
+    assert failed is None
+    organization.refresh_from_db()
+    assert organization.name == "Renamed%"
