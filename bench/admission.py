@@ -28,7 +28,16 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bench.harness import copy_rows, fresh_database, log, log_checks, run_wrk, start_server
+from bench.harness import (
+    OFFERING_COLUMNS,
+    bench_site_and_accelerator,
+    copy_rows,
+    fresh_database,
+    log,
+    log_checks,
+    run_wrk,
+    start_server,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_admission"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/13"
@@ -86,29 +95,22 @@ def build_data() -> dict:
     from billing.services.ledger import organization_account
     from billing.services.quotas import quota_get
     from billing.services.topups import topup_test_credit
-    from marketplace.models import AcceleratorModel, Site
 
     started, moment = time.perf_counter(), now()
     owner = account_services.user_sign_up(email="bench-provider@example.cn", password="bench-pass-2026-x")
     provider = account_services.organization_create(name="Bench provider", owner=owner)
-    site = Site.objects.create(name="Bench site", slug="bench-site", region="yangtze-delta", tier="central",
-                               residency_zone="cn-east", operator="China Telecom")  # fmt: skip
-    accelerator = AcceleratorModel.objects.get(slug="nvidia-h100-sxm")
-    columns = [
-        "created_at", "updated_at", "provider_id", "site_id", "accelerator_id", "name", "description",
-        "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps",
-        "capacity_nodes", "rented_nodes", "on_demand_price", "min_rental_hours", "status", "published_at",
-        "verified_tflops", "metering",
-    ]  # fmt: skip
+    site, accelerator = bench_site_and_accelerator()
 
     def offering(name: str, capacity: int) -> tuple:
         return (moment, moment, provider.pk, site.pk, accelerator.pk, name, "", 1, 16, 128, 1000, 100, capacity, 0,
                 PRICE, 1, "published", moment, "{}", "lifecycle")  # fmt: skip
 
     copy_rows(
-        "marketplace_offering", columns, (offering(f"Bench offering {i}", HOT_CAPACITY) for i in range(OFFERINGS))
+        "marketplace_offering",
+        OFFERING_COLUMNS,
+        (offering(f"Bench offering {i}", HOT_CAPACITY) for i in range(OFFERINGS)),
     )
-    copy_rows("marketplace_offering", columns, [offering("Correctness offering", CORRECTNESS_CAPACITY)])
+    copy_rows("marketplace_offering", OFFERING_COLUMNS, [offering("Correctness offering", CORRECTNESS_CAPACITY)])
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM marketplace_offering ORDER BY id")
         offering_ids = [row[0] for row in cursor.fetchall()]

@@ -32,13 +32,18 @@ from decimal import Decimal
 from pathlib import Path
 from statistics import median
 
-from bench.harness import copy_rows, fresh_database, log, log_checks, start_worker
+from bench.harness import (
+    BROKERS,
+    OFFERING_COLUMNS,
+    bench_site_and_accelerator,
+    copy_rows,
+    fresh_database,
+    log,
+    log_checks,
+    start_worker,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_billing"
-BROKERS = {
-    "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-    "rabbitmq": os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-}
 QUEUE = "bench-billing"
 ORGANIZATIONS, OFFERINGS, PROVIDERS = 5000, 200, 20
 DAYS = 30
@@ -57,7 +62,6 @@ def build_data(n: int) -> dict:
     from django.utils.timezone import now
 
     from billing.services.ledger import platform_account
-    from marketplace.models import AcceleratorModel, Site
 
     started, moment = time.perf_counter(), now().replace(microsecond=0)
     rng = random.Random(2026)
@@ -69,16 +73,11 @@ def build_data(n: int) -> dict:
         cursor.execute("SELECT id FROM accounts_organization WHERE slug LIKE 'bench-org-%%' ORDER BY id")
         organizations = [row[0] for row in cursor.fetchall()]
     providers, buyers = organizations[:PROVIDERS], organizations[PROVIDERS:]
-    site = Site.objects.create(name="Bench site", slug="bench-site", region="yangtze-delta", tier="central",
-                               residency_zone="cn-east", operator="China Telecom")  # fmt: skip
-    accelerator = AcceleratorModel.objects.get(slug="nvidia-h100-sxm")
+    site, accelerator = bench_site_and_accelerator()
     prices = [Decimal(rng.randrange(150_000_000, 4_000_000_000)).scaleb(-8) for _ in range(OFFERINGS)]
     copy_rows(
         "marketplace_offering",
-        ["created_at", "updated_at", "provider_id", "site_id", "accelerator_id", "name", "description",
-         "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps",
-         "capacity_nodes", "rented_nodes", "on_demand_price", "min_rental_hours", "status", "published_at",
-         "verified_tflops", "metering"],
+        OFFERING_COLUMNS,
         [(moment, moment, providers[i % PROVIDERS], site.pk, accelerator.pk, f"Bench offering {i}", "", 8, 128, 1024,
           4000, 400, 10**6, 0, prices[i], 1, "published", moment, "{}", "reported") for i in range(OFFERINGS)],
     )  # fmt: skip

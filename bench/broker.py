@@ -24,14 +24,10 @@ from statistics import median
 
 import redis
 
-from bench.harness import fresh_database, log, log_checks, start_worker
+from bench.harness import BROKERS, fresh_database, log, log_checks, start_worker
 from bench.ingest import build_data
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_broker"
-BROKERS = {
-    "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-    "rabbitmq": os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-}
 REPLIES = BROKERS["redis"]
 QUEUE = "bench-broker"
 TARGET_BATCHING = 20.0  # at least, × events/s

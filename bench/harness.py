@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+BROKERS = {
+    "redis": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+    "rabbitmq": os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+}
+# The columns the benches' offerings are COPY'd with (the others take their defaults).
+OFFERING_COLUMNS = [
+    "created_at", "updated_at", "provider_id", "site_id", "accelerator_id", "name", "description",
+    "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps",
+    "capacity_nodes", "rented_nodes", "on_demand_price", "min_rental_hours", "status", "published_at",
+    "verified_tflops", "metering",
+]  # fmt: skip
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 
@@ -66,6 +79,15 @@ def copy_rows(table: str, columns: list[str], rows) -> int:
             copy.write_row(row)
             count += 1
     return count
+
+
+def bench_site_and_accelerator():
+    """The one site and the accelerator model that a bench's offerings are on."""
+    from marketplace.models import AcceleratorModel, Site
+
+    site = Site.objects.create(name="Bench site", slug="bench-site", region="yangtze-delta", tier="central",
+                               residency_zone="cn-east", operator="China Telecom")  # fmt: skip
+    return site, AcceleratorModel.objects.get(slug="nvidia-h100-sxm")
 
 
 def free_port() -> int:

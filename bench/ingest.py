@@ -23,7 +23,15 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from bench.harness import copy_rows, fresh_database, log, log_checks, start_server
+from bench.harness import (
+    OFFERING_COLUMNS,
+    bench_site_and_accelerator,
+    copy_rows,
+    fresh_database,
+    log,
+    log_checks,
+    start_server,
+)
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_ingest"
 ORGANIZATIONS, OFFERINGS = 5000, 200
@@ -78,7 +86,6 @@ def build_data(n: int) -> dict:
 
     from accounts import services as account_services
     from accounts.models import ProviderProfile, User
-    from marketplace.models import AcceleratorModel, Site
 
     started, moment = time.perf_counter(), now()
     staff = User.objects.create_user(email="bench-staff@example.cn", password="bench-pass-2026-x", is_staff=True)
@@ -93,15 +100,10 @@ def build_data(n: int) -> dict:
     _key, secret = account_services.api_key_create(
         organization=provider, created_by=owner, name="bench agent", scopes=["read", "provider"]
     )
-    site = Site.objects.create(name="Bench site", slug="bench-site", region="yangtze-delta", tier="central",
-                               residency_zone="cn-east", operator="China Telecom")  # fmt: skip
-    accelerator = AcceleratorModel.objects.get(slug="nvidia-h100-sxm")
+    site, accelerator = bench_site_and_accelerator()
     copy_rows(
         "marketplace_offering",
-        ["created_at", "updated_at", "provider_id", "site_id", "accelerator_id", "name", "description",
-         "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps",
-         "capacity_nodes", "rented_nodes", "on_demand_price", "min_rental_hours", "status", "published_at",
-         "verified_tflops", "metering"],
+        OFFERING_COLUMNS,
         ((moment, moment, provider.pk, site.pk, accelerator.pk, f"Bench offering {i}", "", 1, 16, 128, 1000, 100,
           10**6, 0, Decimal("10.00"), 1, "published", moment, "{}", "reported") for i in range(OFFERINGS)),
     )  # fmt: skip
