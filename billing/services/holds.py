@@ -25,7 +25,7 @@ from billing.services.ledger import (
     platform_account,
 )
 from marketplace.core.errors import Conflict, DomainError
-from marketplace.core.guarded import GuardedStatement
+from marketplace.core.guarded import Expression, GuardedStatement
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,12 @@ def hold_place(
     return hold
 
 
-def hold_place_in(statement: GuardedStatement, *, hold: Hold) -> str:
+def hold_place_in(statement: GuardedStatement, *, hold: Hold, expressions: dict[str, Expression] | None = None) -> str:
     """Add placing `hold` (unsaved) to a guarded statement: the hold, its ledger transaction, both balance updates
     and both postings that `hold_place` writes, in the statement's one round trip. Returns SQL for the new hold's
     key. Its check locks the organization's available and held accounts in key order and fails when the debit
-    would take available funds below their floor, or when an account is missing (see `hold_refusal`)."""
+    would take available funds below their floor, or when an account is missing (see `hold_refusal`).
+    `expressions` gives SQL for some of the hold's columns (its texts may name a key the statement draws)."""
     _positive(hold.amount, _("amount to hold"))
     statement.check(
         "funds",
@@ -119,12 +120,17 @@ def hold_place_in(statement: GuardedStatement, *, hold: Hold) -> str:
          hold.amount],
         passed="(SELECT count(*) FROM funds) = 2",
     )  # fmt: skip
-    statement.insert("hold", hold, returning="id")
-    move = LedgerTransaction(
-        kind=TransactionKind.HOLD, memo=hold.description, organization_id=hold.organization_id, reference=hold.reference
-    )
+    statement.insert("hold", hold, expressions=expressions, returning="id, description, reference")
+    move = LedgerTransaction(kind=TransactionKind.HOLD, organization_id=hold.organization_id)
     statement.insert(
-        "hold_transaction", move, expressions={"idempotency_key": "(SELECT 'hold:' || id FROM hold)"}, returning="id"
+        "hold_transaction",
+        move,
+        expressions={
+            "idempotency_key": "(SELECT 'hold:' || id FROM hold)",
+            "memo": "(SELECT description FROM hold)",
+            "reference": "(SELECT reference FROM hold)",
+        },  # fmt: skip
+        returning="id",
     )
     moved = [AccountKind.AVAILABLE, hold.amount, hold.amount]  # available funds go down, held funds up
     statement.write(

@@ -36,14 +36,19 @@ WRITE_ERROR_STATUSES = {
 class ReadOnlyModelSerializer(serializers.ModelSerializer):
     """An output-only ModelSerializer whose fields are built from the model once per class. DRF introspects the
     model on every instantiation (a fifth of the Python time of `POST /api/v1/rentals/`); read-only fields keep no
-    state between requests, so each instance gets a copy of the first build."""
+    state between requests, so each instance gets a copy of the first build: a shallow one (binding sets only the
+    copy's own attributes; a deep copy rebuilt every field from its arguments, as costly as the build), a deep one
+    of a nested serializer, whose own fields are bound to it."""
 
     def get_fields(self):
         built = type(self).__dict__.get("_built_fields")  # this class's own: a subclass has fields of its own
         if built is None:
             built = super().get_fields()
             type(self)._built_fields = built
-        return copy.deepcopy(built)
+        return {
+            name: copy.deepcopy(field) if isinstance(field, serializers.BaseSerializer) else copy.copy(field)
+            for name, field in built.items()
+        }
 
 
 def money_field(**kwargs) -> serializers.DecimalField:

@@ -9,14 +9,12 @@ all checks, so the statement is all or nothing by itself: no transaction has to 
 one round trip. Its result says which check failed first, if one did.
 """
 
-import itertools
-import re
-import time
-from functools import cache, lru_cache
+from functools import cache
 
-import psycopg
 from django.db import connection
 from django.db.models import Field, Model
+
+from marketplace.core.queries import run_prepared
 
 
 @cache
@@ -29,35 +27,21 @@ def _insert_columns(model: type[Model]) -> list[tuple[Field, str, str]]:
     ]
 
 
-PLACEHOLDER = re.compile(r"%([s%])")
-
-
-@lru_cache(maxsize=64)
-def _numbered(sql: str) -> str:
-    """`%s` placeholders as PostgreSQL's `$1, $2, …` (`%%` as `%`). psycopg converts them on every call for a
-    query longer than its 4 KB cache, as these are; a statement's text repeats, so it is converted once here."""
-    numbers = itertools.count(1)
-    return PLACEHOLDER.sub(lambda match: f"${next(numbers)}" if match.group(1) == "s" else "%", sql)
-
-
-def _run_prepared(sql: str, params: list) -> tuple:
-    """Run with server-side binding, prepared once per connection: such a statement is long and the same every
-    time, and the database spends longer planning it than running it."""
-    connection.ensure_connection()
-    started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
-        cursor.execute(_numbered(sql), params, prepare=True)
-        row = cursor.fetchone()
-    if connection.queries_logged:  # as Django's debug cursor does: query counts in tests and debug pages see it
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return row
+Expression = str | tuple[str, list]  # SQL, or SQL with its own `%s` parameters
 
 
 class GuardedStatement:
     def __init__(self) -> None:
+        self._keys: list[tuple[str, type[Model]]] = []
         self._checks: list[tuple[str, str, list, str]] = []  # (name, SQL, params, SQL true when it passed)
         self._writes: list[tuple[str, str, list]] = []
         self._results: list[tuple[str, str]] = []
+
+    def key(self, name: str, model: type[Model]) -> str:
+        """A new primary key of `model` drawn from its sequence by the statement itself (once, however often it is
+        used: no round trip before it). Returns SQL for it."""
+        self._keys.append((name, model))
+        return f"(SELECT id FROM {name})"  # noqa: S608 - names are the code's, never input
 
     def check(self, name: str, sql: str, params: list, passed: str | None = None) -> None:
         """`sql` selects and locks the rows of the check; it contains `{guard}`, where the checks added before it
@@ -69,17 +53,22 @@ class GuardedStatement:
         """An INSERT, UPDATE or DELETE with `{guard}` in its WHERE clause: it runs only if every check passed."""
         self._writes.append((name, sql, params))
 
-    def insert(self, name: str, obj: Model, *, expressions: dict[str, str] | None = None, returning: str = "") -> None:
-        """Insert a model instance (its primary key too, if set). `expressions` gives SQL for some columns (by
-        attribute name, e.g. a key that another write of this statement returns)."""
+    def insert(
+        self, name: str, obj: Model, *, expressions: dict[str, Expression] | None = None, returning: str = ""
+    ) -> None:
+        """Insert a model instance (its primary key too, if set or given). `expressions` gives SQL for some columns
+        (by attribute name, e.g. a key that another write of this statement returns)."""
         expressions = expressions or {}
         columns, values, params = [], [], []
         for field, column, placeholder in _insert_columns(type(obj)):
-            if field.primary_key and obj.pk is None:
+            if field.primary_key and obj.pk is None and field.attname not in expressions:
                 continue
             columns.append(column)
             if field.attname in expressions:
-                values.append(expressions[field.attname])
+                expression = expressions[field.attname]
+                expression, expression_params = (expression, []) if isinstance(expression, str) else expression
+                values.append(expression)
+                params += expression_params
             else:
                 values.append(placeholder)
                 params.append(field.get_db_prep_save(field.pre_save(obj, add=True), connection))
@@ -94,6 +83,9 @@ class GuardedStatement:
     def execute(self) -> tuple[str | None, dict]:
         """Run it: (the first check that failed, or None when all passed and everything was written; results)."""
         ctes, params = [], []
+        for name, model in self._keys:  # nextval() is volatile: the database draws it once, where first used
+            ctes.append(f"{name} AS (SELECT nextval(pg_get_serial_sequence(%s, %s)) AS id)")
+            params += [model._meta.db_table, model._meta.pk.column]
         for index, (name, sql, check_params, _passed) in enumerate(self._checks):
             ctes.append(f"{name} AS MATERIALIZED ({sql.replace('{guard}', self._guard(index))})")
             params += check_params
@@ -101,7 +93,7 @@ class GuardedStatement:
             ctes.append(f"{name} AS ({sql.replace('{guard}', self._guard(len(self._checks)))})")
             params += write_params
         outputs = [passed for *_check, passed in self._checks] + [sql for _name, sql in self._results]
-        row = _run_prepared(f"WITH {', '.join(ctes)} SELECT {', '.join(outputs)}", params)
+        (row,) = run_prepared(f"WITH {', '.join(ctes)} SELECT {', '.join(outputs)}", params)
         verdicts = zip((name for name, *_check in self._checks), row[: len(self._checks)], strict=True)
         failed = next((name for name, passed in verdicts if not passed), None)
         return failed, dict(zip((name for name, _sql in self._results), row[len(self._checks) :], strict=True))

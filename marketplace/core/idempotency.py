@@ -91,7 +91,15 @@ def idempotency_begin(*, organization: Organization, key: str, fingerprint: str)
 
 
 def idempotency_finish(*, record: IdempotencyRecord, status: int, body: object) -> None:
-    IdempotencyRecord.objects.filter(pk=record.pk).update(response_status=status, response_body=body, locked_at=None)
+    """Store the response to replay. Plain SQL: compiling the ORM's UPDATE cost more than running it, on the
+    path of every idempotent POST."""
+    stored_body = IdempotencyRecord._meta.get_field("response_body").get_db_prep_save(body, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """UPDATE accounts_idempotencyrecord SET response_status = %s, response_body = %s, locked_at = NULL
+               WHERE id = %s""",
+            [status, stored_body, record.pk],
+        )
 
 
 def idempotency_abandon(*, record: IdempotencyRecord) -> None:

@@ -53,7 +53,7 @@ from billing.services.quotas import (
 )
 from billing.services.rating import rental_rate
 from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessable
-from marketplace.core.guarded import GuardedStatement
+from marketplace.core.guarded import Expression, GuardedStatement
 from marketplace.core.queries import PreparedQuery
 from marketplace.models import Offering, Rental, RentalTransition
 from marketplace.services.placement import offering_price
@@ -293,14 +293,26 @@ def rental_create(
     return rental
 
 
-def _admission_hold(*, rental: Rental, amount: Decimal) -> Hold:
-    return Hold(
-        organization_id=rental.organization_id,
-        amount=amount,
-        idempotency_key=f"rental-hold:{rental.pk}",
-        reference=f"rental:{rental.pk}",
-        description=(_("Rental #%(id)d: %(name)s") % {"id": rental.pk, "name": rental.offering.name})[:255],
-    )
+def _admission_hold_texts(*, rental_id: int | str, offering_name: str) -> dict[str, str]:
+    """The texts of a rental's hold; with `rental_id="%1$s"` and `%` doubled in the name, a format() template."""
+    return {
+        "idempotency_key": f"rental-hold:{rental_id}",
+        "reference": f"rental:{rental_id}",
+        "description": _("Rental #%(id)s: %(name)s") % {"id": rental_id, "name": offering_name},
+    }
+
+
+def _admission_hold_name(*, hold: Hold, rental: Rental) -> None:
+    """Give the hold its texts, once the rental has its key."""
+    texts = _admission_hold_texts(rental_id=rental.pk, offering_name=rental.offering.name)
+    hold.idempotency_key, hold.reference = texts["idempotency_key"], texts["reference"]
+    hold.description = texts["description"][:255]
+
+
+def _admission_hold_expressions(*, rental_key: str, offering_name: str) -> dict[str, Expression]:
+    """SQL for the hold's texts when the statement draws the rental's key itself."""
+    templates = _admission_hold_texts(rental_id="%1$s", offering_name=offering_name.replace("%", "%%"))
+    return {name: (f"left(format(%s::text, {rental_key}), 255)", [template]) for name, template in templates.items()}
 
 
 def _admission_ordered(rental: Rental) -> RentalTransition:
@@ -321,10 +333,7 @@ def _admit_in_one_statement(
     hold written, in one guarded statement (one round trip, no transaction held open by Python; lock order
     quota, ledger accounts, offering). A failed check writes nothing; a read then says why, or opens the row
     that was missing and the statement runs again."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence('marketplace_rental', 'id'))")
-        rental.pk = cursor.fetchone()[0]
-    hold = _admission_hold(rental=rental, amount=hold_amount)
+    hold = Hold(organization_id=rental.organization_id, amount=hold_amount)
     limits = {"organization_id": rental.organization_id, "accelerators": rental.accelerators, "amount": hold_amount,
               "api_key": api_key, "moment": moment}  # fmt: skip
     refusals = {
@@ -334,8 +343,10 @@ def _admit_in_one_statement(
     }
     for _attempt in range(ADMISSION_ATTEMPTS):
         statement = GuardedStatement()
+        rental_key = statement.key("rental_key", Rental)
         quota_take_in(statement, **limits)
-        hold_id = hold_place_in(statement, hold=hold)
+        hold_texts = _admission_hold_expressions(rental_key=rental_key, offering_name=rental.offering.name)
+        hold_id = hold_place_in(statement, hold=hold, expressions=hold_texts)
         statement.check(
             "nodes",
             """SELECT id FROM marketplace_offering
@@ -343,18 +354,21 @@ def _admit_in_one_statement(
             [rental.offering_id, Offering.Status.PUBLISHED, rental.nodes],
         )
         ordered = _admission_ordered(rental)
-        statement.insert("rental", rental, expressions={"hold_id": hold_id})
-        statement.insert("ordered", ordered)
+        statement.insert("rental", rental, expressions={"id": rental_key, "hold_id": hold_id})
+        statement.insert("ordered", ordered, expressions={"rental_id": rental_key})
         statement.write(
             "nodes_take",
             "UPDATE marketplace_offering SET rented_nodes = rented_nodes + %s WHERE id = %s AND {guard}",
             [rental.nodes, rental.offering_id],
         )
+        statement.result("rental_id", rental_key)
         statement.result("hold_id", hold_id)
         failed, results = statement.execute()
         if failed is None:
-            hold.pk = results["hold_id"]
-            rental.hold, rental._state.adding, hold._state.adding = hold, False, False
+            rental.pk, hold.pk = results["rental_id"], results["hold_id"]
+            _admission_hold_name(hold=hold, rental=rental)  # as the statement wrote them
+            ordered.rental, rental.hold = rental, hold
+            rental._state.adding, hold._state.adding, ordered._state.adding = False, False, False
             return ordered
         refusals[failed]()
     raise _admission_contended()
@@ -371,7 +385,8 @@ def _admit_step_by_step(
     rental.save()
     ordered = _admission_ordered(rental)
     ordered.save()
-    hold = _admission_hold(rental=rental, amount=hold_amount)
+    hold = Hold(organization_id=rental.organization_id, amount=hold_amount)
+    _admission_hold_name(hold=hold, rental=rental)
     rental.hold = hold_place(
         organization=rental.organization, amount=hold_amount, idempotency_key=hold.idempotency_key,
         reference=hold.reference, description=hold.description,

@@ -156,3 +156,10 @@ def test_read_only_serializers_build_fields_once_per_class_each_its_own(db):
     assert list(again.fields) == list(first.fields)
     assert again.fields["status"] is not first.fields["status"]
     assert again.fields["status"].parent is again
+    assert first.fields["status"].parent is first and first.fields["status"].field_name == "status"
+    # a nested serializer is copied with its own fields, bound to the copy
+    other_detail = RentalDetailSerializer()
+    timeline, other_timeline = detail.fields["transitions"], other_detail.fields["transitions"]
+    assert other_timeline is not timeline and other_timeline.child is not timeline.child
+    assert other_timeline.child.parent is other_timeline and other_timeline.parent is other_detail
+    assert other_timeline.child.fields["to_status"] is not timeline.child.fields["to_status"]

@@ -19,6 +19,8 @@ def test_prepared_query_binds_new_values_and_loads_related_objects(db, django_as
             assert (found.pk, found.organization.name, found.created_by.email) == (
                 key.pk, name, key.created_by.email,
             )  # fmt: skip
+            # the columns' converters ran: a JSON list and an aware datetime, as the ORM loads them
+            assert (found.scopes, found.created_at) == (key.scopes, key.created_at)
     assert by_prefix.run(prefix="nothing") == []
 
 

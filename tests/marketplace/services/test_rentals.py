@@ -206,6 +206,21 @@ def test_the_admitted_rental_returned_is_the_one_stored(admission_path, buyer, o
     assert sorted(move.postings.values_list("amount", flat=True)) == [-PRICE * 2, PRICE * 2]
 
 
+def test_percent_signs_in_the_offering_name_reach_the_hold_as_written(admission_path, buyer, offering):
+    # given: a name that is also a format() template (the statement fills the rental's key into the hold's texts)
+    name = "100% H100 %1$s %s %%"
+    Offering.objects.filter(pk=offering.pk).update(name=name)
+
+    with translation.override("en"):
+        rental = rent(buyer, offering)
+
+    stored = Hold.objects.get(pk=rental.hold.pk)
+    assert stored.description == rental.hold.description == f"Rental #{rental.pk}: {name}"
+    assert (stored.reference, stored.idempotency_key) == (f"rental:{rental.pk}", f"rental-hold:{rental.pk}")
+    move = LedgerTransaction.objects.get(idempotency_key=f"hold:{stored.pk}")
+    assert (move.memo, move.reference) == (stored.description, stored.reference)
+
+
 def test_residency_zone_not_of_the_offering_is_422(buyer, offering):
     with pytest.raises(services.Unprocessable) as error:
         rent(buyer, offering, residency_zone="cn-south")
