@@ -29,6 +29,19 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+# psycopg prepares a statement after this many runs of its text. Django turns preparing off altogether (for poolers
+# that cannot keep prepared statements), which also ignores the statements the code asks to prepare
+# (marketplace.core.queries.run_prepared: the admission's, planned longer than they run). So by default only those
+# are prepared; the ORM's texts carry their values and seldom repeat. `?prepare_threshold=none` in DATABASE_URL
+# turns preparing off (a pooler in transaction mode without prepared-statement support), a number on for all.
+PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
+
+
+def _postgresql_options(options: dict[str, str]) -> dict:
+    threshold = options.pop("prepare_threshold", str(PREPARE_ONLY_WHEN_ASKED))
+    return options | {"prepare_threshold": None if threshold.lower() == "none" else int(threshold)}
+
+
 def database_from_url(url: str) -> dict:
     """Turn `postgres://user:pass@host:port/name?opt=v` or `sqlite:///path` into a DATABASES entry."""
     parts = urlsplit(url)
@@ -50,7 +63,7 @@ def database_from_url(url: str) -> dict:
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
             "CONN_HEALTH_CHECKS": True,
-            "OPTIONS": dict(parse_qsl(parts.query)),
+            "OPTIONS": _postgresql_options(dict(parse_qsl(parts.query))),
         }
     raise ValueError(f"Unsupported DATABASE_URL scheme: {parts.scheme!r}")
 
