@@ -4,7 +4,7 @@ from decimal import Decimal
 from django.utils.timezone import get_current_timezone
 from rest_framework import serializers
 
-from marketplace.core.api import ReadOnlyModelSerializer, money_field
+from marketplace.core.api import FieldsBuiltOnce, ReadOnlyModelSerializer, money_field
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
@@ -272,7 +272,7 @@ class EstimateSerializer(serializers.Serializer):
     accelerator_hours = serializers.DictField(child=serializers.DecimalField(24, 1), read_only=True)
 
 
-class RentalCreateSerializer(serializers.Serializer):
+class RentalCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
     offering = serializers.IntegerField(min_value=1, help_text="Offering id (or take one from a placement quote).")
     accelerators = serializers.IntegerField(min_value=1, max_value=100000, help_text="Rounded up to whole nodes.")
     mode = serializers.ChoiceField(choices=Rental.Mode.choices, default=Rental.Mode.ON_DEMAND)

@@ -33,12 +33,13 @@ WRITE_ERROR_STATUSES = {
 }
 
 
-class ReadOnlyModelSerializer(serializers.ModelSerializer):
-    """An output-only ModelSerializer whose fields are built from the model once per class. DRF introspects the
-    model on every instantiation (a fifth of the Python time of `POST /api/v1/rentals/`); read-only fields keep no
-    state between requests, so each instance gets a copy of the first build: a shallow one (binding sets only the
-    copy's own attributes; a deep copy rebuilt every field from its arguments, as costly as the build), a deep one
-    of a nested serializer, whose own fields are bound to it."""
+class FieldsBuiltOnce:
+    """A serializer whose fields are built once per class. DRF builds them on every instantiation (a ModelSerializer
+    from the model: a fifth of the Python time of `POST /api/v1/rentals/`); each instance gets copies of the first
+    build: shallow ones (binding sets only the copy's own attributes; DRF's deep copy rebuilds every field from its
+    arguments, as costly as the build) except for fields with fields of their own (nested serializers, a list's
+    child), which are bound to their parent and copied whole. For serializers whose fields keep no state between
+    uses, which holds for DRF's fields."""
 
     def get_fields(self):
         built = type(self).__dict__.get("_built_fields")  # this class's own: a subclass has fields of its own
@@ -46,9 +47,16 @@ class ReadOnlyModelSerializer(serializers.ModelSerializer):
             built = super().get_fields()
             type(self)._built_fields = built
         return {
-            name: copy.deepcopy(field) if isinstance(field, serializers.BaseSerializer) else copy.copy(field)
-            for name, field in built.items()
+            name: copy.deepcopy(field) if _has_own_fields(field) else copy.copy(field) for name, field in built.items()
         }
+
+
+def _has_own_fields(field: serializers.Field) -> bool:
+    return isinstance(field, serializers.BaseSerializer) or hasattr(field, "child")
+
+
+class ReadOnlyModelSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
+    """An output-only ModelSerializer whose fields are built from the model once per class."""
 
 
 def money_field(**kwargs) -> serializers.DecimalField:

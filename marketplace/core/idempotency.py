@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from accounts.models import IdempotencyRecord, Organization
 from marketplace.core.errors import Conflict, DomainError, Unprocessable
+from marketplace.core.queries import fetch_all
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +38,14 @@ def _claim(*, organization: Organization, key: str, fingerprint: str, moment: da
     disturb a transaction around it."""
     record = IdempotencyRecord(organization=organization, key=key, request_fingerprint=fingerprint, locked_at=moment,
                                created_at=moment)  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO accounts_idempotencyrecord (organization_id, key, request_fingerprint, locked_at, created_at)
-               VALUES (%s, %s, %s, %s, %s) ON CONFLICT (organization_id, key) DO NOTHING RETURNING id""",
-            [organization.pk, key, fingerprint, moment, moment],
-        )
-        row = cursor.fetchone()
-    if row is None:
+    claimed = fetch_all(
+        """INSERT INTO accounts_idempotencyrecord (organization_id, key, request_fingerprint, locked_at, created_at)
+           VALUES (%s, %s, %s, %s, %s) ON CONFLICT (organization_id, key) DO NOTHING RETURNING id""",
+        [organization.pk, key, fingerprint, moment, moment],
+    )
+    if not claimed:
         return None
-    record.pk, record._state.adding = row[0], False
+    record.pk, record._state.adding = claimed[0][0], False
     return record
 
 
@@ -94,12 +93,11 @@ def idempotency_finish(*, record: IdempotencyRecord, status: int, body: object) 
     """Store the response to replay. Plain SQL: compiling the ORM's UPDATE cost more than running it, on the
     path of every idempotent POST."""
     stored_body = IdempotencyRecord._meta.get_field("response_body").get_db_prep_save(body, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """UPDATE accounts_idempotencyrecord SET response_status = %s, response_body = %s, locked_at = NULL
-               WHERE id = %s""",
-            [status, stored_body, record.pk],
-        )
+    fetch_all(
+        """UPDATE accounts_idempotencyrecord SET response_status = %s, response_body = %s, locked_at = NULL
+           WHERE id = %s RETURNING id""",
+        [status, stored_body, record.pk],
+    )
 
 
 def idempotency_abandon(*, record: IdempotencyRecord) -> None:

@@ -47,6 +47,16 @@ def run_prepared(sql: str, params: list, *, using: str = "default") -> list[tupl
     return rows
 
 
+def fetch_all(sql: str, params: list, *, using: str = "default") -> list[tuple]:
+    """The rows of a statement on every request's path: prepared on PostgreSQL (`run_prepared`), through Django's
+    cursor on other databases."""
+    if connections[using].vendor == "postgresql":
+        return run_prepared(sql, params, using=using)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 class PreparedQuery:
     """`PreparedQuery(lambda prefix: ApiKey.objects.filter(prefix=prefix)[:1], "prefix")`, then `.run(prefix=…)`.
 
@@ -90,12 +100,7 @@ class PreparedQuery:
         for name, indexes in positions.items():
             for index in indexes:
                 bound[index] = values[name]
-        if connections[using].vendor == "postgresql":
-            rows = run_prepared(sql, bound, using=using)
-        else:
-            with connections[using].cursor() as cursor:
-                cursor.execute(sql, bound)
-                rows = cursor.fetchall()
+        rows = fetch_all(sql, bound, using=using)
         if converters:
             rows = compiler.apply_converters(rows, converters)
         objects = []

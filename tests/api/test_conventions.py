@@ -163,3 +163,20 @@ def test_read_only_serializers_build_fields_once_per_class_each_its_own(db):
     assert other_timeline is not timeline and other_timeline.child is not timeline.child
     assert other_timeline.child.parent is other_timeline and other_timeline.parent is other_detail
     assert other_timeline.child.fields["to_status"] is not timeline.child.fields["to_status"]
+
+
+def test_an_input_serializer_built_once_validates_each_request_on_its_own(db):
+    from django.utils import translation
+
+    from marketplace.api.serializers import RentalCreateSerializer
+
+    first = RentalCreateSerializer(data={"offering": 0, "accelerators": 1})
+    second = RentalCreateSerializer(data={"offering": 3, "accelerators": 2})
+    assert not first.is_valid() and second.is_valid()
+    assert first.errors["offering"][0].code == "min_value" and second.validated_data["offering"] == 3
+    assert first.fields["offering"] is not second.fields["offering"]
+    # the messages are still translated per request
+    with translation.override("en"):
+        english = RentalCreateSerializer(data={"offering": 1, "accelerators": 0})
+        assert not english.is_valid()
+        assert "greater than or equal to 1" in str(english.errors["accelerators"][0])
