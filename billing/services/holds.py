@@ -129,7 +129,7 @@ def hold_place_in(statement: GuardedStatement, *, hold: Hold, expressions: dict[
             "idempotency_key": "(SELECT 'hold:' || id FROM hold)",
             "memo": "(SELECT description FROM hold)",
             "reference": "(SELECT reference FROM hold)",
-        },  # fmt: skip
+        },
         returning="id",
     )
     moved = [AccountKind.AVAILABLE, hold.amount, hold.amount]  # available funds go down, held funds up
