@@ -233,5 +233,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageCharge)
 class UsageChargeAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "rental", "quantity", "rated_amount", "amount", "events_through"]
+    list_display = [
+        "created_at", "organization", "rental", "quantity", "rated_amount", "amount", "fee", "events_through",
+    ]  # fmt: skip
     list_select_related = ["organization", "rental"]

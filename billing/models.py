@@ -447,6 +447,7 @@ class UsageCharge(models.Model):
     quantity = amount_field(verbose_name=_("accelerator-seconds"))
     rated_amount = amount_field(verbose_name=_("rated amount"))
     amount = amount_field(verbose_name=_("charged"))  # at most rated_amount: only what the hold covered
+    fee = amount_field(verbose_name=_("platform fee amount"), default=0)  # of amount; the provider earned the rest
     ledger_transaction = models.OneToOneField(
         LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -464,6 +465,7 @@ class UsageCharge(models.Model):
             models.CheckConstraint(
                 condition=Q(amount__gte=0, amount__lte=F("rated_amount")), name="usage_charge_within_rated"
             ),
+            models.CheckConstraint(condition=Q(fee__gte=0, fee__lte=F("amount")), name="usage_charge_fee_within"),
         ]
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization
-from billing.models import AccountKind, Hold, LedgerTransaction, ProviderBilling, TransactionKind
+from billing.models import AccountKind, Hold, LedgerTransaction, Posting, ProviderBilling, TransactionKind
 from billing.money import quantize_amount
 from billing.selectors import wallet_get
 from billing.services.ledger import (
@@ -224,6 +224,12 @@ def hold_capture(
     hold.captured_amount += amount
     hold.save(update_fields=["captured_amount"])
     return txn
+
+
+def capture_fee(*, transaction_id: int) -> Decimal:
+    """The platform's part of a capture, as `hold_capture` posted it (zero when there was no fee line)."""
+    fee = Posting.objects.filter(transaction_id=transaction_id, account__kind=AccountKind.PLATFORM_REVENUE)
+    return next(iter(fee.values_list("amount", flat=True)), ZERO)
 
 
 def _hold_resolve(*, hold_id: int, status: Hold.Status) -> Hold:

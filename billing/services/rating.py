@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 
 from billing.models import AccountKind, Hold, TransactionKind, UsageCharge, UsageEvent
 from billing.money import AMOUNT_PLACES, amount_sum, quantize_amount
-from billing.services.holds import hold_capture, hold_increase_what_can_be
+from billing.services.holds import capture_fee, hold_capture, hold_increase_what_can_be
 from billing.services.ledger import ZERO, platform_account
 from marketplace.models import Rental
 
@@ -98,7 +98,8 @@ def rental_rate(*, rental: Rental) -> UsageCharge | None:
             idempotency_key=f"usage-charge:{charge.pk}",
             memo=_capture_memo(rental_id=rental.pk, seconds=f"{quantity:f}"),
         )
-        charge.save(update_fields=["ledger_transaction"])
+        charge.fee = capture_fee(transaction_id=charge.ledger_transaction.pk)
+        charge.save(update_fields=["ledger_transaction", "fee"])
         hold.refresh_from_db()
     rental.charged_amount += amount
     rental.uncollected_amount += rated - amount
@@ -260,9 +261,9 @@ WRITES = [
        FROM usage_rating_charge WHERE transaction_id IS NOT NULL""",
     "INSERT INTO billing_posting (transaction_id, account_id, amount) SELECT * FROM usage_rating_posting",
     """INSERT INTO billing_usagecharge (id, organization_id, rental_id, api_key_id, quantity, rated_amount, amount,
-                                       ledger_transaction_id, period_start, period_end, events_through, event_count,
-                                       created_at)
-       SELECT id, organization_id, rental_id, api_key_id, quantity, rated, rated, transaction_id, period_start,
+                                       fee, ledger_transaction_id, period_start, period_end, events_through,
+                                       event_count, created_at)
+       SELECT id, organization_id, rental_id, api_key_id, quantity, rated, rated, fee, transaction_id, period_start,
               period_end, events_through, events, %(moment)s
        FROM usage_rating_charge""",
     """UPDATE billing_hold h SET captured_amount = h.captured_amount + c.rated

@@ -124,6 +124,7 @@ def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced
         fee_percent = Decimal("12.50") if rental.provider_id == special.pk else Decimal(10)
         fee = (cost * fee_percent / 100).quantize(Decimal("0.00000001"))
         assert lines == {AccountKind.HELD: -cost, AccountKind.EARNINGS: cost - fee, AccountKind.PLATFORM_REVENUE: fee}
+        assert charge.fee == fee  # the charge says how it was split, as its capture posted it
     assert total(Posting.objects.all(), "amount") == 0
     for account in LedgerAccount.objects.all():  # cached balances equal their postings
         assert account.balance == total(account.postings.all(), "amount")
