@@ -17,7 +17,16 @@ from django.utils.translation import gettext as _
 from accounts.models import Organization, User
 from accounts.selectors import provider_is_approved
 from billing import stripe_client
-from billing.models import AccountKind, LedgerTransaction, Payout, Posting, ProviderBilling, TransactionKind
+from billing.models import (
+    AccountKind,
+    LedgerAccount,
+    LedgerTransaction,
+    Payout,
+    Posting,
+    ProviderBilling,
+    TransactionKind,
+    UsageCharge,
+)
 from billing.money import amount_sum, quantize_amount, round_to_minor_unit, to_minor_units
 from billing.services.ledger import ledger_post, organization_account, platform_account
 from billing.services.wallets import billing_manager_require
@@ -164,31 +173,86 @@ def charge_refund(
     if replay is not None:
         return replay
     postings = {posting.account.kind: posting for posting in capture.postings.select_related("account")}
-    charged = -postings[AccountKind.HELD].amount
+    earnings, fee = postings.get(AccountKind.EARNINGS), postings.get(AccountKind.PLATFORM_REVENUE)
+    usage_charges = UsageCharge.objects.filter(ledger_transaction=capture).values_list("pk", flat=True)
+    return _refund_post(
+        charged=-postings[AccountKind.HELD].amount,
+        fee=fee.amount if fee else Decimal(0),
+        refunded=_refunded(capture_id=capture.pk, usage_charge_ids=list(usage_charges)),
+        earnings_account=earnings.account if earnings else None,
+        amount=amount, buyer=capture.organization, idempotency_key=idempotency_key, reason=reason,
+        reference=f"capture:{capture.pk}",
+    )  # fmt: skip
+
+
+@transaction.atomic
+def usage_charge_refund(*, charge_id: int, amount: Decimal, idempotency_key: str, reason: str) -> LedgerTransaction:
+    """Give a buyer back part or all of one usage charge, split as the charge was (`UsageCharge.fee`): the same
+    as `charge_refund` of its capture, and counted together with refunds made that way."""
+    charge = UsageCharge.objects.select_related("organization", "rental").get(pk=charge_id)
+    if charge.ledger_transaction_id is None:
+        raise Conflict(
+            _("At most %(n)s of this charge can be refunded.") % {"n": Decimal(0)},
+            code="refund_exceeds_charge",
+            refundable="0",
+        )
+    # The capture's row is the lock that refunds by charge and by capture both take.
+    LedgerTransaction.objects.select_for_update().get(pk=charge.ledger_transaction_id)
+    replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
+    if replay is not None:
+        return replay
+    earnings = organization_account(organization_id=charge.rental.provider_id, kind=AccountKind.EARNINGS)
+    return _refund_post(
+        charged=charge.amount,
+        fee=charge.fee,
+        refunded=_refunded(capture_id=charge.ledger_transaction_id, usage_charge_ids=[charge.pk]),
+        earnings_account=earnings if charge.fee < charge.amount else None,
+        amount=amount, buyer=charge.organization, idempotency_key=idempotency_key, reason=reason,
+        reference=f"usage-charge:{charge.pk}",
+    )  # fmt: skip
+
+
+def _refunded(*, capture_id: int, usage_charge_ids: list[int]) -> Decimal:
+    """What was refunded of a charge so far, by its capture or by its usage charge."""
+    references = [f"capture:{capture_id}", *(f"usage-charge:{pk}" for pk in usage_charge_ids)]
     refunded = Posting.objects.filter(
-        transaction__kind=TransactionKind.CHARGE_REFUND, transaction__reference=f"capture:{capture.pk}", amount__gt=0
+        transaction__kind=TransactionKind.CHARGE_REFUND, transaction__reference__in=references, amount__gt=0
     ).aggregate(total=amount_sum("amount", default=Decimal(0)))["total"]
-    refunded = quantize_amount(refunded)
+    return quantize_amount(refunded)
+
+
+def _refund_post(
+    *,
+    charged: Decimal,
+    fee: Decimal,
+    refunded: Decimal,
+    earnings_account: LedgerAccount | None,
+    amount: Decimal,
+    buyer: Organization,
+    idempotency_key: str,
+    reason: str,
+    reference: str,
+) -> LedgerTransaction:
+    """Post a refund of `amount` of a charge of `charged` of which `fee` was the platform's."""
     if amount <= 0 or amount > charged - refunded:
         raise Conflict(
             _("At most %(n)s of this charge can be refunded.") % {"n": charged - refunded},
             code="refund_exceeds_charge",
             refundable=str(charged - refunded),
         )
-    earnings, fee = postings.get(AccountKind.EARNINGS), postings.get(AccountKind.PLATFORM_REVENUE)
-    fee_part = quantize_amount(amount * fee.amount / charged) if fee else Decimal(0)
-    lines = [(organization_account(organization_id=capture.organization_id, kind=AccountKind.AVAILABLE), amount)]
+    fee_part = quantize_amount(amount * fee / charged) if fee else Decimal(0)
+    lines = [(organization_account(organization_id=buyer.pk, kind=AccountKind.AVAILABLE), amount)]
     if fee_part:
-        lines.append((fee.account, -fee_part))
+        lines.append((platform_account(kind=AccountKind.PLATFORM_REVENUE), -fee_part))
     if amount - fee_part:
-        lines.append((earnings.account, -(amount - fee_part)))
+        lines.append((earnings_account, -(amount - fee_part)))
     txn, _posted = ledger_post(
         idempotency_key=idempotency_key,
         kind=TransactionKind.CHARGE_REFUND,
         lines=lines,
         memo=reason,
-        organization=capture.organization,
-        reference=f"capture:{capture.pk}",
+        organization=buyer,
+        reference=reference,
         enforce_minimum=False,
     )
     return txn

@@ -41,7 +41,7 @@ from billing.services.holds import (
     hold_release,
 )
 from billing.services.metering import rental_accrue, rental_commitment_accrue
-from billing.services.payouts import charge_refund
+from billing.services.payouts import usage_charge_refund
 from billing.services.quotas import (
     over_spend_limits,
     quota_accelerators_release,
@@ -528,8 +528,8 @@ def rental_fail(*, rental_id: int, reason: str, actor: User | None = None, momen
         if credit <= 0:
             break
         part = min(credit, charge.amount)
-        charge_refund(
-            capture_transaction_id=charge.ledger_transaction_id,
+        usage_charge_refund(
+            charge_id=charge.pk,
             amount=part,
             idempotency_key=f"rental-failure-credit:{rental.pk}:{charge.pk}",
             reason=_("Compensation for rental #%(id)d (provider fault)") % {"id": rental.pk},

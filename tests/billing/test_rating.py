@@ -26,7 +26,9 @@ from billing.models import (
     UsageEvent,
 )
 from billing.services.metering import usage_events_record
+from billing.services.payouts import charge_refund, usage_charge_refund
 from billing.services.rating import usage_cost, usage_rate_pending
+from marketplace.core.errors import Conflict
 from marketplace.models import Metering, Rental
 from marketplace.services import rentals as services
 from tests.concurrency import race
@@ -128,6 +130,42 @@ def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced
     assert total(Posting.objects.all(), "amount") == 0
     for account in LedgerAccount.objects.all():  # cached balances equal their postings
         assert account.balance == total(account.postings.all(), "amount")
+
+
+def test_a_usage_charge_is_refunded_as_it_was_split_and_never_beyond_it(rating_path):
+    # given: a charge of 10.00 from a provider whose fee is 12.5 %
+    special = OfferingFactory().provider
+    ProviderBilling.objects.create(organization=special, platform_fee_percent=Decimal("12.50"))
+    rental = reported_rental(provider=special)
+    report(rental, "1000")
+    usage_rate_pending()
+    charge = UsageCharge.objects.get(rental=rental)
+    assert (charge.amount, charge.fee) == (Decimal("10.00"), Decimal("1.25"))
+
+    def balance(organization_id, kind):
+        return LedgerAccount.objects.get(organization_id=organization_id, kind=kind).balance
+
+    available, earnings = balance(rental.organization_id, "available"), balance(special.pk, "earnings")
+    revenue = LedgerAccount.objects.get(kind=AccountKind.PLATFORM_REVENUE).balance
+    # when: 4.00 back by the charge (twice with one key), then 6.00 by its capture
+    for _ in range(2):
+        usage_charge_refund(charge_id=charge.pk, amount=Decimal("4.00"), idempotency_key="credit:1", reason="fault")
+    charge_refund(
+        capture_transaction_id=charge.ledger_transaction_id, amount=Decimal("6.00"), idempotency_key="dispute:1",
+        reason="dispute",
+    )  # fmt: skip
+    # then: the buyer has all 10.00 back, taken from the provider and the platform as the charge was split
+    assert balance(rental.organization_id, "available") - available == Decimal("10.00")
+    assert earnings - balance(special.pk, "earnings") == Decimal("8.75")
+    assert revenue - LedgerAccount.objects.get(kind=AccountKind.PLATFORM_REVENUE).balance == Decimal("1.25")
+    # and nothing more, whichever way it is asked for
+    with pytest.raises(Conflict) as by_charge:
+        usage_charge_refund(charge_id=charge.pk, amount=Decimal("0.01"), idempotency_key="credit:2", reason="x")
+    with pytest.raises(Conflict) as by_capture:
+        charge_refund(capture_transaction_id=charge.ledger_transaction_id, amount=Decimal("0.01"),
+                      idempotency_key="dispute:2", reason="x")  # fmt: skip
+    assert by_charge.value.code == by_capture.value.code == "refund_exceeds_charge"
+    assert total(Posting.objects.all(), "amount") == 0
 
 
 def test_a_second_run_changes_nothing_and_a_later_one_rates_only_what_is_new(rating_path):
