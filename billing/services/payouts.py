@@ -190,14 +190,9 @@ def usage_charge_refund(*, charge_id: int, amount: Decimal, idempotency_key: str
     """Give a buyer back part or all of one usage charge, split as the charge was (`UsageCharge.fee`): the same
     as `charge_refund` of its capture, and counted together with refunds made that way."""
     charge = UsageCharge.objects.select_related("organization", "rental").get(pk=charge_id)
-    if charge.ledger_transaction_id is None:
-        raise Conflict(
-            _("At most %(n)s of this charge can be refunded.") % {"n": Decimal(0)},
-            code="refund_exceeds_charge",
-            refundable="0",
-        )
-    # The capture's row is the lock that refunds by charge and by capture both take.
-    LedgerTransaction.objects.select_for_update().get(pk=charge.ledger_transaction_id)
+    if charge.ledger_transaction_id is not None:  # none: nothing was captured (amount 0), nothing to refund
+        # The capture's row is the lock that refunds by charge and by capture both take.
+        LedgerTransaction.objects.select_for_update().get(pk=charge.ledger_transaction_id)
     replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
     if replay is not None:
         return replay
@@ -212,9 +207,10 @@ def usage_charge_refund(*, charge_id: int, amount: Decimal, idempotency_key: str
     )  # fmt: skip
 
 
-def _refunded(*, capture_id: int, usage_charge_ids: list[int]) -> Decimal:
+def _refunded(*, capture_id: int | None, usage_charge_ids: list[int]) -> Decimal:
     """What was refunded of a charge so far, by its capture or by its usage charge."""
-    references = [f"capture:{capture_id}", *(f"usage-charge:{pk}" for pk in usage_charge_ids)]
+    references = [f"usage-charge:{pk}" for pk in usage_charge_ids]
+    references += [f"capture:{capture_id}"] if capture_id is not None else []
     refunded = Posting.objects.filter(
         transaction__kind=TransactionKind.CHARGE_REFUND, transaction__reference__in=references, amount__gt=0
     ).aggregate(total=amount_sum("amount", default=Decimal(0)))["total"]
@@ -235,10 +231,11 @@ def _refund_post(
 ) -> LedgerTransaction:
     """Post a refund of `amount` of a charge of `charged` of which `fee` was the platform's."""
     if amount <= 0 or amount > charged - refunded:
+        refundable = f"{charged - refunded:f}"  # not str(): nothing left would read "0E-8"
         raise Conflict(
-            _("At most %(n)s of this charge can be refunded.") % {"n": charged - refunded},
+            _("At most %(n)s of this charge can be refunded.") % {"n": refundable},
             code="refund_exceeds_charge",
-            refundable=str(charged - refunded),
+            refundable=refundable,
         )
     fee_part = quantize_amount(amount * fee / charged) if fee else Decimal(0)
     lines = [(organization_account(organization_id=buyer.pk, kind=AccountKind.AVAILABLE), amount)]

@@ -198,9 +198,12 @@ def test_usage_rounding_to_nothing_is_recorded_without_a_capture(rating_path):
     usage_rate_pending()
 
     charge = UsageCharge.objects.get(rental=rental)
-    assert (charge.rated_amount, charge.amount, charge.ledger_transaction_id) == (0, 0, None)
+    assert (charge.rated_amount, charge.amount, charge.fee, charge.ledger_transaction_id) == (0, 0, 0, None)
     rental.refresh_from_db()
     assert rental.usage_rated_through >= charge.events_through
+    with pytest.raises(Conflict) as refused:  # nothing was taken, so nothing can be given back
+        usage_charge_refund(charge_id=charge.pk, amount=Decimal("0.01"), idempotency_key="credit:0", reason="x")
+    assert (refused.value.code, refused.value.extra["refundable"]) == ("refund_exceeds_charge", "0.00000000")
 
 
 def test_usage_beyond_the_hold_is_held_from_funds_then_left_uncollected(rating_path):
