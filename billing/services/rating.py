@@ -98,7 +98,7 @@ def rental_rate(*, rental: Rental) -> UsageCharge | None:
             idempotency_key=f"usage-charge:{charge.pk}",
             memo=_capture_memo(rental_id=rental.pk, seconds=f"{quantity:f}"),
         )
-        charge.fee = capture_fee(transaction_id=charge.ledger_transaction.pk)
+        charge.fee = capture_fee(transaction_id=charge.ledger_transaction_id)
         charge.save(update_fields=["ledger_transaction", "fee"])
         hold.refresh_from_db()
     rental.charged_amount += amount
