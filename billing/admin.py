@@ -24,7 +24,7 @@ from billing.models import (
     UsageEvent,
 )
 from billing.services.ledger import credit_line_set
-from billing.services.payouts import charge_refund, payout_approve, payout_fail
+from billing.services.payouts import charge_refund, payout_approve, payout_fail, usage_charge_refund
 from billing.services.refunds import refund_request
 from marketplace.core.errors import DomainError
 
@@ -237,3 +237,24 @@ class UsageChargeAdmin(ReadOnlyAdmin):
         "created_at", "organization", "rental", "quantity", "rated_amount", "amount", "fee", "events_through",
     ]  # fmt: skip
     list_select_related = ["organization", "rental"]
+    change_form_template = "admin/billing/usagecharge_change_form.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.refund)
+        return [path("<int:pk>/refund/", view, name="billing_usage_charge_refund"), *super().get_urls()]
+
+    def refund(self, request, pk: int):
+        """Refund part of one rental's charge, whichever capture took it (its own, or a rating run's)."""
+        charge = get_object_or_404(UsageCharge, pk=pk)
+
+        def apply(data):
+            count = LedgerTransaction.objects.filter(reference=f"usage-charge:{charge.pk}").count()
+            usage_charge_refund(
+                charge_id=charge.pk,
+                amount=data["amount"],
+                idempotency_key=f"usage-charge-refund:{charge.pk}:{count + 1}",
+                reason=data["reason"],
+            )
+            return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
+
+        return _form_view(self, request, charge, RefundForm, _("Refund part of this charge"), apply)

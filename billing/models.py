@@ -101,7 +101,8 @@ class LedgerTransaction(models.Model):
 
     idempotency_key = models.CharField(max_length=200)
     kind = models.CharField(_("kind"), max_length=20, choices=TransactionKind.choices)
-    # The organization the transaction is about (its statements list it); null for platform-only moves.
+    # The organization the transaction is about (its statements list it); null for platform-only moves and for
+    # moves of many organizations' money (a rating run's capture: each sees its own postings).
     organization = models.ForeignKey(
         "accounts.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
@@ -448,7 +449,9 @@ class UsageCharge(models.Model):
     rated_amount = amount_field(verbose_name=_("rated amount"))
     amount = amount_field(verbose_name=_("charged"))  # at most rated_amount: only what the hold covered
     fee = amount_field(verbose_name=_("platform fee amount"), default=0)  # of amount; the provider earned the rest
-    ledger_transaction = models.OneToOneField(
+    # The capture that took it: its own (rated rental by rental) or the rating run's, shared by every charge of
+    # the run (rated in sets). Null when nothing was captured.
+    ledger_transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     period_start = models.DateTimeField(_("period start"))

@@ -167,11 +167,17 @@ def charge_refund(
 ) -> LedgerTransaction:
     """Give a buyer back part or all of a charge (a dispute, compensation): the provider's earnings and the
     platform fee are reversed in the charge's own proportion. The provider may go below zero (owing it to the
-    platform until later earnings cover it). Idempotent per key; never more than was charged."""
+    platform until later earnings cover it). Idempotent per key; never more than was charged. A rating run's
+    capture, which took many buyers' usage at once, is refused: its usage charges are refunded one by one."""
     capture = LedgerTransaction.objects.select_for_update().get(pk=capture_transaction_id, kind=TransactionKind.CAPTURE)
     replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
     if replay is not None:
         return replay
+    if capture.organization_id is None:
+        raise Conflict(
+            _("This capture took the usage of many rentals at once: refund its usage charges one by one."),
+            code="refund_by_usage_charge",
+        )
     postings = {posting.account.kind: posting for posting in capture.postings.select_related("account")}
     earnings, fee = postings.get(AccountKind.EARNINGS), postings.get(AccountKind.PLATFORM_REVENUE)
     usage_charges = UsageCharge.objects.filter(ledger_transaction=capture).values_list("pk", flat=True)

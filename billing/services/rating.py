@@ -164,7 +164,7 @@ def _rate_rental_by_rental() -> RatingRun:
 # Each statement handles every rental of the run at once, in temporary tables dropped at commit. Lock order as
 # everywhere: rentals, then holds, then ledger accounts in key order.
 
-DROP_TABLES = "DROP TABLE IF EXISTS usage_rating_rental, usage_rating, usage_rating_charge, usage_rating_posting"
+DROP_TABLES = "DROP TABLE IF EXISTS usage_rating_rental, usage_rating, usage_rating_posting"
 
 # The rentals whose usage can still be charged, locked in id order. Those another transaction holds (events being
 # recorded for them, a tick settling one) are skipped, not waited for: the next run rates them.
@@ -183,7 +183,8 @@ SELECT (SELECT count(*) FROM usage_rating_rental),
         FROM usage_rating_rental l),
        (SELECT max(id) FROM billing_usageevent)"""
 
-# The rollup: each locked rental's events past its watermark, summed and rated by the rule of `usage_cost`.
+# The rollup: each locked rental's events past its watermark, summed and rated by the rule of `usage_cost`, and the
+# platform's fee of it rounded half-up like `fee_split` (multiplying by 0.01 keeps it exact).
 # `e.id > %(since)s` (the lowest bound, BOUNDS) lets an incremental run read only the table's newest events; only
 # the rentals whose watermark is above it need their own bound, so only those are joined to each event. They are
 # read from the rentals table, not from the temporary table of locked rentals (the same values: the rows are
@@ -191,57 +192,57 @@ SELECT (SELECT count(*) FROM usage_rating_rental),
 # run take half the time in parallel on two cores. Rentals not locked are dropped after summing.
 ROLLUP = f"""
 CREATE TEMPORARY TABLE usage_rating ON COMMIT DROP AS
-SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id, h.reference,
-       h.amount - h.captured_amount AS remaining,
-       div(2 * (u.quantity * {UNITS}) * (r.price_per_accelerator_hour * {UNITS}) + {DIVISOR}, {2 * DIVISOR})
-         * 1e-{AMOUNT_PLACES} AS rated,
-       coalesce(pb.platform_fee_percent, %(default_fee)s) AS fee_percent
-FROM (SELECT e.rental_id, sum(e.quantity) AS quantity, count(*) AS events, min(e.period_start) AS period_start,
-             max(e.period_end) AS period_end, max(e.id) AS events_through
-      FROM billing_usageevent e
-      LEFT JOIN marketplace_rental w ON w.id = e.rental_id AND w.usage_rated_through > %(since)s
-      WHERE e.id > %(since)s AND (w.id IS NULL OR e.id > w.usage_rated_through)
-      GROUP BY e.rental_id) u
-JOIN usage_rating_rental l ON l.id = u.rental_id
-JOIN marketplace_rental r ON r.id = u.rental_id
-JOIN billing_hold h ON h.id = r.hold_id
-LEFT JOIN billing_providerbilling pb ON pb.organization_id = r.provider_id"""  # noqa: S608 - constants, not input
+SELECT rated_rental.*, round(rated * fee_percent * 0.01, 8) AS fee, rated <= remaining AS covered
+FROM (SELECT u.*, r.organization_id, r.provider_id, r.api_key_id, r.hold_id,
+             h.amount - h.captured_amount AS remaining,
+             div(2 * (u.quantity * {UNITS}) * (r.price_per_accelerator_hour * {UNITS}) + {DIVISOR}, {2 * DIVISOR})
+               * 1e-{AMOUNT_PLACES} AS rated,
+             coalesce(pb.platform_fee_percent, %(default_fee)s) AS fee_percent
+      FROM (SELECT e.rental_id, sum(e.quantity) AS quantity, count(*) AS events, min(e.period_start) AS period_start,
+                   max(e.period_end) AS period_end, max(e.id) AS events_through
+            FROM billing_usageevent e
+            LEFT JOIN marketplace_rental w ON w.id = e.rental_id AND w.usage_rated_through > %(since)s
+            WHERE e.id > %(since)s AND (w.id IS NULL OR e.id > w.usage_rated_through)
+            GROUP BY e.rental_id) u
+      JOIN usage_rating_rental l ON l.id = u.rental_id
+      JOIN marketplace_rental r ON r.id = u.rental_id
+      JOIN billing_hold h ON h.id = r.hold_id
+      LEFT JOIN billing_providerbilling pb ON pb.organization_id = r.provider_id) rated_rental"""  # noqa: S608
 
 LOCK_HOLDS = "SELECT id FROM billing_hold WHERE id IN (SELECT hold_id FROM usage_rating) ORDER BY id FOR UPDATE"
 
 # What each hold covers becomes a charge; a rental whose usage outgrew its hold is rated alone afterwards (see
-# `rental_rate`: it holds more from funds first). Keys come from the sequences so that rows can name each other.
-# The fee is rounded half-up like `fee_split` (multiplying by 0.01 keeps it exact).
-CHARGES = """
-CREATE TEMPORARY TABLE usage_rating_charge ON COMMIT DROP AS
-SELECT nextval(pg_get_serial_sequence('billing_usagecharge', 'id')) AS id,
-       CASE WHEN rated > 0 THEN nextval(pg_get_serial_sequence('billing_ledgertransaction', 'id')) END
-         AS transaction_id,
-       u.*, round(rated * fee_percent * 0.01, 8) AS fee
-FROM usage_rating u WHERE rated <= remaining"""
+# `rental_rate`: it holds more from funds first). Everything the run covers is captured by one ledger transaction,
+# whose postings are per account: each buyer's held funds out, each provider's earnings and the platform's fees
+# in. Its key names itself, drawn from the sequence in the statement; none when nothing is captured.
+CAPTURE = """
+INSERT INTO billing_ledgertransaction (id, idempotency_key, kind, memo, organization_id, reference, created_at)
+SELECT id, 'usage-rating:' || id, %(capture)s, %(memo)s, NULL, '', %(moment)s
+FROM (SELECT nextval(pg_get_serial_sequence('billing_ledgertransaction', 'id')) AS id) k
+WHERE EXISTS (SELECT 1 FROM usage_rating WHERE covered AND rated > 0)
+RETURNING id"""
 
 EARNINGS_ACCOUNTS = """
 INSERT INTO billing_ledgeraccount (organization_id, kind, currency, balance, minimum_balance, created_at)
-SELECT DISTINCT provider_id, %(earnings)s, %(currency)s, 0, 0, %(moment)s FROM usage_rating_charge
-WHERE transaction_id IS NOT NULL
+SELECT DISTINCT provider_id, %(earnings)s, %(currency)s, 0, 0, %(moment)s FROM usage_rating
+WHERE covered AND rated > fee
 ON CONFLICT DO NOTHING"""
 
-# The lines of each capture, as `hold_capture` posts them: held funds out, the provider's earnings and the
-# platform's fee in (a zero line is left out).
+# One line per account, as `hold_capture` splits each charge (a zero line is left out). The accounts are distinct
+# across the three parts: buyers' held funds, providers' earnings, the platform's revenue.
 POSTINGS = """
 CREATE TEMPORARY TABLE usage_rating_posting ON COMMIT DROP AS
-SELECT c.transaction_id, a.id AS account_id, -c.rated AS amount
-FROM usage_rating_charge c JOIN billing_ledgeraccount a
-  ON a.organization_id = c.organization_id AND a.kind = %(held)s AND a.currency = %(currency)s
-WHERE c.transaction_id IS NOT NULL
+SELECT a.id AS account_id, -sum(u.rated) AS amount
+FROM usage_rating u JOIN billing_ledgeraccount a
+  ON a.organization_id = u.organization_id AND a.kind = %(held)s AND a.currency = %(currency)s
+WHERE u.covered GROUP BY a.id HAVING sum(u.rated) <> 0
 UNION ALL
-SELECT c.transaction_id, a.id, c.rated - c.fee
-FROM usage_rating_charge c JOIN billing_ledgeraccount a
-  ON a.organization_id = c.provider_id AND a.kind = %(earnings)s AND a.currency = %(currency)s
-WHERE c.transaction_id IS NOT NULL AND c.rated <> c.fee
+SELECT a.id, sum(u.rated - u.fee)
+FROM usage_rating u JOIN billing_ledgeraccount a
+  ON a.organization_id = u.provider_id AND a.kind = %(earnings)s AND a.currency = %(currency)s
+WHERE u.covered GROUP BY a.id HAVING sum(u.rated - u.fee) <> 0
 UNION ALL
-SELECT transaction_id, %(platform_revenue)s, fee FROM usage_rating_charge
-WHERE transaction_id IS NOT NULL AND fee <> 0"""
+SELECT %(platform_revenue)s, sum(fee) FROM usage_rating WHERE covered HAVING sum(fee) <> 0"""
 
 LOCK_ACCOUNTS = """
 SELECT id FROM billing_ledgeraccount WHERE id IN (SELECT account_id FROM usage_rating_posting) ORDER BY id
@@ -250,31 +251,29 @@ FOR UPDATE"""
 # Held funds cover every active hold's remainder, so no floor can be crossed here; the condition is the ledger's
 # rule all the same, and the caller checks that every account moved.
 BALANCES = """
-UPDATE billing_ledgeraccount a SET balance = a.balance + p.total
-FROM (SELECT account_id, sum(amount) AS total FROM usage_rating_posting GROUP BY account_id) p
-WHERE a.id = p.account_id AND (a.minimum_balance IS NULL OR a.balance + p.total >= a.minimum_balance)"""
+UPDATE billing_ledgeraccount a SET balance = a.balance + p.amount
+FROM usage_rating_posting p
+WHERE a.id = p.account_id AND (a.minimum_balance IS NULL OR a.balance + p.amount >= a.minimum_balance)"""
 
 WRITES = [
-    """INSERT INTO billing_ledgertransaction (id, idempotency_key, kind, memo, organization_id, reference, created_at)
-       SELECT transaction_id, 'usage-charge:' || id, %(capture)s, left(format(%(memo)s, rental_id, quantity), 255),
-              organization_id, reference, %(moment)s
-       FROM usage_rating_charge WHERE transaction_id IS NOT NULL""",
-    "INSERT INTO billing_posting (transaction_id, account_id, amount) SELECT * FROM usage_rating_posting",
-    """INSERT INTO billing_usagecharge (id, organization_id, rental_id, api_key_id, quantity, rated_amount, amount,
-                                       fee, ledger_transaction_id, period_start, period_end, events_through,
-                                       event_count, created_at)
-       SELECT id, organization_id, rental_id, api_key_id, quantity, rated, rated, fee, transaction_id, period_start,
-              period_end, events_through, events, %(moment)s
-       FROM usage_rating_charge""",
-    """UPDATE billing_hold h SET captured_amount = h.captured_amount + c.rated
-       FROM usage_rating_charge c WHERE h.id = c.hold_id AND c.rated > 0""",
+    """INSERT INTO billing_posting (transaction_id, account_id, amount)
+       SELECT %(transaction)s::bigint, account_id, amount FROM usage_rating_posting""",
+    """INSERT INTO billing_usagecharge (organization_id, rental_id, api_key_id, quantity, rated_amount, amount, fee,
+                                       ledger_transaction_id, period_start, period_end, events_through, event_count,
+                                       created_at)
+       SELECT organization_id, rental_id, api_key_id, quantity, rated, rated, fee,
+              CASE WHEN rated > 0 THEN %(transaction)s::bigint END, period_start, period_end, events_through, events,
+              %(moment)s
+       FROM usage_rating WHERE covered""",
+    """UPDATE billing_hold h SET captured_amount = h.captured_amount + u.rated
+       FROM usage_rating u WHERE h.id = u.hold_id AND u.covered AND u.rated > 0""",
     # Every locked rental without a shortfall is rated up to the newest event: none of its events can be newer.
     """UPDATE marketplace_rental r
-       SET charged_amount = r.charged_amount + coalesce(c.rated, 0),
+       SET charged_amount = r.charged_amount + coalesce(u.rated, 0),
            usage_rated_through = greatest(r.usage_rated_through, %(newest)s)
-       FROM usage_rating_rental l LEFT JOIN usage_rating_charge c ON c.rental_id = l.id
-       WHERE r.id = l.id AND (c.id IS NOT NULL OR r.usage_rated_through < %(newest)s)
-         AND NOT EXISTS (SELECT 1 FROM usage_rating s WHERE s.rental_id = l.id AND s.rated > s.remaining)""",
+       FROM usage_rating_rental l LEFT JOIN usage_rating u ON u.rental_id = l.id
+       WHERE r.id = l.id AND coalesce(u.covered, true)
+         AND (u.rental_id IS NOT NULL OR r.usage_rated_through < %(newest)s)""",
 ]
 
 
@@ -292,8 +291,6 @@ def _rate_in_sets() -> RatingRun:
         cursor.execute(ROLLUP, {"since": since, "default_fee": settings.PLATFORM_FEE_PERCENT})
         cursor.execute("ANALYZE usage_rating")
         cursor.execute(LOCK_HOLDS)
-        cursor.execute(CHARGES)
-        cursor.execute("ANALYZE usage_rating_charge")
         names = {
             "moment": moment,
             "currency": settings.PLATFORM_CURRENCY,
@@ -301,9 +298,12 @@ def _rate_in_sets() -> RatingRun:
             "earnings": AccountKind.EARNINGS,
             "capture": TransactionKind.CAPTURE,
             "platform_revenue": platform_account(kind=AccountKind.PLATFORM_REVENUE).pk,
-            "memo": _capture_memo(rental_id="%1$s", seconds="%2$s"),  # format()'s placeholders
+            "memo": _("Usage charges"),
             "newest": newest,
         }
+        cursor.execute(CAPTURE, names)
+        captured = cursor.fetchone()
+        names["transaction"] = captured[0] if captured else None
         cursor.execute(EARNINGS_ACCOUNTS, names)
         cursor.execute(POSTINGS, names)
         cursor.execute(LOCK_ACCOUNTS)
@@ -313,9 +313,9 @@ def _rate_in_sets() -> RatingRun:
             raise LedgerFloorCrossed(f"a rating run would take {accounts - cursor.rowcount} account(s) below a floor")
         for statement in WRITES:
             cursor.execute(statement, names)
-        cursor.execute("SELECT count(*), coalesce(sum(events), 0)::bigint FROM usage_rating_charge")
+        cursor.execute("SELECT count(*), coalesce(sum(events), 0)::bigint FROM usage_rating WHERE covered")
         charges, events = cursor.fetchone()
-        cursor.execute("SELECT rental_id FROM usage_rating WHERE rated > remaining ORDER BY rental_id")
+        cursor.execute("SELECT rental_id FROM usage_rating WHERE NOT covered ORDER BY rental_id")
         outgrown = [rental_id for (rental_id,) in cursor.fetchall()]
     # After the commit: each in its own transaction, under its own lock.
     run = _rate_each(outgrown, run=RatingRun(events=events, charges=charges))

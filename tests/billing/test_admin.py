@@ -2,8 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import AccountKind, LedgerAccount, Refund
+from billing.models import AccountKind, LedgerAccount, LedgerTransaction, Refund, UsageCharge
 from billing.selectors import wallet_get
+from billing.services.rating import usage_rate_pending
+from tests.billing.test_rating import report, reported_rental
 from tests.factories.accounts import UserFactory
 from tests.factories.billing import fund
 
@@ -49,3 +51,36 @@ def test_ledger_rows_cannot_be_edited_in_the_admin(staff_client, organization):
     response = staff_client.post(f"/admin/billing/ledgeraccount/{account.pk}/change/", {"balance": "999"})
     assert response.status_code == 403
     assert wallet_get(organization=organization).available == Decimal("1.00")
+
+
+def test_staff_refund_part_of_a_usage_charge_in_the_admin_where_its_capture_took_a_whole_run(
+    staff_client, require_postgres
+):
+    # given: a charge captured by a rating run's transaction
+    rental = reported_rental()
+    report(rental, "1000")
+    usage_rate_pending()
+    charge = UsageCharge.objects.get(rental=rental)
+    available = wallet_get(organization=rental.organization).available
+    # then: the run's capture offers no refund of its own and refuses one with a clear message
+    capture_page = staff_client.get(f"/admin/billing/ledgertransaction/{charge.ledger_transaction_id}/change/")
+    assert "refund-charge" not in capture_page.content.decode()
+    refused = staff_client.post(
+        f"/admin/billing/ledgertransaction/{charge.ledger_transaction_id}/refund-charge/",
+        {"amount": "1.00", "reason": "x"},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    assert "refund its usage charges one by one" in refused.content.decode()
+    # when: refunded from the charge's own page, twice
+    assert (
+        f"/admin/billing/usagecharge/{charge.pk}/refund/"
+        in staff_client.get(f"/admin/billing/usagecharge/{charge.pk}/change/").content.decode()
+    )
+    for amount in ["3.00", "2.50"]:
+        response = staff_client.post(
+            f"/admin/billing/usagecharge/{charge.pk}/refund/", {"amount": amount, "reason": "dispute"}
+        )
+        assert response.status_code == 302
+    # then
+    assert wallet_get(organization=rental.organization).available - available == Decimal("5.50")
+    assert LedgerTransaction.objects.filter(reference=f"usage-charge:{charge.pk}").count() == 2

@@ -1,6 +1,7 @@
 """The rating run: every rental's new usage charged once at its snapshotted price, through both of its paths (in
 sets on PostgreSQL, rental by rental elsewhere), and on PostgreSQL against parallel ingestion and parallel runs."""
 
+import collections
 import itertools
 import re
 import threading
@@ -25,6 +26,7 @@ from billing.models import (
     UsageCharge,
     UsageEvent,
 )
+from billing.selectors import transaction_list
 from billing.services.metering import usage_events_record
 from billing.services.payouts import charge_refund, usage_charge_refund
 from billing.services.rating import usage_cost, usage_rate_pending
@@ -107,8 +109,9 @@ def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced
     with translation.override("en"):  # the memo is written in the active language
         run = usage_rate_pending()
 
-    # then: one charge per rental, at the rule, through the hold
+    # then: one charge per rental, at the rule, through the hold, split by its provider's fee
     assert (run.events, run.charges) == (6, 3)
+    charges = []
     for rental, seconds in zip(rentals, ["300", "37.5", "60"], strict=True):
         rental.refresh_from_db()
         charge = UsageCharge.objects.get(rental=rental)
@@ -119,14 +122,36 @@ def test_a_run_charges_each_rental_its_new_usage_at_its_price_and_posts_balanced
         assert rental.usage_rated_through >= charge.events_through  # in sets: the newest event id of the run
         assert rental.charged_amount == cost
         assert Hold.objects.get(pk=rental.hold_id).captured_amount == cost
-        capture = charge.ledger_transaction
-        assert capture.idempotency_key == f"usage-charge:{charge.pk}"
-        assert capture.memo == f"Rental #{rental.pk}: {charge.quantity:f} accelerator-seconds"
-        lines = dict(capture.postings.values_list("account__kind", "amount"))
         fee_percent = Decimal("12.50") if rental.provider_id == special.pk else Decimal(10)
-        fee = (cost * fee_percent / 100).quantize(Decimal("0.00000001"))
-        assert lines == {AccountKind.HELD: -cost, AccountKind.EARNINGS: cost - fee, AccountKind.PLATFORM_REVENUE: fee}
-        assert charge.fee == fee  # the charge says how it was split, as its capture posted it
+        assert charge.fee == (cost * fee_percent / 100).quantize(Decimal("0.00000001"))
+        charges.append(charge)
+    # and the captures post exactly those charges: each buyer's held funds out, each provider's earnings and the
+    # platform's fees in
+    captures = LedgerTransaction.objects.filter(kind="capture").order_by("pk")
+    if rating_path == "in_sets":  # one capture for the run, one line per account
+        run_capture = captures.get()
+        assert {charge.ledger_transaction_id for charge in charges} == {run_capture.pk}
+        assert (run_capture.idempotency_key, run_capture.memo) == (f"usage-rating:{run_capture.pk}", "Usage charges")
+    else:  # one capture per charge, named after its rental
+        assert [charge.ledger_transaction_id for charge in charges] == [capture.pk for capture in captures]
+        for charge, capture in zip(charges, captures, strict=True):
+            assert capture.idempotency_key == f"usage-charge:{charge.pk}"
+            assert capture.memo == f"Rental #{charge.rental_id}: {charge.quantity:f} accelerator-seconds"
+    expected = collections.Counter()
+    for charge in charges:
+        rental = charge.rental
+        expected[(rental.organization_id, AccountKind.HELD)] -= charge.amount
+        expected[(rental.provider_id, AccountKind.EARNINGS)] += charge.amount - charge.fee
+        expected[(None, AccountKind.PLATFORM_REVENUE)] += charge.fee
+    lines = Posting.objects.filter(transaction__in=captures).values_list(
+        "account__organization_id", "account__kind", "amount"
+    )
+    posted = collections.Counter()
+    for org, kind, amount in lines:
+        posted[(org, kind)] += amount
+    assert posted == expected
+    if rating_path == "in_sets":
+        assert len(lines) == len(expected)  # one line per account
     assert total(Posting.objects.all(), "amount") == 0
     for account in LedgerAccount.objects.all():  # cached balances equal their postings
         assert account.balance == total(account.postings.all(), "amount")
@@ -147,13 +172,18 @@ def test_a_usage_charge_is_refunded_as_it_was_split_and_never_beyond_it(rating_p
 
     available, earnings = balance(rental.organization_id, "available"), balance(special.pk, "earnings")
     revenue = LedgerAccount.objects.get(kind=AccountKind.PLATFORM_REVENUE).balance
-    # when: 4.00 back by the charge (twice with one key), then 6.00 by its capture
+    # when: 4.00 back by the charge (twice with one key), then 6.00 by its capture where the capture is its own
     for _ in range(2):
         usage_charge_refund(charge_id=charge.pk, amount=Decimal("4.00"), idempotency_key="credit:1", reason="fault")
-    charge_refund(
-        capture_transaction_id=charge.ledger_transaction_id, amount=Decimal("6.00"), idempotency_key="dispute:1",
-        reason="dispute",
-    )  # fmt: skip
+    by_capture = {"capture_transaction_id": charge.ledger_transaction_id, "amount": Decimal("6.00"),
+                  "idempotency_key": "dispute:1", "reason": "dispute"}  # fmt: skip
+    if rating_path == "in_sets":  # the run's capture: refunded by its charges only
+        with pytest.raises(Conflict) as whole_run:
+            charge_refund(**by_capture)
+        assert whole_run.value.code == "refund_by_usage_charge"
+        usage_charge_refund(charge_id=charge.pk, amount=Decimal("6.00"), idempotency_key="dispute:1", reason="x")
+    else:
+        charge_refund(**by_capture)
     # then: the buyer has all 10.00 back, taken from the provider and the platform as the charge was split
     assert balance(rental.organization_id, "available") - available == Decimal("10.00")
     assert earnings - balance(special.pk, "earnings") == Decimal("8.75")
@@ -161,10 +191,11 @@ def test_a_usage_charge_is_refunded_as_it_was_split_and_never_beyond_it(rating_p
     # and nothing more, whichever way it is asked for
     with pytest.raises(Conflict) as by_charge:
         usage_charge_refund(charge_id=charge.pk, amount=Decimal("0.01"), idempotency_key="credit:2", reason="x")
-    with pytest.raises(Conflict) as by_capture:
-        charge_refund(capture_transaction_id=charge.ledger_transaction_id, amount=Decimal("0.01"),
-                      idempotency_key="dispute:2", reason="x")  # fmt: skip
-    assert by_charge.value.code == by_capture.value.code == "refund_exceeds_charge"
+    assert by_charge.value.code == "refund_exceeds_charge"
+    if rating_path == "rental_by_rental":
+        with pytest.raises(Conflict) as again_by_capture:
+            charge_refund(**{**by_capture, "amount": Decimal("0.01"), "idempotency_key": "dispute:2"})
+        assert again_by_capture.value.code == "refund_exceeds_charge"
     assert total(Posting.objects.all(), "amount") == 0
 
 
@@ -199,11 +230,30 @@ def test_usage_rounding_to_nothing_is_recorded_without_a_capture(rating_path):
 
     charge = UsageCharge.objects.get(rental=rental)
     assert (charge.rated_amount, charge.amount, charge.fee, charge.ledger_transaction_id) == (0, 0, 0, None)
+    assert not LedgerTransaction.objects.filter(kind="capture").exists()
     rental.refresh_from_db()
     assert rental.usage_rated_through >= charge.events_through
     with pytest.raises(Conflict) as refused:  # nothing was taken, so nothing can be given back
         usage_charge_refund(charge_id=charge.pk, amount=Decimal("0.01"), idempotency_key="credit:0", reason="x")
     assert (refused.value.code, refused.value.extra["refundable"]) == ("refund_exceeds_charge", "0.00000000")
+
+
+def test_each_buyer_sees_only_its_own_part_of_a_runs_capture(require_postgres, api_client_for):
+    # given: two buyers' usage rated in one run, captured by one transaction
+    first, second = reported_rental(), reported_rental()
+    report(first, "100")
+    report(second, "250")
+    usage_rate_pending()
+    capture = LedgerTransaction.objects.get(kind="capture")
+    # then: each buyer's history lists the capture with what it took from that buyer's held funds, nothing more
+    for rental, taken in [(first, Decimal("-1.00")), (second, Decimal("-2.50"))]:
+        listed = transaction_list(organization=rental.organization).get(pk=capture.pk)
+        assert (listed.held_change, listed.available_change, listed.earnings_change) == (taken, 0, 0)
+        response = api_client_for(rental.organization).get(f"/api/v1/transactions/{capture.pk}/")
+        assert (response.status_code, response.json()["held_change"]) == (200, f"{taken:.8f}")
+    # and an organization with no part in it does not see it
+    outsider = api_client_for(OrganizationFactory()).get(f"/api/v1/transactions/{capture.pk}/")
+    assert outsider.status_code == 404
 
 
 def test_usage_beyond_the_hold_is_held_from_funds_then_left_uncollected(rating_path):
