@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"
+DEMO_MODEL_PORT=8001  # where the demo model services point (seed_demo)
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 PY=.venv/bin/python
 CELERY=.venv/bin/celery
@@ -14,12 +15,13 @@ echo "==> Loading demo data"
 $PY manage.py seed_demo
 
 pids=()
+demo_model_pid=
 stop() {
   trap - INT TERM EXIT
   echo
-  echo "==> Stopping web server, worker and beat"
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+  echo "==> Stopping web server, worker, beat and the demo model"
+  kill -TERM "${pids[@]}" ${demo_model_pid} 2>/dev/null || true
+  wait "${pids[@]}" ${demo_model_pid} 2>/dev/null || true
   echo "==> Stopped."
 }
 trap stop INT TERM EXIT
@@ -30,6 +32,11 @@ pids+=($!)
 $CELERY -A marketplace beat --loglevel=WARNING --pidfile= &
 pids+=($!)
 
+echo "==> Starting the demo model server (a demo provider's upstream) on port ${DEMO_MODEL_PORT}"
+# A demo provider, not the platform: if it cannot start (the port is taken), the platform runs on without it.
+$PY manage.py serve_demo_model --port "${DEMO_MODEL_PORT}" &
+demo_model_pid=$!
+
 $PY manage.py runserver "127.0.0.1:${PORT}" --noreload &
 pids+=($!)
 
@@ -38,6 +45,7 @@ cat <<MSG
 
   算力商城 is running at http://127.0.0.1:${PORT}/
   API docs: http://127.0.0.1:${PORT}/api/docs/   health: http://127.0.0.1:${PORT}/healthz
+  Demo model (OpenAI-compatible upstream of the demo model services): http://127.0.0.1:${DEMO_MODEL_PORT}/v1
   Demo logins (password demo-pass-2026): buyer@demo.local, provider@demo.local, staff@demo.local (admin)
   Press Ctrl-C to stop.
 

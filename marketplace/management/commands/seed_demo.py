@@ -80,7 +80,8 @@ DEMO_RENTALS = [
     ("gz-guian", "nvidia-a100-80gb", 8, 6, 2),
     ("nx-zhongwei", "nvidia-l40s", 4, 1, None),
 ]
-# The gateway issue ships the demo upstream; until it does, demo model services stay paused.
+# The demo model server (`serve_demo_model`, which `make run` starts) answers here for every service above; the
+# services stay paused until the gateway sells them.
 DEMO_UPSTREAM = "http://127.0.0.1:8001/v1"
 
 

@@ -1,0 +1,81 @@
+"""What the demo model says, and how it counts tokens: deterministic, so tests and benchmarks can rely on it.
+
+Tokens: a run of Latin letters or digits is one token, every other non-space character (a CJK character, a
+punctuation mark) is one token. A chat prompt counts its messages' text plus `MESSAGE_OVERHEAD_TOKENS` per message
+and `REPLY_PRIMING_TOKENS` once, as OpenAI's chat formats do.
+"""
+
+import hashlib
+import math
+import re
+import struct
+from collections.abc import Iterator
+
+TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+MESSAGE_OVERHEAD_TOKENS = 3
+REPLY_PRIMING_TOKENS = 3
+EMBEDDING_DIMENSIONS = 384
+FEATURES_PER_TOKEN = 4  # hashed (dimension, sign) pairs each token adds to an embedding
+
+# The reply's vocabulary: generated text reads as words, in both of the interface's languages.
+WORDS = (
+    "compute", "capacity", "accelerator", "cluster", "region", "model", "token", "latency", "throughput", "budget",
+    "quota", "rental", "provider", "buyer", "gateway", "stream", "usage", "price", "hour", "memory", "bandwidth",
+    "precision", "inference", "training", "batch", "queue", "node", "site",
+    "算力", "模型", "推理", "训练", "集群", "区域", "显存", "带宽", "吞吐", "延迟", "预算", "配额", "节点", "令牌",
+)  # fmt: skip
+
+
+def tokens_of(text: str) -> list[str]:
+    return TOKEN.findall(text)
+
+
+def content_text(content) -> str:
+    """A message's text: a string, or the text parts of a list of content parts (images and audio count nothing)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def prompt_tokens(messages: list[dict]) -> int:
+    return REPLY_PRIMING_TOKENS + sum(
+        MESSAGE_OVERHEAD_TOKENS + len(tokens_of(content_text(message.get("content")))) for message in messages
+    )
+
+
+def reply_pieces(messages: list[dict], *, limit: int) -> Iterator[str]:
+    """The reply to a conversation, one token per piece: it first quotes the start of the last user message, then
+    goes on with words drawn from a generator seeded by the whole conversation. At most `limit` tokens; the pieces
+    joined and counted again by `tokens_of` give as many tokens as pieces."""
+    last_user = next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    seed = hashlib.sha256(repr([(m.get("role"), content_text(m.get("content"))) for m in messages]).encode())
+    state = int.from_bytes(seed.digest()[:8], "big")
+
+    def words() -> Iterator[str]:
+        yield from ["Demo", "reply", "to", ":", *tokens_of(last_user)[:8], "."]
+        nonlocal state
+        while True:
+            state = (state * 6364136223846793005 + 1442695040888963407) % 2**64  # Knuth's LCG: same every run
+            yield WORDS[(state >> 33) % len(WORDS)]
+
+    count = 0
+    for word in words():
+        for position, token in enumerate(tokens_of(word)):  # a CJK word is a token per character, not spaced
+            if count == limit:
+                return
+            yield token if count == 0 or position else " " + token
+            count += 1
+
+
+def embedding(text: str, *, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A unit vector by feature hashing: each token adds ±1 at a few dimensions picked by its hash, so texts sharing
+    words point the same way (a similarity search over the demo behaves plausibly). Empty text: the zero vector."""
+    vector = [0.0] * dimensions
+    for token in tokens_of(text.lower()):
+        digest = hashlib.blake2b(token.encode(), digest_size=4 * FEATURES_PER_TOKEN).digest()
+        for (feature,) in struct.iter_unpack("<I", digest):
+            vector[(feature >> 1) % dimensions] += 1.0 if feature & 1 else -1.0
+    norm = math.sqrt(sum(value * value for value in vector))
+    return [value / norm for value in vector] if norm else vector
