@@ -1,5 +1,7 @@
 """Staff see the ledger read-only; money moves only through services (refunds, credit lines)."""
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -57,6 +59,17 @@ def _form_view(model_admin, request, obj, form_class, title: str, apply):
     return TemplateResponse(request, "admin/billing/object_form.html", context)
 
 
+def _charge_refund_view(model_admin, request, obj, *, refund, reference: str, key_prefix: str):
+    """Refund part of a charge: each submission is a refund of its own, keyed by how many the charge has had."""
+
+    def apply(data):
+        count = LedgerTransaction.objects.filter(reference=reference).count()
+        refund(amount=data["amount"], idempotency_key=f"{key_prefix}:{count + 1}", reason=data["reason"])
+        return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
+
+    return _form_view(model_admin, request, obj, RefundForm, _("Refund part of this charge"), apply)
+
+
 @admin.register(LedgerAccount)
 class LedgerAccountAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "organization", "kind", "balance", "minimum_balance"]
@@ -104,18 +117,9 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
 
     def refund_charge(self, request, pk: int):
         capture = get_object_or_404(LedgerTransaction, pk=pk, kind=TransactionKind.CAPTURE)
-
-        def apply(data):
-            count = LedgerTransaction.objects.filter(reference=f"capture:{capture.pk}").count()
-            charge_refund(
-                capture_transaction_id=capture.pk,
-                amount=data["amount"],
-                idempotency_key=f"charge-refund:{capture.pk}:{count + 1}",
-                reason=data["reason"],
-            )
-            return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
-
-        return _form_view(self, request, capture, RefundForm, _("Refund part of this charge"), apply)
+        refund = partial(charge_refund, capture_transaction_id=capture.pk)
+        return _charge_refund_view(self, request, capture, refund=refund, reference=f"capture:{capture.pk}",
+                                   key_prefix=f"charge-refund:{capture.pk}")  # fmt: skip
 
 
 @admin.register(Hold)
@@ -246,15 +250,6 @@ class UsageChargeAdmin(ReadOnlyAdmin):
     def refund(self, request, pk: int):
         """Refund part of one rental's charge, whichever capture took it (its own, or a rating run's)."""
         charge = get_object_or_404(UsageCharge, pk=pk)
-
-        def apply(data):
-            count = LedgerTransaction.objects.filter(reference=f"usage-charge:{charge.pk}").count()
-            usage_charge_refund(
-                charge_id=charge.pk,
-                amount=data["amount"],
-                idempotency_key=f"usage-charge-refund:{charge.pk}:{count + 1}",
-                reason=data["reason"],
-            )
-            return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
-
-        return _form_view(self, request, charge, RefundForm, _("Refund part of this charge"), apply)
+        refund = partial(usage_charge_refund, charge_id=charge.pk)
+        return _charge_refund_view(self, request, charge, refund=refund, reference=f"usage-charge:{charge.pk}",
+                                   key_prefix=f"usage-charge-refund:{charge.pk}")  # fmt: skip

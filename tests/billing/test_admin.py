@@ -5,8 +5,9 @@ import pytest
 from billing.models import AccountKind, LedgerAccount, LedgerTransaction, Refund, UsageCharge
 from billing.selectors import wallet_get
 from billing.services.rating import usage_rate_pending
+from tests.billing.test_payouts import _earn
 from tests.billing.test_rating import report, reported_rental
-from tests.factories.accounts import UserFactory
+from tests.factories.accounts import OrganizationFactory, UserFactory
 from tests.factories.billing import fund
 
 
@@ -84,3 +85,19 @@ def test_staff_refund_part_of_a_usage_charge_in_the_admin_where_its_capture_took
     # then
     assert wallet_get(organization=rental.organization).available - available == Decimal("5.50")
     assert LedgerTransaction.objects.filter(reference=f"usage-charge:{charge.pk}").count() == 2
+
+
+def test_staff_refund_part_of_a_buyers_own_capture_in_the_admin(staff_client):
+    # given: a capture of one buyer's hold
+    capture = _earn(OrganizationFactory(), "200.00")
+    page = staff_client.get(f"/admin/billing/ledgertransaction/{capture.pk}/change/").content.decode()
+    assert f"/admin/billing/ledgertransaction/{capture.pk}/refund-charge/" in page
+    # when: two refunds from its page
+    for amount in ["20.00", "30.00"]:
+        response = staff_client.post(
+            f"/admin/billing/ledgertransaction/{capture.pk}/refund-charge/", {"amount": amount, "reason": "dispute"}
+        )
+        assert response.status_code == 302
+    # then
+    assert wallet_get(organization=capture.organization).available == Decimal("50.00")
+    assert LedgerTransaction.objects.filter(reference=f"capture:{capture.pk}").count() == 2
