@@ -4,7 +4,7 @@ from decimal import Decimal
 from django.utils.timezone import get_current_timezone
 from rest_framework import serializers
 
-from marketplace.core.api import FieldsBuiltOnce, ReadOnlyModelSerializer, money_field
+from marketplace.core.api import FieldsBuiltOnce, ReadOnlyModelSerializer, SlugRefField, money_field
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
@@ -135,8 +135,8 @@ def _offering_row(row: dict, zone: tzinfo) -> dict:
 class OfferingWriteSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=160)
     description = serializers.CharField(allow_blank=True, required=False, default="")
-    site = serializers.SlugRelatedField(slug_field="slug", queryset=Site.objects.all())
-    accelerator = serializers.SlugRelatedField(slug_field="slug", queryset=AcceleratorModel.objects.all())
+    site = SlugRefField(slug_field="slug", queryset=Site.objects.all())
+    accelerator = SlugRefField(slug_field="slug", queryset=AcceleratorModel.objects.all())
     accelerators_per_node = serializers.IntegerField(min_value=1, max_value=64)
     vcpu_per_node = serializers.IntegerField(min_value=1, max_value=1024)
     ram_gb_per_node = serializers.IntegerField(min_value=1, max_value=65536)
@@ -220,7 +220,7 @@ class ModelServiceWriteSerializer(serializers.Serializer):
 class PlacementRequestSerializer(serializers.Serializer):
     accelerators = serializers.IntegerField(min_value=1, max_value=100000)
     hours = serializers.IntegerField(min_value=1, max_value=24 * 365 * 3)
-    accelerator = serializers.SlugRelatedField(
+    accelerator = SlugRefField(
         slug_field="slug", queryset=AcceleratorModel.objects.all(), required=False, allow_null=True, default=None
     )
     precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.BF16)

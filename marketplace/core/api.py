@@ -59,6 +59,17 @@ class ReadOnlyModelSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """An output-only ModelSerializer whose fields are built from the model once per class."""
 
 
+class SlugRefField(serializers.SlugRelatedField):
+    """A reference to an object by its slug. Characters no slug holds and the database cannot even compare (NUL on
+    PostgreSQL, a lone surrogate anywhere: the lookup would fail as a server error) are refused as not found before
+    the database sees them."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not data.isprintable():
+            self.fail("does_not_exist", slug_name=self.slug_field, value=ascii(data)[1:-1])
+        return super().to_internal_value(data)
+
+
 def money_field(**kwargs) -> serializers.DecimalField:
     """Money in the API: a string with the ledger's 8 places, never a float."""
     return serializers.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)

@@ -51,9 +51,9 @@ def _claim(*, organization: Organization, key: str, fingerprint: str, moment: da
 
 def idempotency_begin(*, organization: Organization, key: str, fingerprint: str) -> IdempotencyRecord:
     """Claim the key, or return its finished record to replay. Raises Unprocessable or Conflict."""
-    if not key or len(key) > MAX_KEY_LENGTH:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():  # no control characters: NUL fails in SQL
         raise DomainError(
-            _("The Idempotency-Key header must be 1 to %(n)d characters.") % {"n": MAX_KEY_LENGTH},
+            _("The Idempotency-Key header must be 1 to %(n)d printable characters.") % {"n": MAX_KEY_LENGTH},
             code="invalid_idempotency_key",
         )
     moment = now()

@@ -1,5 +1,7 @@
 """The API's shared conventions: one error shape, pagination, flat query counts."""
 
+import json
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -27,6 +29,19 @@ def test_validation_error_is_400_with_field_details(organization, owner, api_cli
     )
     assert_error(response, 400, "invalid")
     assert set(response.json()["error"]["details"]["fields"]) == {"name", "scopes"}
+
+
+@pytest.mark.parametrize(("slug", "shown"), [("h100\x00", "h100\\x00"), ("h100\ud800", "h100\\ud800")])
+def test_a_reference_no_database_can_compare_is_refused_as_not_found_not_a_server_error(
+    organization, owner, api_client_for, slug, shown
+):
+    # NUL in PostgreSQL text and a lone surrogate in any encoding make the lookup raise: the field refuses them first
+    body = json.dumps({"accelerators": 1, "hours": 1, "accelerator": slug})  # ASCII: the surrogate escaped as JSON
+    response = api_client_for(organization, user=owner).post(
+        "/api/v1/placements/quote/", body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["details"]["fields"]["accelerator"] == [f"Object with slug={shown} does not exist."]
 
 
 def test_unknown_object_is_404_in_the_error_shape(organization, owner, api_client_for):

@@ -90,10 +90,13 @@ def test_api_key_replay_never_stores_or_returns_the_secret(organization, owner, 
     assert ApiKey.objects.filter(name="ci").count() == 1
 
 
-def test_overlong_key_is_rejected(organization, owner, api_client_for):
-    response = post_org(api_client_for(organization, user=owner), "x" * 256)
+@pytest.mark.parametrize("key", ["x" * 256, "key\x00", "key\x1b[0m", "\ud800"])
+def test_an_overlong_key_or_one_with_unprintable_characters_is_rejected(organization, owner, api_client_for, key):
+    # NUL, which no SQL text can hold, and a lone surrogate, which no encoding can write, would fail in the database
+    response = post_org(api_client_for(organization, user=owner), key)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
+    assert not IdempotencyRecord.objects.exists()
 
 
 @override_settings(IDEMPOTENCY_KEY_TTL_HOURS=1)
