@@ -202,12 +202,14 @@ def usage_charge_refund(*, charge_id: int, amount: Decimal, idempotency_key: str
     replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
     if replay is not None:
         return replay
-    earnings = organization_account(organization_id=charge.rental.provider_id, kind=AccountKind.EARNINGS)
+    earnings = None
+    if charge.fee < charge.amount:  # the provider earned part of it: that part comes back from its earnings
+        earnings = organization_account(organization_id=charge.rental.provider_id, kind=AccountKind.EARNINGS)
     return _refund_post(
         charged=charge.amount,
         fee=charge.fee,
         refunded=_refunded(capture_id=charge.ledger_transaction_id, usage_charge_ids=[charge.pk]),
-        earnings_account=earnings if charge.fee < charge.amount else None,
+        earnings_account=earnings,
         amount=amount, buyer=charge.organization, idempotency_key=idempotency_key, reason=reason,
         reference=f"usage-charge:{charge.pk}",
     )  # fmt: skip

@@ -5,10 +5,9 @@ import pytest
 from billing.models import AccountKind, LedgerAccount, LedgerTransaction, Refund, UsageCharge
 from billing.selectors import wallet_get
 from billing.services.rating import usage_rate_pending
-from tests.billing.test_payouts import _earn
-from tests.billing.test_rating import report, reported_rental
 from tests.factories.accounts import OrganizationFactory, UserFactory
-from tests.factories.billing import fund
+from tests.factories.billing import earn, fund
+from tests.factories.rentals import report, reported_rental
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_staff_refund_part_of_a_usage_charge_in_the_admin_where_its_capture_took
 
 def test_staff_refund_part_of_a_buyers_own_capture_in_the_admin(staff_client):
     # given: a capture of one buyer's hold
-    capture = _earn(OrganizationFactory(), "200.00")
+    capture = earn(OrganizationFactory(), "200.00")
     page = staff_client.get(f"/admin/billing/ledgertransaction/{capture.pk}/change/").content.decode()
     assert f"/admin/billing/ledgertransaction/{capture.pk}/refund-charge/" in page
     # when: two refunds from its page

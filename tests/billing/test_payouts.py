@@ -2,15 +2,14 @@ from decimal import Decimal
 
 import pytest
 
-from billing.models import AccountKind, LedgerTransaction, Payout, ProviderBilling
+from billing.models import AccountKind, Payout, ProviderBilling
 from billing.selectors import wallet_get
-from billing.services.holds import hold_capture, hold_place
 from billing.services.ledger import InsufficientFunds, platform_account
 from billing.services.payouts import charge_refund, payout_approve, payout_request
 from billing.tasks import payout_settle_task
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
-from tests.factories.billing import fund
+from tests.factories.billing import earn
 from tests.factories.marketplace import ProviderOrganizationFactory
 
 
@@ -25,20 +24,11 @@ def provider_owner(provider):
     return MembershipFactory(organization=provider).user
 
 
-def _earn(provider, amount: str, key: str = "1") -> LedgerTransaction:
-    """A buyer's charge of `amount`: the provider earns 90 % of it."""
-    buyer = OrganizationFactory()
-    fund(buyer, amount)
-    hold = hold_place(organization=buyer, amount=Decimal(amount), idempotency_key=f"h{key}", reference=f"rental:{key}",
-                      description="GPU time")  # fmt: skip
-    return hold_capture(hold_id=hold.pk, amount=Decimal(amount), provider=provider, idempotency_key=f"u{key}", memo="x")
-
-
 def test_payout_request_takes_the_amount_out_of_earnings_at_once(
     provider, provider_owner, django_capture_on_commit_callbacks
 ):
     # given
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     # when
     with django_capture_on_commit_callbacks() as callbacks:
         payout = payout_request(provider=provider, amount=Decimal("500.00"), requested_by=provider_owner)
@@ -53,7 +43,7 @@ def test_payout_request_takes_the_amount_out_of_earnings_at_once(
     ("amount", "error"), [("99.99", DomainError), ("100.001", DomainError), ("900.01", InsufficientFunds)]
 )
 def test_payout_request_outside_the_rules_is_refused(provider, provider_owner, amount, error):
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     with pytest.raises(error):
         payout_request(provider=provider, amount=Decimal(amount), requested_by=provider_owner)
     assert not Payout.objects.exists()
@@ -61,7 +51,7 @@ def test_payout_request_outside_the_rules_is_refused(provider, provider_owner, a
 
 
 def test_payout_without_connect_waits_for_staff(provider, provider_owner):
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     payout = payout_request(provider=provider, amount=Decimal("500.00"), requested_by=provider_owner)
     payout_settle_task.apply(args=[payout.pk])
     payout.refresh_from_db()
@@ -74,7 +64,7 @@ def test_payout_without_connect_waits_for_staff(provider, provider_owner):
 def test_large_manual_payout_needs_two_different_staff_members(provider, provider_owner, settings):
     # given
     settings.PAYOUT_TWO_PERSON_THRESHOLD = Decimal("500.00")
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     payout = payout_request(provider=provider, amount=Decimal("500.00"), requested_by=provider_owner)
     payout_settle_task.apply(args=[payout.pk])
     first, second = UserFactory(is_staff=True), UserFactory(is_staff=True)
@@ -90,7 +80,7 @@ def test_large_manual_payout_needs_two_different_staff_members(provider, provide
 def test_connect_payout_retried_after_a_dropped_response_transfers_once(provider, provider_owner, fake_stripe):
     # given
     ProviderBilling.objects.create(organization=provider, stripe_connect_account_id="acct_provider")
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     payout = payout_request(provider=provider, amount=Decimal("300.00"), requested_by=provider_owner)
     fake_stripe.fail_next("drop")
     # when
@@ -107,7 +97,7 @@ def test_connect_payout_retried_after_a_dropped_response_transfers_once(provider
 
 def test_connect_payout_refused_returns_the_amount_to_earnings(provider, provider_owner, fake_stripe):
     ProviderBilling.objects.create(organization=provider, stripe_connect_account_id="acct_provider")
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     payout = payout_request(provider=provider, amount=Decimal("300.00"), requested_by=provider_owner)
     fake_stripe.fail_next("invalid400")
     payout_settle_task.apply(args=[payout.pk])
@@ -118,7 +108,7 @@ def test_connect_payout_refused_returns_the_amount_to_earnings(provider, provide
 
 def test_refunded_charge_reverses_the_providers_earnings_and_the_fee(provider):
     # given
-    capture = _earn(provider, "200.00")
+    capture = earn(provider, "200.00")
     buyer = capture.organization
     # when
     charge_refund(capture_transaction_id=capture.pk, amount=Decimal("50.00"), idempotency_key="cr:1", reason="dispute")
@@ -134,7 +124,7 @@ def test_refunded_charge_reverses_the_providers_earnings_and_the_fee(provider):
 
 def test_earnings_page_and_api_show_balance_chart_and_payouts(provider, provider_owner, client, api_client_for):
     # given
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     payout_request(provider=provider, amount=Decimal("200.00"), requested_by=provider_owner)
     client.force_login(provider_owner)
     # when
@@ -150,7 +140,7 @@ def test_earnings_page_and_api_show_balance_chart_and_payouts(provider, provider
 
 
 def test_payout_api_create_and_refusals(provider, provider_owner, api_client_for):
-    _earn(provider, "1000.00")
+    earn(provider, "1000.00")
     client = api_client_for(provider, user=provider_owner)
     assert client.post("/api/v1/provider/payouts/", {"amount": "150.00"}, format="json").status_code == 201
     too_much = client.post("/api/v1/provider/payouts/", {"amount": "800.00"}, format="json")
