@@ -193,6 +193,27 @@ class Hold(models.Model):
         return self.amount - self.captured_amount if self.status == HoldStatus.ACTIVE else Decimal(0)
 
 
+class GatewayFunds(models.Model):
+    """An organization's standing hold for model calls through the gateway, and what of it calls may still take.
+
+    Every call reserves its worst case from `available` before it goes upstream and gives back what it did not
+    cost; captures take the real costs from the hold in batches. So `available` + reserved + not yet captured =
+    what the hold still holds, and no call can spend funds that are not held. `available` is kept here on the
+    embedded default; with Redis the gateway keeps it there (this column then stays zero).
+    """
+
+    organization = models.OneToOneField("accounts.Organization", on_delete=models.PROTECT, primary_key=True)
+    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    available = amount_field(verbose_name=_("available to calls"), default=0)
+
+    class Meta:
+        verbose_name = _("gateway funds")
+        verbose_name_plural = _("gateway funds")
+
+    def __str__(self) -> str:
+        return str(self.organization)
+
+
 class TopUp(models.Model):
     """Money paid in: through a Stripe Checkout Session, or in the marked test mode (never in production)."""
 

@@ -288,6 +288,26 @@ QUOTA_DEFAULT_ALERT_THRESHOLDS = [
     int(p) for p in os.environ.get("QUOTA_DEFAULT_ALERT_THRESHOLDS", "50,80,100").split(",") if p.strip()
 ]
 
+# --- Model gateway (/v1/) ---
+# Rate-limit counters and the funds calls may reserve live in Redis, shared by every web worker; without Redis
+# (the embedded default) in the database.
+_cache_url = os.environ.get("CACHE_URL", "")
+GATEWAY_REDIS_URL = os.environ.get(
+    "GATEWAY_REDIS_URL", _cache_url if _cache_url.startswith(("redis://", "rediss://")) else ""
+)
+GATEWAY_DEFAULT_REQUESTS_PER_MINUTE = env_int("GATEWAY_DEFAULT_REQUESTS_PER_MINUTE", 600)
+GATEWAY_DEFAULT_TOKENS_PER_MINUTE = env_int("GATEWAY_DEFAULT_TOKENS_PER_MINUTE", 1_000_000)
+# The organization's standing hold for calls grows by this much at a time (less if it cannot spend that much).
+GATEWAY_HOLD_STEP = Decimal(os.environ.get("GATEWAY_HOLD_STEP", "20.00"))
+GATEWAY_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT_SECONDS", "5"))
+GATEWAY_READ_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_READ_TIMEOUT_SECONDS", "120"))
+GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000)
+# How long a web worker trusts what it read about keys, policies and services (a revoked key stops within this).
+GATEWAY_DIRECTORY_SECONDS = env_int("GATEWAY_DIRECTORY_SECONDS", 10)
+# A service whose upstream refused a connection is passed over by aliases for this long.
+GATEWAY_UNHEALTHY_SECONDS = env_int("GATEWAY_UNHEALTHY_SECONDS", 30)
+GATEWAY_CAPTURE_SECONDS = env_int("GATEWAY_CAPTURE_SECONDS", 15)
+
 # --- Celery ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", EMBEDDED_BROKER_URL)
 CELERY_TASK_ALWAYS_EAGER = False
@@ -320,6 +340,8 @@ CELERY_BEAT_SCHEDULE = {
     "billing-usage-rate": {"task": "billing.usage_rate", "schedule": float(METERING_TICK_SECONDS)},
     # */1 * * * *  start scheduled rentals that are due, complete those whose term ended
     "rental-lifecycle-tick": {"task": "marketplace.rental_lifecycle_tick", "schedule": 60.0},
+    # every GATEWAY_CAPTURE_SECONDS: write buffered model calls and capture their costs in one transaction
+    "gateway-calls-capture": {"task": "marketplace.model_calls_capture", "schedule": float(GATEWAY_CAPTURE_SECONDS)},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)
     "billing-statement-close": {
         "task": "billing.statement_close_due",

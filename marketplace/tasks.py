@@ -90,3 +90,12 @@ def rental_settle_batch_task(rental_ids: list[int], moment: str | None = None) -
         except Exception:
             logger.exception("rental settle failed", extra={"rental_id": rental_id})
     return settled
+
+
+@shared_task(name="marketplace.model_calls_capture")
+def model_calls_capture_task() -> int:
+    """Beat sends it every GATEWAY_CAPTURE_SECONDS: write the calls the gateway buffered, capture their costs."""
+    from marketplace.services.model_calls import model_calls_capture, model_calls_flush
+
+    model_calls_flush()
+    return model_calls_capture()

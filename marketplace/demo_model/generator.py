@@ -1,19 +1,19 @@
-"""What the demo model says, and how it counts tokens: deterministic, so tests and benchmarks can rely on it.
-
-Tokens: a run of Latin letters or digits is one token, every other non-space character (a CJK character, a
-punctuation mark) is one token. A chat prompt counts its messages' text plus `MESSAGE_OVERHEAD_TOKENS` per message
-and `REPLY_PRIMING_TOKENS` once, as OpenAI's chat formats do.
-"""
+"""What the demo model says: deterministic, so tests and benchmarks can rely on it. It counts tokens by the
+gateway's rule (`marketplace.gateway.tokens`), so the gateway's own count of a stream matches its usage."""
 
 import hashlib
 import math
-import re
 import struct
 from collections.abc import Iterator
 
-TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
-MESSAGE_OVERHEAD_TOKENS = 3
-REPLY_PRIMING_TOKENS = 3
+from marketplace.gateway.tokens import (  # noqa: F401 - the demo server and its tests count with them
+    MESSAGE_OVERHEAD_TOKENS,
+    REPLY_PRIMING_TOKENS,
+    content_text,
+    prompt_tokens,
+    tokens_of,
+)
+
 EMBEDDING_DIMENSIONS = 384
 FEATURES_PER_TOKEN = 4  # hashed (dimension, sign) pairs each token adds to an embedding
 
@@ -24,25 +24,6 @@ WORDS = (
     "precision", "inference", "training", "batch", "queue", "node", "site",
     "算力", "模型", "推理", "训练", "集群", "区域", "显存", "带宽", "吞吐", "延迟", "预算", "配额", "节点", "令牌",
 )  # fmt: skip
-
-
-def tokens_of(text: str) -> list[str]:
-    return TOKEN.findall(text)
-
-
-def content_text(content) -> str:
-    """A message's text: a string, or the text parts of a list of content parts (images and audio count nothing)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
-
-
-def prompt_tokens(messages: list[dict]) -> int:
-    return REPLY_PRIMING_TOKENS + sum(
-        MESSAGE_OVERHEAD_TOKENS + len(tokens_of(content_text(message.get("content")))) for message in messages
-    )
 
 
 def reply_pieces(messages: list[dict], *, limit: int) -> Iterator[str]:

@@ -1,4 +1,5 @@
 from marketplace.models.accelerators import AcceleratorModel, Precision
+from marketplace.models.gateway import GatewayPolicy, ModelCall, RateWindow
 from marketplace.models.model_services import ModelService
 from marketplace.models.offerings import Metering, Offering, OfferingPriceChange
 from marketplace.models.rentals import Rental, RentalMode, RentalStatus, RentalTransition
@@ -6,11 +7,14 @@ from marketplace.models.sites import ResidencyZone, Site, SiteTier
 
 __all__ = [
     "AcceleratorModel",
+    "GatewayPolicy",
     "Metering",
+    "ModelCall",
     "ModelService",
     "Offering",
     "OfferingPriceChange",
     "Precision",
+    "RateWindow",
     "Rental",
     "RentalMode",
     "RentalStatus",

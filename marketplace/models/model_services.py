@@ -47,6 +47,8 @@ class ModelService(TimeStampedModel):
         _("data-residency zone"), max_length=16, choices=ResidencyZone.choices, db_index=True
     )
     upstream_base_url = models.URLField(_("upstream base URL"))
+    # The `model` the upstream expects, when it is not the slug (a provider's internal name).
+    upstream_model = models.CharField(_("upstream model name"), max_length=200, blank=True)
     # Write-only: used by the gateway to call the upstream, never serialised or shown back.
     upstream_api_key = models.CharField(_("upstream API key"), max_length=255, blank=True)
     status = models.CharField(_("status"), max_length=12, choices=OfferingStatus.choices, default=OfferingStatus.DRAFT)

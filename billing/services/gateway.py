@@ -1,0 +1,127 @@
+"""Gateway funds: one standing hold per organization that model calls reserve from, captured in batches.
+
+A call cannot wait for a ledger transaction of its own (the gateway answers in about a millisecond), so funds are
+held ahead in steps of GATEWAY_HOLD_STEP; each call reserves its worst case from what the hold still has free and
+gives back what it did not cost, and a Celery task captures the real costs of many calls in one transaction.
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils.translation import gettext as _
+
+from billing.models import AccountKind, GatewayFunds, Hold, LedgerTransaction, TransactionKind
+from billing.money import quantize_amount
+from billing.selectors import wallet_get
+from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place
+from billing.services.ledger import ZERO, InsufficientFunds, ledger_post, organization_account, platform_account
+
+
+@dataclass(frozen=True)
+class CallCharge:
+    """What one model call costs its caller, and the platform's part of it (the provider earns the rest)."""
+
+    organization_id: int
+    provider_id: int
+    amount: Decimal
+    fee: Decimal
+
+
+def _funds_locked(organization_id: int) -> GatewayFunds:
+    GatewayFunds.objects.get_or_create(organization_id=organization_id)
+    return (
+        GatewayFunds.objects.select_for_update(of=("self",))
+        .select_related("hold", "organization")
+        .get(pk=organization_id)
+    )
+
+
+@transaction.atomic
+def gateway_funds_grow(*, organization_id: int, needed: Decimal, count_available_here: bool) -> Decimal:
+    """Hold more for model calls: a step of GATEWAY_HOLD_STEP (at least `needed`), or what the organization can
+    still spend if that is less. Returns what was added, zero when not even `needed` can be held. With
+    `count_available_here` the addition is also counted in `GatewayFunds.available` (no Redis)."""
+    funds = _funds_locked(organization_id)
+    spendable = quantize_amount(wallet_get(organization=funds.organization).spendable)
+    amount = min(max(needed, settings.GATEWAY_HOLD_STEP), spendable)
+    if amount <= 0 or amount < needed:
+        return ZERO
+    try:
+        if funds.hold is not None and funds.hold.status == Hold.Status.ACTIVE:
+            hold_increase(hold_id=funds.hold_id, amount=amount, idempotency_key=f"gateway-funds:{uuid.uuid4()}")
+        else:
+            funds.hold = hold_place(
+                organization=funds.organization,
+                amount=amount,
+                idempotency_key=f"gateway-funds:{uuid.uuid4()}",
+                reference=f"gateway:{organization_id}",
+                description=_("Model API calls"),
+            )
+    except InsufficientFunds:  # spent elsewhere since the wallet was read
+        return ZERO
+    if count_available_here:
+        funds.available += amount
+    funds.save(update_fields=["hold", "available"])
+    return amount
+
+
+def gateway_funds_reserve(*, organization_id: int, amount: Decimal) -> bool:
+    """Take `amount` from what the hold has free for calls (no Redis); False when it has less."""
+    return bool(
+        GatewayFunds.objects.filter(pk=organization_id, available__gte=amount).update(available=F("available") - amount)
+    )
+
+
+def gateway_funds_give_back(*, organization_id: int, amount: Decimal) -> None:
+    GatewayFunds.objects.filter(pk=organization_id).update(available=F("available") + amount)
+
+
+def gateway_funds_held(*, organization_id: int) -> Decimal:
+    """What the organization's gateway hold still holds (captured costs excluded)."""
+    funds = GatewayFunds.objects.select_related("hold").filter(pk=organization_id).first()
+    return funds.hold.remaining if funds is not None and funds.hold is not None else ZERO
+
+
+@transaction.atomic
+def gateway_calls_capture(*, charges: list[CallCharge], idempotency_key: str) -> LedgerTransaction:
+    """Capture many calls' costs in one ledger transaction: one line per account (each caller's held funds out,
+    each provider's earnings and the platform's fees in), and each caller's gateway hold marked captured. Like a
+    rating run's capture it names no organization: each one sees its own part. Idempotent per key."""
+    replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
+    if replay is not None:
+        return replay
+    by_caller: dict[int, Decimal] = defaultdict(Decimal)
+    by_provider: dict[int, Decimal] = defaultdict(Decimal)
+    fees = ZERO
+    for charge in charges:
+        by_caller[charge.organization_id] += charge.amount
+        by_provider[charge.provider_id] += charge.amount - charge.fee
+        fees += charge.fee
+    lines = []
+    for organization_id in sorted(by_caller):
+        funds = _funds_locked(organization_id)
+        amount = by_caller[organization_id]
+        if funds.hold.remaining < amount:  # usage beyond the worst case a call reserved: hold it first
+            hold_increase_what_can_be(
+                hold_id=funds.hold_id, amount=amount - funds.hold.remaining, idempotency_key=f"{idempotency_key}:more"
+            )
+        Hold.objects.filter(pk=funds.hold_id).update(captured_amount=F("captured_amount") + amount)
+        lines.append((organization_account(organization_id=organization_id, kind=AccountKind.HELD), -amount))
+    lines += [
+        (organization_account(organization_id=provider_id, kind=AccountKind.EARNINGS), earned)
+        for provider_id, earned in sorted(by_provider.items())
+    ]
+    lines.append((platform_account(kind=AccountKind.PLATFORM_REVENUE), fees))
+    capture, _posted = ledger_post(
+        idempotency_key=idempotency_key,
+        kind=TransactionKind.CAPTURE,
+        lines=lines,
+        memo=_("Model API calls"),
+        reference="gateway",
+    )
+    return capture

@@ -1,0 +1,475 @@
+"""The OpenAI-compatible gateway at /v1/: an ASGI application of its own, so that a call in flight holds no worker.
+
+A call: the key (cached per worker) and its scope; the model routed to a service the caller may use; the rate
+limits; the worst case (input bound + max_tokens at the service's price) reserved from the organization's gateway
+funds; the upstream call, a stream passed through as it comes; then the real cost from the upstream's `usage`
+(counted by the gateway only when the upstream sent none), the rest given back and the call's record buffered for
+the capture task. A connection error before any byte is retried on the next service of the model when the caller
+allows fallbacks (by default for an alias, not for a `provider/model` name); nothing is retried after that.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+from django.utils.timezone import now
+from django.utils.translation import gettext_lazy as _
+
+from marketplace.gateway import tokens
+from marketplace.gateway.counters import Counters, DatabaseCounters, RedisCounters, Reservation, units_to_amount
+from marketplace.gateway.directory import Caller, Directory, Service
+from marketplace.gateway.errors import NOT_FOUND, GatewayError, invalid
+from marketplace.gateway.upstream import UpstreamUnreachable, client_session, upstream_post
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+JSON = b"application/json"
+EVENT_END = re.compile(rb"\r?\n\r?\n")
+USAGE_PRESENT = re.compile(rb'"usage"\s*:\s*\{')
+# Upstream answers that are the caller's doing pass through as they are; the rest are the platform's problem.
+PASSED_THROUGH = {400, 413, 422}
+
+
+class ClientGone(Exception):
+    """The client hung up before its request arrived."""
+
+
+@dataclass
+class Call:
+    caller: Caller
+    endpoint: str
+    requested_model: str
+    body: dict
+    candidates: list[Service]
+    stream: bool = False
+    include_usage: bool = False
+    call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.perf_counter)
+    created_at: str = field(default_factory=lambda: now().isoformat())
+    # What happened, filled in as it goes
+    service: Service | None = None
+    status: int = 502
+    error_code: str = "upstream_unavailable"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_estimated: bool = False
+    first_token_ms: int | None = None
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+async def respond(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", JSON), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_json(receive) -> dict:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise GatewayError(413, "request_too_large", _("The request body is over %(mb)d MB."), mb=8)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    try:
+        data = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise invalid(_("The request body is not valid JSON.")) from None
+    if not isinstance(data, dict):
+        raise invalid(_("The request body must be a JSON object."))
+    return data
+
+
+def upstream_error(status: int, raw: bytes, retry_after: str | None) -> GatewayError | None:
+    """What to answer for an upstream's error; None when its answer passes through as it is."""
+    if status in PASSED_THROUGH:
+        try:
+            error = orjson.loads(raw).get("error")
+        except (orjson.JSONDecodeError, AttributeError):
+            error = None
+        if isinstance(error, dict):
+            return None
+        return GatewayError(status, "upstream_rejected", _("The model service rejected the request."))
+    if status == 429:
+        seconds = int(retry_after) if retry_after and retry_after.isdigit() else 1
+        return GatewayError(
+            429, "upstream_rate_limited", _("The model service is busy; retry shortly."), retry_after=seconds
+        )
+    if status == 503:
+        return GatewayError(503, "upstream_overloaded", _("The model service is overloaded; retry shortly."))
+    if status in (401, 403, 404):
+        return GatewayError(502, "upstream_misconfigured", _("The model service is misconfigured at its provider."))
+    return GatewayError(502, "upstream_error", _("The model service failed (status %(status)d)."), status=status)
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.directory = Directory()
+        self.session: aiohttp.ClientSession | None = None
+        self.counters: Counters | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            return await self.lifespan(receive, send)
+        headers = dict(scope["headers"])
+        try:
+            await self.handle(scope, receive, send, headers)
+        except GatewayError as error:
+            language = headers.get(b"accept-language", b"").decode("latin-1")
+            await respond(send, error.status, error.body(language), error.headers())
+        except ClientGone:
+            return
+        except Exception:
+            logger.exception("gateway error", extra={"path": scope.get("path")})
+            error = GatewayError(500, "internal_error", _("The gateway failed; retry the call."))
+            with contextlib.suppress(RuntimeError):  # an answer had begun: the server closes the connection
+                await respond(send, 500, error.body(""), [])
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.counters is not None:
+            await self.counters.close()
+        self.session = self.counters = None
+        await sync_to_async(connections.close_all)()
+
+    def _started(self) -> None:
+        """The pooled client and the counters belong to the running event loop: made on the first call."""
+        if self.session is None:
+            self.session = client_session()
+            url = settings.GATEWAY_REDIS_URL
+            self.counters = RedisCounters(url) if url else DatabaseCounters()
+
+    async def handle(self, scope, receive, send, headers: dict[bytes, bytes]) -> None:
+        path, method = scope["path"], scope["method"]
+        endpoints = {"/v1/chat/completions": self.chat, "/v1/embeddings": self.embeddings}
+        if path != "/v1/models" and not path.startswith("/v1/models/") and path not in endpoints:
+            raise NOT_FOUND
+        caller = await self.authenticate(headers)
+        self._started()
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                raise GatewayError(405, "method_not_allowed", _("Use GET."))
+            return await self.models(caller, send, model=path[len("/v1/models/") :] or None)
+        if method != "POST":
+            raise GatewayError(405, "method_not_allowed", _("Use POST."))
+        await endpoints[path](caller, await read_json(receive), receive, send)
+
+    async def authenticate(self, headers: dict[bytes, bytes]) -> Caller:
+        scheme, _sep, raw_key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not raw_key.strip():
+            raise GatewayError(401, "missing_api_key", _("Send a platform API key: Authorization: Bearer mk_live_…."))
+        caller = await self.directory.caller(raw_key.strip())
+        if caller is None:
+            raise GatewayError(401, "invalid_api_key", _("Invalid, expired or revoked API key."))
+        if "gateway" not in caller.scopes:
+            raise GatewayError(
+                403, "insufficient_scope", _("This API key lacks the gateway scope; create a key that has it.")
+            )
+        return caller
+
+    async def models(self, caller: Caller, send, *, model: str | None) -> None:
+        services = await self.directory.visible_services(zones=caller.zones)
+        listed = [
+            {"id": s.name, "object": "model", "created": s.created, "owned_by": s.name.partition("/")[0]}
+            for s in services
+        ]
+        if model is None:
+            return await respond(send, 200, orjson.dumps({"object": "list", "data": listed}))
+        found = next((item for item in listed if item["id"] == model), None)
+        if found is None:
+            raise GatewayError(404, "model_not_found", _("The model %(model)s does not exist."), model=model)
+        await respond(send, 200, orjson.dumps(found))
+
+    async def route(self, caller: Caller, body: dict, *, modality: str, endpoint: str) -> tuple[str, list[Service]]:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid(_("Name the model to call, as provider/model or a model alias."), param="model")
+        services = await self.directory.route(model=model, modality=modality, zones=caller.zones)
+        if not services:
+            if caller.zones is not None and await self.directory.route(model=model, modality=modality, zones=None):
+                raise GatewayError(
+                    404, "model_not_in_zone",
+                    _("The model %(model)s is not served in the residency zone your key or organization is pinned to."),
+                    param="model", model=model,
+                )  # fmt: skip
+            raise GatewayError(
+                404, "model_not_found",
+                _("The model %(model)s does not exist or does not serve %(endpoint)s."),
+                param="model", model=model, endpoint=endpoint,
+            )  # fmt: skip
+        preferences = body.get("provider") if isinstance(body.get("provider"), dict) else {}
+        allow_fallbacks = preferences.get("allow_fallbacks", "/" not in model) is True
+        return model, services if allow_fallbacks else services[:1]
+
+    async def admit(self, call: Call, *, rate_tokens: int, worst_units: int) -> Reservation:
+        """The rate limits, then the worst case reserved from the organization's funds."""
+        limited = await self.counters.rate_admit(limits=call.caller.limits, tokens=rate_tokens)
+        if limited is not None:
+            bucket, what = limited
+            raise GatewayError(
+                429, "rate_limit_exceeded",
+                _("Rate limit reached: %(what)s per minute for this %(scope)s. Retry after the Retry-After seconds."),
+                retry_after=max(60 - int(time.time()) % 60, 1), what=what,
+                scope=_("API key") if bucket.startswith("key:") else _("organization"),
+            )  # fmt: skip
+        if worst_units == 0:
+            return Reservation(call.caller.organization_id, 0)
+        reservation = await self.counters.reserve(organization_id=call.caller.organization_id, units=worst_units)
+        if reservation is None:
+            raise GatewayError(
+                402, "insufficient_funds",
+                _("Insufficient funds: this call may cost up to %(amount)s %(currency)s. Top up or lower max_tokens."),
+                amount=f"{units_to_amount(worst_units):f}", currency=settings.PLATFORM_CURRENCY,
+            )  # fmt: skip
+        return reservation
+
+    async def settle(self, call: Call, reservation: Reservation) -> None:
+        """The call's real cost, what it reserved and did not cost given back, and its record buffered."""
+        if call.service is None:
+            return
+        cost_units = call.service.cost_units(prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens)
+        record = {
+            "call_id": call.call_id,
+            "organization_id": call.caller.organization_id,
+            "api_key_id": call.caller.api_key_id,
+            "model_service_id": call.service.id,
+            "requested_model": call.requested_model,
+            "residency_zone": call.service.zone,
+            "endpoint": call.endpoint,
+            "stream": call.stream,
+            "status_code": call.status,
+            "error_code": "" if call.status == 200 else call.error_code,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "tokens_estimated": call.tokens_estimated,
+            "cost_units": cost_units,
+            "latency_ms": call.elapsed_ms(),
+            "first_token_ms": call.first_token_ms,
+            "created_at": call.created_at,
+        }
+        try:
+            await self.counters.settle(reservation, cost_units=cost_units, record=record)
+        except Exception:
+            logger.exception("model call not settled", extra={"call_id": call.call_id})
+
+    def upstream_body(self, call: Call, service: Service) -> bytes:
+        body = {key: value for key, value in call.body.items() if key != "provider"}
+        body["model"] = service.upstream_model
+        if call.stream:
+            options = call.body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def open_upstream(self, call: Call, path: str) -> aiohttp.ClientResponse:
+        """The first candidate that answers; a connection error moves on to the next (only before any byte)."""
+        for service in call.candidates:
+            call.service = service
+            try:
+                return await upstream_post(
+                    self.session,
+                    url=f"{service.base_url}{path}",
+                    api_key=service.upstream_api_key,
+                    body=self.upstream_body(call, service),
+                )
+            except UpstreamUnreachable as error:
+                logger.warning("upstream unreachable", extra={"model_service_id": service.id, "error": str(error)})
+                self.directory.mark_unhealthy(service)
+        raise GatewayError(
+            502, "upstream_unavailable", _("The model service could not be reached. Retry, or call another one.")
+        )
+
+    async def chat(self, caller: Caller, body: dict, receive, send) -> None:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise invalid(_("Send the conversation as a non-empty list of messages."), param="messages")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+            raise invalid(_("max_tokens must be a positive whole number."), param="max_tokens")
+        model, candidates = await self.route(caller, body, modality="chat", endpoint="/v1/chat/completions")
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        call = Call(
+            caller=caller, endpoint="chat", requested_model=model, body=body, candidates=candidates, stream=stream,
+            include_usage=stream and isinstance(options, dict) and options.get("include_usage") is True,
+        )  # fmt: skip
+        prompt_bound = tokens.prompt_tokens_bound(messages)
+        worst = max(
+            s.cost_units(prompt_tokens=prompt_bound, completion_tokens=min(max_tokens or s.max_output_tokens,
+                                                                           s.max_output_tokens))
+            for s in candidates
+        )  # fmt: skip
+        reservation = await self.admit(
+            call, rate_tokens=tokens.prompt_tokens(messages) + (max_tokens or 0), worst_units=worst
+        )
+        try:
+            response = await self.open_upstream(call, "/chat/completions")
+            async with response:
+                if stream and response.status == 200:
+                    await self.pass_stream(call, response, receive, send)
+                else:
+                    await self.pass_whole(call, response, send)
+        except GatewayError as error:
+            call.status, call.error_code = error.status, error.code
+            raise
+        finally:
+            await self.settle(call, reservation)
+
+    async def embeddings(self, caller: Caller, body: dict, receive, send) -> None:
+        inputs = tokens.embedding_inputs(body.get("input"))
+        if not inputs or not all(isinstance(item, str | list) for item in inputs):
+            raise invalid(_("Send the text to embed as input: a string or a list of strings."), param="input")
+        model, candidates = await self.route(caller, body, modality="embeddings", endpoint="/v1/embeddings")
+        call = Call(caller=caller, endpoint="embeddings", requested_model=model, body=body, candidates=candidates)
+        bound = tokens.embedding_tokens_bound(inputs)
+        worst = max(s.cost_units(prompt_tokens=bound, completion_tokens=0) for s in candidates)
+        reservation = await self.admit(call, rate_tokens=tokens.embedding_tokens(inputs), worst_units=worst)
+        try:
+            response = await self.open_upstream(call, "/embeddings")
+            async with response:
+                await self.pass_whole(call, response, send)
+        except GatewayError as error:
+            call.status, call.error_code = error.status, error.code
+            raise
+        finally:
+            await self.settle(call, reservation)
+
+    async def pass_whole(self, call: Call, response: aiohttp.ClientResponse, send) -> None:
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raise GatewayError(504, "upstream_timeout", _("The model service did not answer in time.")) from None
+        if response.status != 200:
+            error = upstream_error(response.status, raw, response.headers.get("Retry-After"))
+            if error is not None:
+                raise error
+            call.status, call.error_code = response.status, "upstream_rejected"
+            return await respond(send, response.status, raw)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise GatewayError(502, "upstream_error", _("The model service sent an invalid answer.")) from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        if isinstance(usage.get("prompt_tokens"), int):
+            call.prompt_tokens = usage["prompt_tokens"]
+            call.completion_tokens = usage.get("completion_tokens") or 0
+        else:
+            self.count_whole(call, data)
+        data["model"] = call.service.name
+        call.status = 200
+        await respond(send, 200, orjson.dumps(data), [(b"x-request-id", call.call_id.encode())])
+
+    def count_whole(self, call: Call, data: dict) -> None:
+        call.tokens_estimated = True
+        if call.endpoint == "embeddings":
+            call.prompt_tokens = tokens.embedding_tokens(tokens.embedding_inputs(call.body.get("input")))
+            return
+        call.prompt_tokens = tokens.prompt_tokens(call.body["messages"])
+        call.completion_tokens = sum(
+            len(tokens.tokens_of(tokens.content_text((choice.get("message") or {}).get("content"))))
+            for choice in data.get("choices") or []
+        )
+
+    async def pass_stream(self, call: Call, response: aiohttp.ClientResponse, receive, send) -> None:
+        """Forward the upstream's events as they come, each whole. The usage chunk the gateway asked for is kept
+        from a caller that did not ask for it. A caller that hangs up does not stop the reading: the upstream's
+        usage still arrives, so the call is billed exactly what the provider generated."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-request-id", call.call_id.encode()),
+                ],
+            }
+        )
+        hung_up = asyncio.ensure_future(receive())  # completes only with http.disconnect
+        pending, events, usage = b"", [], None
+        try:
+            async for chunk in response.content.iter_any():
+                if call.first_token_ms is None:
+                    call.first_token_ms = call.elapsed_ms()
+                pending += chunk
+                forward = []
+                while match := EVENT_END.search(pending):
+                    event, pending = pending[: match.end()], pending[match.end() :]
+                    events.append(event)
+                    if USAGE_PRESENT.search(event):
+                        chunk_data = self.event_data(event)
+                        usage = chunk_data.get("usage") if isinstance(chunk_data, dict) else None
+                        if not call.include_usage and isinstance(chunk_data, dict) and not chunk_data.get("choices"):
+                            continue
+                    forward.append(event)
+                if forward and not hung_up.done():
+                    await send({"type": "http.response.body", "body": b"".join(forward), "more_body": True})
+            call.status = 499 if hung_up.done() else 200
+            call.error_code = "client_closed_request" if hung_up.done() else ""
+            tail = b""
+        except (aiohttp.ClientError, TimeoutError):
+            call.status, call.error_code = 502, "upstream_stream_broken"
+            message = str(_("The model service stopped in the middle of the answer."))
+            tail = b"data: " + orjson.dumps({"error": {"message": message, "code": call.error_code}}) + b"\n\n"
+        finally:
+            hung_up.cancel()
+        await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            call.prompt_tokens, call.completion_tokens = usage["prompt_tokens"], usage.get("completion_tokens") or 0
+        else:
+            self.count_stream(call, events)
+
+    @staticmethod
+    def event_data(event: bytes):
+        data = b"".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+
+    def count_stream(self, call: Call, events: list[bytes]) -> None:
+        call.tokens_estimated = True
+        call.prompt_tokens = tokens.prompt_tokens(call.body["messages"])
+        for event in events:
+            data = self.event_data(event)
+            for choice in (data.get("choices") if isinstance(data, dict) else None) or []:
+                delta = choice.get("delta") or {}
+                call.completion_tokens += len(tokens.tokens_of(tokens.content_text(delta.get("content"))))
+
+
+def with_django(gateway: Gateway, django_application):
+    """One ASGI application: /v1/ (and the lifespan, which Django does not speak) to the gateway, the rest to
+    Django."""
+
+    async def application(scope, receive, send) -> None:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"].startswith("/v1/")):
+            return await gateway(scope, receive, send)
+        return await django_application(scope, receive, send)
+
+    return application

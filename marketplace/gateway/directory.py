@@ -1,0 +1,183 @@
+"""What a web worker knows about callers and model services, read from the database and kept a few seconds.
+
+A call must not wait on the database: the key, its organization's policy and the published services are read once
+per GATEWAY_DIRECTORY_SECONDS per process (a revoked key or a paused service stops within that time).
+"""
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Q
+from django.utils.timezone import now
+
+from accounts.models import ApiKey
+from accounts.services import api_key_hash
+from billing.money import AMOUNT_PLACES
+from marketplace.models import GatewayPolicy, ModelService
+
+UNITS = 10**AMOUNT_PLACES  # money in the gateway is counted in integers of the ledger's last place
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An active API key with what it may do: scopes, the zones it may be served in, its rate limits."""
+
+    api_key_id: int
+    organization_id: int
+    secret_hash: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    zones: frozenset[str] | None  # None: any zone; empty: the key's and the organization's pins disagree
+    limits: tuple[tuple[str, int | None, int | None], ...]  # (bucket, requests per minute, tokens per minute)
+
+
+@dataclass(frozen=True)
+class Service:
+    id: int
+    provider_id: int
+    name: str  # provider-slug/model-slug: what callers name and what the gateway answers with
+    slug: str
+    modality: str
+    zone: str
+    base_url: str
+    upstream_api_key: str
+    upstream_model: str
+    input_units_per_1k: int
+    output_units_per_1k: int
+    max_output_tokens: int
+    created: int  # Unix time, as OpenAI's model objects give it
+
+    def cost_units(self, *, prompt_tokens: int, completion_tokens: int) -> int:
+        """Tokens × price per 1K, rounded half-up to the ledger's last place (one rounding per call)."""
+        return (prompt_tokens * self.input_units_per_1k + completion_tokens * self.output_units_per_1k + 500) // 1000
+
+
+def caller_load(*, prefix: str) -> Caller | None:
+    key = (
+        ApiKey.objects.select_related("created_by")
+        .filter(prefix=prefix, revoked_at__isnull=True, created_by__is_active=True)
+        .first()
+    )
+    if key is None:
+        return None
+    policies = {
+        (policy.api_key_id is not None): policy
+        for policy in GatewayPolicy.objects.filter(Q(api_key=key) | Q(organization_id=key.organization_id))
+    }
+    key_policy, organization_policy = policies.get(True), policies.get(False)
+    pins = {policy.residency_zone for policy in (key_policy, organization_policy) if policy and policy.residency_zone}
+    organization_limits = (
+        organization_policy.requests_per_minute if organization_policy else None,
+        organization_policy.tokens_per_minute if organization_policy else None,
+    )
+    limits = [
+        (
+            f"org:{key.organization_id}",
+            organization_limits[0] or settings.GATEWAY_DEFAULT_REQUESTS_PER_MINUTE,
+            organization_limits[1] or settings.GATEWAY_DEFAULT_TOKENS_PER_MINUTE,
+        )
+    ]
+    if key_policy and (key_policy.requests_per_minute or key_policy.tokens_per_minute):
+        limits.append((f"key:{key.pk}", key_policy.requests_per_minute, key_policy.tokens_per_minute))
+    return Caller(
+        api_key_id=key.pk,
+        organization_id=key.organization_id,
+        secret_hash=key.secret_hash,
+        scopes=frozenset(key.scopes),
+        expires_at=key.expires_at,
+        zones=(frozenset(pins) if len(pins) == 1 else frozenset()) if pins else None,
+        limits=tuple(limits),
+    )
+
+
+def services_load() -> list[Service]:
+    rows = ModelService.objects.filter(status=ModelService.Status.PUBLISHED).select_related("provider")
+    return [
+        Service(
+            id=row.pk,
+            provider_id=row.provider_id,
+            name=f"{row.provider.slug}/{row.slug}",
+            slug=row.slug,
+            modality=row.modality,
+            zone=row.residency_zone,
+            base_url=row.upstream_base_url.rstrip("/"),
+            upstream_api_key=row.upstream_api_key,
+            upstream_model=row.upstream_model or row.slug,
+            input_units_per_1k=int(row.input_price_per_1k_tokens * UNITS),
+            output_units_per_1k=int(row.output_price_per_1k_tokens * UNITS),
+            max_output_tokens=row.max_output_tokens or row.context_length,
+            created=int(row.created_at.timestamp()),
+        )
+        for row in rows
+    ]
+
+
+class Directory:
+    """Callers by key id and services by name and by alias, each refreshed after GATEWAY_DIRECTORY_SECONDS."""
+
+    def __init__(self) -> None:
+        self._callers: dict[str, tuple[float, Caller | None]] = {}
+        self._services: dict[str, list[Service]] = {}
+        self._services_read_at = -1e9
+        self._services_lock = asyncio.Lock()
+        self._unhealthy_until: dict[int, float] = {}
+
+    async def caller(self, raw_key: str) -> Caller | None:
+        """The caller for `mk_<env>_<id>_<secret>`, or None for any key that is not an active one."""
+        parts = raw_key.split("_", 3)
+        if len(parts) != 4 or parts[0] != "mk" or parts[1] != settings.API_KEY_ENVIRONMENT:
+            return None
+        cached = self._callers.get(parts[2])
+        if cached is None or time.monotonic() - cached[0] > settings.GATEWAY_DIRECTORY_SECONDS:
+            cached = (time.monotonic(), await sync_to_async(caller_load)(prefix=parts[2]))
+            self._callers[parts[2]] = cached
+        caller = cached[1]
+        if caller is None or not hmac.compare_digest(caller.secret_hash, api_key_hash(parts[3])):
+            return None
+        if caller.expires_at is not None and caller.expires_at <= now():
+            return None
+        return caller
+
+    async def services(self) -> dict[str, list[Service]]:
+        if time.monotonic() - self._services_read_at > settings.GATEWAY_DIRECTORY_SECONDS:
+            async with self._services_lock:
+                if time.monotonic() - self._services_read_at > settings.GATEWAY_DIRECTORY_SECONDS:
+                    by_name: dict[str, list[Service]] = {}
+                    for service in await sync_to_async(services_load)():
+                        by_name[service.name] = [service]
+                        by_name.setdefault(service.slug, []).append(service)
+                    self._services, self._services_read_at = by_name, time.monotonic()
+        return self._services
+
+    async def route(self, *, model: str, modality: str, zones: frozenset[str] | None) -> list[Service]:
+        """The services that may serve `model` for this caller, best first: a `provider/model` name gives its one
+        service; an alias (a model slug) every provider's, healthy before unhealthy, then cheapest first."""
+        candidates = [
+            service
+            for service in (await self.services()).get(model, [])
+            if service.modality == modality and (zones is None or service.zone in zones)
+        ]
+        moment = time.monotonic()
+        return sorted(
+            candidates,
+            key=lambda s: (
+                self._unhealthy_until.get(s.id, 0) > moment,
+                s.input_units_per_1k + s.output_units_per_1k,
+                s.id,
+            ),
+        )
+
+    async def visible_services(self, *, zones: frozenset[str] | None) -> list[Service]:
+        return [
+            service
+            for name, (service, *_rest) in (await self.services()).items()
+            if name == service.name and (zones is None or service.zone in zones)
+        ]
+
+    def mark_unhealthy(self, service: Service) -> None:
+        self._unhealthy_until[service.id] = time.monotonic() + settings.GATEWAY_UNHEALTHY_SECONDS

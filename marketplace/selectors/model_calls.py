@@ -1,0 +1,23 @@
+"""Reads of model calls through the gateway: every selector for pages and the API takes the organization."""
+
+from decimal import Decimal
+
+from django.db.models import QuerySet
+
+from accounts.models import Organization
+from billing.money import amount_sum, quantize_amount
+from marketplace.models import ModelCall
+
+
+def model_call_list(*, organization: Organization) -> QuerySet[ModelCall]:
+    return (
+        ModelCall.objects.filter(organization=organization)
+        .select_related("model_service__provider")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def model_calls_uncaptured_cost(*, organization_id: int) -> Decimal:
+    """What the organization's written calls cost that no capture has taken yet."""
+    calls = ModelCall.objects.filter(organization_id=organization_id, ledger_transaction__isnull=True, cost__gt=0)
+    return quantize_amount(calls.aggregate(total=amount_sum("cost", default=Decimal(0)))["total"])

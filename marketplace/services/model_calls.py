@@ -1,0 +1,141 @@
+"""Model calls after the gateway answered them: written in batches, then captured from the callers' gateway holds.
+
+Each capture run takes up to CAPTURE_BATCH written calls that cost something and no capture has taken, charges them
+in one ledger transaction (billing.services.gateway) and marks them with it, all in one database transaction: a
+crash leaves them for the next run, and two runs never take the same call (row locks, SKIP LOCKED).
+"""
+
+import logging
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+import orjson
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import Organization
+from billing.services.gateway import CallCharge, gateway_calls_capture, gateway_funds_give_back
+from billing.services.holds import fee_split, platform_fee_percent
+from marketplace.models import ModelCall, RateWindow
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_BATCH = 5000
+FLUSH_BATCH = 5000
+FLUSH_LOCK_SECONDS = 120
+
+
+def _model_call(record: dict) -> ModelCall:
+    return ModelCall(
+        call_id=record["call_id"],
+        organization_id=record["organization_id"],
+        api_key_id=record["api_key_id"],
+        model_service_id=record["model_service_id"],
+        requested_model=record["requested_model"][:200],
+        residency_zone=record["residency_zone"],
+        endpoint=record["endpoint"],
+        stream=record["stream"],
+        status_code=record["status_code"],
+        error_code=record["error_code"],
+        prompt_tokens=record["prompt_tokens"],
+        completion_tokens=record["completion_tokens"],
+        tokens_estimated=record["tokens_estimated"],
+        cost=Decimal(record["cost_units"]).scaleb(-8),
+        latency_ms=record["latency_ms"],
+        first_token_ms=record["first_token_ms"],
+        created_at=datetime.fromisoformat(record["created_at"]),
+    )
+
+
+def model_calls_record(*, records: list[dict]) -> None:
+    """Write call records; one already written (the same call id) is left as it is."""
+    ModelCall.objects.bulk_create([_model_call(record) for record in records], ignore_conflicts=True)
+
+
+@transaction.atomic
+def model_call_settle_in_database(*, record: dict, give_back: Decimal) -> None:
+    """The embedded default's settlement: what the call did not cost goes back to its funds, with its record."""
+    gateway_funds_give_back(organization_id=record["organization_id"], amount=give_back)
+    model_calls_record(records=[record])
+
+
+@transaction.atomic
+def rate_window_admit(*, limits, tokens: int, window: int) -> tuple[str, str] | None:
+    """The database's rate-limit check: None when the call fits every limit of this minute (and is counted),
+    else (the limit's bucket, requests|tokens). The window rows are locked, so parallel calls count in turn."""
+    rows = []
+    for bucket, _requests_per_minute, _tokens_per_minute in sorted(limits):
+        RateWindow.objects.get_or_create(bucket=bucket, window=window)
+        rows.append(RateWindow.objects.select_for_update().get(bucket=bucket, window=window))
+    by_bucket = {row.bucket: row for row in rows}
+    for bucket, requests_per_minute, tokens_per_minute in limits:
+        row = by_bucket[bucket]
+        if requests_per_minute and row.requests + 1 > requests_per_minute:
+            return bucket, "requests"
+        if tokens_per_minute and row.tokens + tokens > tokens_per_minute:
+            return bucket, "tokens"
+    RateWindow.objects.filter(pk__in=[row.pk for row in rows]).update(
+        requests=F("requests") + 1, tokens=F("tokens") + tokens
+    )
+    RateWindow.objects.filter(window__lt=window - 1).delete()
+    return None
+
+
+def model_calls_flush() -> int:
+    """Write the calls the gateway buffered in Redis. The buffer is trimmed only after the rows committed, under a
+    lock: a crash in between writes them again, which changes nothing (the call ids)."""
+    if not settings.GATEWAY_REDIS_URL:
+        return 0
+    import redis
+
+    from marketplace.gateway.counters import CALLS_BUFFER
+
+    client = redis.Redis.from_url(settings.GATEWAY_REDIS_URL)
+    written = 0
+    with client.lock("gw:calls:flush", timeout=FLUSH_LOCK_SECONDS, blocking_timeout=0) as held:
+        if not held:
+            return 0
+        while raw := client.lrange(CALLS_BUFFER, 0, FLUSH_BATCH - 1):
+            with transaction.atomic():
+                model_calls_record(records=[orjson.loads(item) for item in raw])
+            client.ltrim(CALLS_BUFFER, len(raw), -1)
+            written += len(raw)
+    return written
+
+
+def model_calls_capture() -> int:
+    """Capture written calls' costs, a batch per ledger transaction; returns how many calls were captured."""
+    captured = 0
+    while taken := _capture_batch():
+        captured += taken
+    return captured
+
+
+@transaction.atomic
+def _capture_batch() -> int:
+    calls = list(
+        ModelCall.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(ledger_transaction__isnull=True, cost__gt=0)
+        .select_related("model_service")
+        .order_by("pk")[:CAPTURE_BATCH]
+    )
+    if not calls:
+        return 0
+    fee_percents: dict[int, Decimal] = {}
+    charges = []
+    for call in calls:
+        provider_id = call.model_service.provider_id
+        if provider_id not in fee_percents:
+            fee_percents[provider_id] = platform_fee_percent(provider=Organization(pk=provider_id))
+        call.fee = fee_split(amount=call.cost, fee_percent=fee_percents[provider_id])[1]
+        charges.append(
+            CallCharge(organization_id=call.organization_id, provider_id=provider_id, amount=call.cost, fee=call.fee)
+        )
+    capture = gateway_calls_capture(charges=charges, idempotency_key=f"gateway-calls:{uuid.uuid4()}")
+    for call in calls:
+        call.ledger_transaction = capture
+    ModelCall.objects.bulk_update(calls, ["fee", "ledger_transaction"], batch_size=1000)
+    logger.info("model calls captured", extra={"calls": len(calls), "transaction_id": capture.pk})
+    return len(calls)

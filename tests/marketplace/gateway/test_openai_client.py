@@ -1,0 +1,126 @@
+"""The official `openai` client, unchanged, against the gateway with the demo model server as the upstream: chat
+(whole and streamed), embeddings, the model list; usage passed through, costs settled and captured."""
+
+import time
+from decimal import Decimal
+
+import openai
+import pytest
+
+from marketplace.models import ModelCall
+from marketplace.services.model_calls import model_calls_capture, model_calls_flush
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "How many H100 hours fit a 算力 budget?"},
+]
+
+
+@pytest.fixture
+def client(gateway, buyer_key):
+    return openai.OpenAI(base_url=gateway.url, api_key=buyer_key, max_retries=0)
+
+
+def written_calls(count: int) -> list[ModelCall]:
+    """The calls' records, once `count` are written: the gateway settles a call just after its answer is sent."""
+    deadline = time.monotonic() + 10
+    while True:
+        model_calls_flush()
+        calls = list(ModelCall.objects.order_by("pk"))
+        if len(calls) >= count or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.02)
+
+
+def test_a_chat_completion_passes_through_with_its_usage_and_is_recorded(client, chat_service, buyer):
+    # when
+    completion = client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, max_tokens=12)
+    # then: the upstream's answer, named by the service that served it
+    assert completion.model == f"{chat_service.provider.slug}/qwen2-5-72b-instruct"
+    assert completion.choices[0].message.content.startswith("Demo reply to :")
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (23, 12)
+    [call] = written_calls(1)
+    assert (call.organization_id, call.model_service_id, call.status_code, call.stream) == (
+        buyer.pk,
+        chat_service.pk,
+        200,
+        False,
+    )
+    assert (call.prompt_tokens, call.completion_tokens, call.tokens_estimated) == (23, 12, False)
+    # 23 × 0.002/1K + 12 × 0.006/1K
+    assert call.cost == Decimal("0.000118")
+    assert call.residency_zone == chat_service.residency_zone
+
+
+def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(client, chat_service):
+    # when: a caller that did not ask for usage
+    stream = client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, stream=True)
+    chunks = list(stream)
+    # then: every chunk has a choice (the usage chunk the gateway asked the upstream for is not passed on)
+    assert all(chunk.choices for chunk in chunks)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text.startswith("Demo reply to :")
+    [call] = written_calls(1)
+    assert (call.stream, call.status_code, call.prompt_tokens, call.completion_tokens) == (True, 200, 23, 20)
+    assert call.tokens_estimated is False
+    assert call.first_token_ms is not None
+
+
+def test_a_stream_with_include_usage_ends_with_the_usage_chunk(client, chat_service):
+    # when
+    stream = client.chat.completions.create(
+        model="qwen2-5-72b-instruct", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    # then
+    assert chunks[-1].choices == []
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (23, 20)
+    [call] = written_calls(1)
+    assert call.completion_tokens == 20
+
+
+def test_embeddings_float_and_base64_with_usage(client, embeddings_service):
+    # when: the client asks for base64 by default, and for floats when told
+    by_default = client.embeddings.create(model="bge-m3", input=["算力 market", "GPU hours"])
+    as_floats = client.embeddings.create(model="bge-m3", input="GPU hours", encoding_format="float")
+    # then
+    assert len(by_default.data) == 2 and len(by_default.data[0].embedding) == 384
+    assert as_floats.data[0].embedding == pytest.approx(by_default.data[1].embedding, abs=1e-6)
+    assert by_default.usage.prompt_tokens == 5  # 算, 力, market; GPU, hours
+    calls = written_calls(2)
+    assert [(c.endpoint, c.prompt_tokens, c.completion_tokens) for c in calls] == [
+        ("embeddings", 5, 0),
+        ("embeddings", 2, 0),
+    ]
+    assert calls[0].cost == Decimal("0.0000025")  # 5 × 0.0005/1K
+
+
+def test_the_model_list_names_each_published_service(client, chat_service, embeddings_service):
+    # when
+    models = client.models.list()
+    # then
+    provider = chat_service.provider.slug
+    assert sorted(m.id for m in models.data) == sorted(
+        [f"{provider}/qwen2-5-72b-instruct", f"{embeddings_service.provider.slug}/bge-m3"]
+    )
+    assert client.models.retrieve(f"{provider}/qwen2-5-72b-instruct").owned_by == provider
+
+
+def test_captured_calls_move_the_callers_held_funds_to_the_provider_and_the_platform(client, chat_service, buyer):
+    # given: three calls
+    for _ in range(3):
+        client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, max_tokens=12)
+    calls = written_calls(3)
+    # when
+    assert model_calls_capture() == 3
+    # then: one transaction takes 3 × 0.000118 from the buyer's held funds; the provider earns it less 10 %
+    [capture] = {call.ledger_transaction for call in ModelCall.objects.all()}
+    postings = {(p.account.organization_id, p.account.kind): p.amount for p in capture.postings.all()}
+    assert postings == {
+        (buyer.pk, "held"): Decimal("-0.000354"),
+        (chat_service.provider_id, "earnings"): Decimal("0.00031860"),
+        (None, "platform_revenue"): Decimal("0.00003540"),
+    }
+    assert sum(postings.values()) == 0
+    assert {call.cost for call in calls} == {Decimal("0.000118")}
+    assert model_calls_capture() == 0  # nothing is captured twice
