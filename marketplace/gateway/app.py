@@ -123,11 +123,13 @@ class Gateway:
         self.directory = Directory()
         self.session: aiohttp.ClientSession | None = None
         self.counters: Counters | None = None
+        self.requests_in_flight = 0  # until each is settled, after its answer was sent
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             return await self.lifespan(receive, send)
         headers = dict(scope["headers"])
+        self.requests_in_flight += 1
         try:
             await self.handle(scope, receive, send, headers)
         except GatewayError as error:
@@ -140,6 +142,8 @@ class Gateway:
             error = GatewayError(500, "internal_error", _("The gateway failed; retry the call."))
             with contextlib.suppress(RuntimeError):  # an answer had begun: the server closes the connection
                 await respond(send, 500, error.body(""), [])
+        finally:
+            self.requests_in_flight -= 1
 
     async def lifespan(self, receive, send) -> None:
         while True:
@@ -236,7 +240,8 @@ class Gateway:
             raise GatewayError(
                 429, "rate_limit_exceeded",
                 _("Rate limit reached: %(what)s per minute for this %(scope)s. Retry after the Retry-After seconds."),
-                retry_after=max(60 - int(time.time()) % 60, 1), what=what,
+                retry_after=max(60 - int(time.time()) % 60, 1),
+                what=_("requests") if what == "requests" else _("tokens"),
                 scope=_("API key") if bucket.startswith("key:") else _("organization"),
             )  # fmt: skip
         if worst_units == 0:

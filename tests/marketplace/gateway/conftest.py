@@ -1,48 +1,17 @@
-import asyncio
 import os
-import socket
 import threading
-import time
 from decimal import Decimal
 
 import pytest
-import uvicorn
 
 from marketplace.demo_model.server import DemoModelServer, DemoModelSettings
-from marketplace.gateway.app import Gateway
 from tests.conftest import skip_or_fail
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
+from tests.factories.gateway import GatewayServer
 from tests.factories.marketplace import ModelServiceFactory
 
 TEST_REDIS_URL = os.environ.get("TEST_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-class GatewayServer:
-    """The gateway under uvicorn on a loopback port, in a thread with its own event loop."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        config = uvicorn.Config(Gateway(), lifespan="on", log_level="warning", loop="asyncio", http="httptools")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.socket])))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """The official `openai` client, unchanged, against the gateway with the demo model server as the upstream: chat
 (whole and streamed), embeddings, the model list; usage passed through, costs settled and captured."""
 
-import time
 from decimal import Decimal
 
 import openai
 import pytest
 
 from marketplace.models import ModelCall
-from marketplace.services.model_calls import model_calls_capture, model_calls_flush
+from marketplace.services.model_calls import model_calls_capture
+from tests.factories.gateway import written_calls
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -21,25 +21,14 @@ def client(gateway, buyer_key):
     return openai.OpenAI(base_url=gateway.url, api_key=buyer_key, max_retries=0)
 
 
-def written_calls(count: int) -> list[ModelCall]:
-    """The calls' records, once `count` are written: the gateway settles a call just after its answer is sent."""
-    deadline = time.monotonic() + 10
-    while True:
-        model_calls_flush()
-        calls = list(ModelCall.objects.order_by("pk"))
-        if len(calls) >= count or time.monotonic() > deadline:
-            return calls
-        time.sleep(0.02)
-
-
-def test_a_chat_completion_passes_through_with_its_usage_and_is_recorded(client, chat_service, buyer):
+def test_a_chat_completion_passes_through_with_its_usage_and_is_recorded(gateway, client, chat_service, buyer):
     # when
     completion = client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, max_tokens=12)
     # then: the upstream's answer, named by the service that served it
     assert completion.model == f"{chat_service.provider.slug}/qwen2-5-72b-instruct"
     assert completion.choices[0].message.content.startswith("Demo reply to :")
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (23, 12)
-    [call] = written_calls(1)
+    [call] = written_calls(gateway)
     assert (call.organization_id, call.model_service_id, call.status_code, call.stream) == (
         buyer.pk,
         chat_service.pk,
@@ -52,7 +41,7 @@ def test_a_chat_completion_passes_through_with_its_usage_and_is_recorded(client,
     assert call.residency_zone == chat_service.residency_zone
 
 
-def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(client, chat_service):
+def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(gateway, client, chat_service):
     # when: a caller that did not ask for usage
     stream = client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, stream=True)
     chunks = list(stream)
@@ -60,13 +49,13 @@ def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(cl
     assert all(chunk.choices for chunk in chunks)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     assert text.startswith("Demo reply to :")
-    [call] = written_calls(1)
+    [call] = written_calls(gateway)
     assert (call.stream, call.status_code, call.prompt_tokens, call.completion_tokens) == (True, 200, 23, 20)
     assert call.tokens_estimated is False
     assert call.first_token_ms is not None
 
 
-def test_a_stream_with_include_usage_ends_with_the_usage_chunk(client, chat_service):
+def test_a_stream_with_include_usage_ends_with_the_usage_chunk(gateway, client, chat_service):
     # when
     stream = client.chat.completions.create(
         model="qwen2-5-72b-instruct", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -75,11 +64,11 @@ def test_a_stream_with_include_usage_ends_with_the_usage_chunk(client, chat_serv
     # then
     assert chunks[-1].choices == []
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (23, 20)
-    [call] = written_calls(1)
+    [call] = written_calls(gateway)
     assert call.completion_tokens == 20
 
 
-def test_embeddings_float_and_base64_with_usage(client, embeddings_service):
+def test_embeddings_float_and_base64_with_usage(gateway, client, embeddings_service):
     # when: the client asks for base64 by default, and for floats when told
     by_default = client.embeddings.create(model="bge-m3", input=["算力 market", "GPU hours"])
     as_floats = client.embeddings.create(model="bge-m3", input="GPU hours", encoding_format="float")
@@ -87,7 +76,7 @@ def test_embeddings_float_and_base64_with_usage(client, embeddings_service):
     assert len(by_default.data) == 2 and len(by_default.data[0].embedding) == 384
     assert as_floats.data[0].embedding == pytest.approx(by_default.data[1].embedding, abs=1e-6)
     assert by_default.usage.prompt_tokens == 5  # 算, 力, market; GPU, hours
-    calls = written_calls(2)
+    calls = written_calls(gateway)
     assert [(c.endpoint, c.prompt_tokens, c.completion_tokens) for c in calls] == [
         ("embeddings", 5, 0),
         ("embeddings", 2, 0),
@@ -106,11 +95,13 @@ def test_the_model_list_names_each_published_service(client, chat_service, embed
     assert client.models.retrieve(f"{provider}/qwen2-5-72b-instruct").owned_by == provider
 
 
-def test_captured_calls_move_the_callers_held_funds_to_the_provider_and_the_platform(client, chat_service, buyer):
+def test_captured_calls_move_the_callers_held_funds_to_the_provider_and_the_platform(
+    gateway, client, chat_service, buyer
+):
     # given: three calls
     for _ in range(3):
         client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, max_tokens=12)
-    calls = written_calls(3)
+    calls = written_calls(gateway)
     # when
     assert model_calls_capture() == 3
     # then: one transaction takes 3 × 0.000118 from the buyer's held funds; the provider earns it less 10 %
