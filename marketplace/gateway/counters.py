@@ -89,21 +89,24 @@ class Counters:
             taken, epoch = await self._take(organization_id, units)
             if taken:
                 return Reservation(organization_id, units, epoch)
-            added = await sync_to_async(gateway_funds_grow)(
-                organization_id=organization_id, needed=units_to_amount(units), count_available_here=self.in_database
-            )
-            if not added:
-                return None
-            await self._add(organization_id, epoch, int(added * UNITS))
+            if not await sync_to_async(self._grow)(organization_id, epoch, units):
+                # Nothing more could be held, but a parallel call may just have held enough for both.
+                taken, epoch = await self._take(organization_id, units)
+                return Reservation(organization_id, units, epoch) if taken else None
         return None
+
+    def _grow(self, organization_id: int, epoch: str, units: int) -> bool:
+        """Hold more and count it where calls take from; both before the next grow starts (grows run one at a
+        time on the thread the gateway's database work runs on), so a parallel call's retry sees it."""
+        added = gateway_funds_grow(
+            organization_id=organization_id, needed=units_to_amount(units), count_available_here=self.in_database
+        )
+        return bool(added)
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         raise NotImplementedError
 
     async def _take(self, organization_id: int, units: int) -> tuple[bool, str]:
-        raise NotImplementedError
-
-    async def _add(self, organization_id: int, epoch: str, units: int) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -112,12 +115,13 @@ class Counters:
 
 class RedisCounters(Counters):
     def __init__(self, url: str) -> None:
+        import redis
         import redis.asyncio
 
         self.redis = redis.asyncio.Redis.from_url(url)
+        self.sync_redis = redis.Redis.from_url(url)
         self._rate_admit = self.redis.register_script(RATE_ADMIT)
         self._funds_take = self.redis.register_script(FUNDS_TAKE)
-        self._funds_add = self.redis.register_script(FUNDS_ADD)
         self._funds_seed = self.redis.register_script(FUNDS_SEED)
         self._funds_settle = self.redis.register_script(FUNDS_SETTLE)
 
@@ -149,8 +153,15 @@ class RedisCounters(Counters):
         available = int((held - uncaptured) * UNITS) - buffered
         await self._funds_seed(keys=[f"gw:funds:{organization_id}"], args=[available, uuid.uuid4().hex])
 
-    async def _add(self, organization_id: int, epoch: str, units: int) -> None:
-        await self._funds_add(keys=[f"gw:funds:{organization_id}"], args=[epoch, units])
+    def _grow(self, organization_id: int, epoch: str, units: int) -> bool:
+        available = self.sync_redis.hget(f"gw:funds:{organization_id}", "available")
+        if available is not None and int(available) >= units:
+            return True  # a parallel call held more since this one looked
+        added = gateway_funds_grow(organization_id=organization_id, needed=units_to_amount(units),
+                                   count_available_here=False)  # fmt: skip
+        if added:  # after the commit: a crash in between leaves the funds held but not counted (the safe side)
+            self.sync_redis.eval(FUNDS_ADD, 1, f"gw:funds:{organization_id}", epoch, int(added * UNITS))
+        return bool(added)
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         await self._funds_settle(
@@ -160,6 +171,7 @@ class RedisCounters(Counters):
 
     async def close(self) -> None:
         await self.redis.aclose()
+        self.sync_redis.close()
 
 
 class DatabaseCounters(Counters):
@@ -173,9 +185,6 @@ class DatabaseCounters(Counters):
     async def _take(self, organization_id: int, units: int) -> tuple[bool, str]:
         amount = units_to_amount(units)
         return await sync_to_async(gateway_funds_reserve)(organization_id=organization_id, amount=amount), ""
-
-    async def _add(self, organization_id: int, epoch: str, units: int) -> None:
-        return None  # gateway_funds_grow counted it in the same transaction
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         await sync_to_async(model_call_settle_in_database)(
