@@ -37,7 +37,8 @@ echo "==> Starting the demo model server (a demo provider's upstream) on port ${
 $PY manage.py serve_demo_model --port "${DEMO_MODEL_PORT}" &
 demo_model_pid=$!
 
-$PY manage.py runserver "127.0.0.1:${PORT}" --noreload &
+# Under ASGI: the model gateway at /v1/ is async (a call in flight holds no worker); the rest is Django.
+.venv/bin/uvicorn marketplace.asgi:application --host 127.0.0.1 --port "${PORT}" --lifespan on &
 pids+=($!)
 
 sleep 2
@@ -45,6 +46,7 @@ cat <<MSG
 
   算力商城 is running at http://127.0.0.1:${PORT}/
   API docs: http://127.0.0.1:${PORT}/api/docs/   health: http://127.0.0.1:${PORT}/healthz
+  Model gateway (OpenAI-compatible, a key with the gateway scope): http://127.0.0.1:${PORT}/v1
   Demo model (OpenAI-compatible upstream of the demo model services): http://127.0.0.1:${DEMO_MODEL_PORT}/v1
   Demo logins (password demo-pass-2026): buyer@demo.local, provider@demo.local, staff@demo.local (admin)
   Press Ctrl-C to stop.

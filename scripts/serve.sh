@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scale-out profile: gunicorn workers and Celery workers, configured only by the environment.
+# Scale-out profile: uvicorn workers (ASGI: the gateway at /v1/ is async) and Celery workers, configured only by the
+# environment.
 #   DATABASE_URL=postgres://…  CELERY_BROKER_URL=redis://… (or amqp://…)  CACHE_URL=redis://…  SECRET_KEY=…
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,8 @@ $BIN/celery -A marketplace worker --concurrency="$CELERY_CONCURRENCY" --loglevel
 pids+=($!)
 $BIN/celery -A marketplace beat --loglevel=INFO --pidfile= &
 pids+=($!)
-$BIN/gunicorn marketplace.wsgi:application --bind "0.0.0.0:${PORT}" --workers "$WEB_WORKERS" --access-logfile - &
+$BIN/uvicorn marketplace.asgi:application --host 0.0.0.0 --port "${PORT}" --workers "$WEB_WORKERS" --lifespan on \
+  --no-server-header &
 pids+=($!)
 echo "Serving on :${PORT} with ${WEB_WORKERS} web workers and ${CELERY_CONCURRENCY} Celery processes."
 wait -n "${pids[@]}"

@@ -8,6 +8,7 @@ from marketplace.core.api import FieldsBuiltOnce, ReadOnlyModelSerializer, SlugR
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
+    ModelCall,
     ModelService,
     Offering,
     OfferingPriceChange,
@@ -326,3 +327,36 @@ class UsageAggregateSerializer(serializers.Serializer):
     label = serializers.CharField()
     accelerator_hours = money_field()
     amount = money_field()
+
+
+class ModelCallSerializer(ReadOnlyModelSerializer):
+    """A call through the gateway as its caller sees it (never the prompt or the completion)."""
+
+    model_service = serializers.CharField(source="model_service_name", read_only=True)
+    cost = money_field(read_only=True)
+    captured = serializers.BooleanField(source="is_captured", read_only=True)
+
+    class Meta:
+        model = ModelCall
+        fields = [
+            "id", "call_id", "created_at", "api_key", "requested_model", "model_service", "residency_zone", "endpoint",
+            "stream", "status_code", "error_code", "prompt_tokens", "completion_tokens", "tokens_estimated", "cost",
+            "latency_ms", "first_token_ms", "captured",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class ProviderModelCallSerializer(ReadOnlyModelSerializer):
+    """A call on one of the provider's services: what it earned, not who made it."""
+
+    model_service = serializers.CharField(source="model_service_name", read_only=True)
+    cost = money_field(read_only=True)
+    earnings = money_field(read_only=True, allow_null=True)
+
+    class Meta:
+        model = ModelCall
+        fields = [
+            "id", "created_at", "model_service", "residency_zone", "endpoint", "stream", "status_code",
+            "prompt_tokens", "completion_tokens", "cost", "earnings", "latency_ms", "first_token_ms",
+        ]  # fmt: skip
+        read_only_fields = fields

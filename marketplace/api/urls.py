@@ -9,6 +9,8 @@ router.register("accelerators", views.AcceleratorViewSet, basename="accelerator"
 router.register("offerings", views.OfferingViewSet, basename="offering")
 router.register("model-services", views.ModelServiceViewSet, basename="model-service")
 router.register("rentals", views.RentalViewSet, basename="rental")
+router.register("model-calls", views.ModelCallViewSet, basename="model-call")
+router.register("provider/model-calls", views.ProviderModelCallViewSet, basename="provider-model-call")
 router.register("provider/offerings", views.ProviderOfferingViewSet, basename="provider-offering")
 router.register("provider/model-services", views.ProviderModelServiceViewSet, basename="provider-model-service")
 

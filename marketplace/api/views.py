@@ -14,8 +14,9 @@ from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, Fas
 from marketplace.core.errors import DomainError
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
-from marketplace.models import ModelService, Offering, Rental, Site
+from marketplace.models import ModelCall, ModelService, Offering, Rental, Site
 from marketplace.selectors import catalogue
+from marketplace.selectors import model_calls as model_call_selectors
 from marketplace.selectors import rentals as rental_selectors
 from marketplace.services import offerings as offering_services
 from marketplace.services import rentals as rental_services
@@ -292,6 +293,33 @@ class RentalViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.R
     def resume(self, request: Request, pk: str | None = None) -> Response:
         """Resume a suspended rental once funds and limits allow (402 or 429 otherwise)."""
         return self._act(request, rental_services.rental_resume)
+
+
+class ModelCallViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """The organization's calls through the model gateway (`/v1/`), newest first; written a few seconds after each
+    call. Another organization's call is 404."""
+
+    serializer_class = serializers.ModelCallSerializer
+    filterset_fields = ["model_service", "api_key", "status_code", "endpoint", "residency_zone"]
+    ordering_fields = ["created_at", "latency_ms"]
+
+    def get_queryset(self) -> QuerySet[ModelCall]:
+        if getattr(self, "swagger_fake_view", False):
+            return ModelCall.objects.none()
+        return model_call_selectors.model_call_list(organization=self.organization)
+
+
+class ProviderModelCallViewSet(ApprovedProviderMixin, viewsets.ReadOnlyModelViewSet):
+    """Calls on the provider's model services and what each earned (once captured); not who made them."""
+
+    serializer_class = serializers.ProviderModelCallSerializer
+    filterset_fields = ["model_service", "status_code", "endpoint"]
+    ordering_fields = ["created_at", "latency_ms"]
+
+    def get_queryset(self) -> QuerySet[ModelCall]:
+        if getattr(self, "swagger_fake_view", False):
+            return ModelCall.objects.none()
+        return model_call_selectors.provider_model_call_list(provider=self.organization)
 
 
 USAGE_GROUPINGS = ("day", "offering", "rental")

@@ -86,6 +86,19 @@ class ModelCall(models.Model):
     def __str__(self) -> str:
         return f"{self.requested_model} {self.status_code} {self.cost}"
 
+    @property
+    def model_service_name(self) -> str:
+        return f"{self.model_service.provider.slug}/{self.model_service.slug}"
+
+    @property
+    def is_captured(self) -> bool:
+        return self.ledger_transaction_id is not None or self.cost == 0
+
+    @property
+    def earnings(self):
+        """What the provider earned: the cost less the platform fee, known once captured."""
+        return None if self.fee is None else self.cost - self.fee
+
 
 class RateWindow(models.Model):
     """Requests and tokens counted in one minute for one limit, where there is no Redis (the embedded default)."""

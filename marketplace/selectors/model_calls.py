@@ -21,3 +21,12 @@ def model_calls_uncaptured_cost(*, organization_id: int) -> Decimal:
     """What the organization's written calls cost that no capture has taken yet."""
     calls = ModelCall.objects.filter(organization_id=organization_id, ledger_transaction__isnull=True, cost__gt=0)
     return quantize_amount(calls.aggregate(total=amount_sum("cost", default=Decimal(0)))["total"])
+
+
+def provider_model_call_list(*, provider: Organization) -> QuerySet[ModelCall]:
+    """Calls on the provider's model services, without who made them."""
+    return (
+        ModelCall.objects.filter(model_service__provider=provider)
+        .select_related("model_service__provider")
+        .order_by("-created_at", "-pk")
+    )

@@ -16,7 +16,7 @@ from marketplace.models import ModelService, Offering, Rental
 from marketplace.services.rentals import RentalRequest, rental_create
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
 from tests.factories.billing import fund
-from tests.factories.marketplace import ModelServiceFactory, OfferingFactory
+from tests.factories.marketplace import ModelCallFactory, ModelServiceFactory, OfferingFactory
 
 API_PREFIX = "api/v1/"
 PK_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
@@ -70,8 +70,10 @@ def tenants(db):
         organization=organization_a,
         request=RentalRequest(offering_id=cheap.pk, accelerators=1, starts_at=now() + timedelta(hours=1)),
     )  # holds one hour at ¥1
+    model_call_a = ModelCallFactory(organization=organization_a, api_key=key_a, model_service=service_a)
     return {
         "rental_a": rental_a,
+        "model_call_a": model_call_a,
         "a": organization_a,
         "b": organization_b,
         "key_a": key_a,
@@ -109,6 +111,8 @@ OBJECT_OF_A = {
     "statements/": lambda t: t["statement_a"].pk,
     "provider/payouts/": lambda t: t["payout_a"].pk,
     "rentals/": lambda t: t["rental_a"].pk,
+    "model-calls/": lambda t: t["model_call_a"].pk,
+    "provider/model-calls/": lambda t: t["model_call_a"].pk,  # a call on A's service
 }
 
 

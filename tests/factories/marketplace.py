@@ -1,10 +1,12 @@
+import uuid
 from decimal import Decimal
 
 import factory
+from django.utils.timezone import now
 from factory.django import DjangoModelFactory
 
 from marketplace.core.regions import Region
-from marketplace.models import AcceleratorModel, ModelService, Offering, ResidencyZone, Site, SiteTier
+from marketplace.models import AcceleratorModel, ModelCall, ModelService, Offering, ResidencyZone, Site, SiteTier
 from tests.factories.accounts import OrganizationFactory, ProviderProfileFactory
 
 
@@ -71,3 +73,23 @@ class ModelServiceFactory(DjangoModelFactory):
     upstream_base_url = "http://127.0.0.1:9100/v1"
     upstream_api_key = "sk-upstream-secret-never-shown"
     status = ModelService.Status.PUBLISHED
+
+
+class ModelCallFactory(DjangoModelFactory):
+    """A call's record as the gateway writes it (the gateway's own tests make real ones)."""
+
+    class Meta:
+        model = ModelCall
+
+    call_id = factory.LazyFunction(uuid.uuid4)
+    organization = factory.SubFactory(OrganizationFactory)
+    model_service = factory.SubFactory(ModelServiceFactory)
+    requested_model = factory.LazyAttribute(lambda call: call.model_service.slug)
+    residency_zone = factory.LazyAttribute(lambda call: call.model_service.residency_zone)
+    endpoint = "chat"
+    status_code = 200
+    prompt_tokens = 100
+    completion_tokens = 50
+    cost = Decimal("0.00050000")  # 100 × 0.002/1K + 50 × 0.006/1K
+    latency_ms = 120
+    created_at = factory.LazyFunction(now)

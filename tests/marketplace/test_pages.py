@@ -30,7 +30,7 @@ def test_seed_demo_is_idempotent_and_covers_every_region_and_tier(db):
     assert set(Site.objects.values_list("region", flat=True)) == set(Region.values)
     assert set(Site.objects.values_list("tier", flat=True)) == set(SiteTier.values)
     assert Offering.objects.filter(status="published", accelerator__is_domestic=True).count() >= 4
-    assert set(ModelService.objects.values_list("status", flat=True)) == {"paused"}
+    assert set(ModelService.objects.values_list("status", flat=True)) == {"published"}  # the demo model serves them
 
 
 def test_offering_list_htmx_returns_the_results_fragment(db, client):

@@ -80,8 +80,8 @@ DEMO_RENTALS = [
     ("gz-guian", "nvidia-a100-80gb", 8, 6, 2),
     ("nx-zhongwei", "nvidia-l40s", 4, 1, None),
 ]
-# The demo model server (`serve_demo_model`, which `make run` starts) answers here for every service above; the
-# services stay paused until the gateway sells them.
+# The demo model server (`serve_demo_model`, which `make run` starts) answers here for every service above, so they
+# are published: callable through the gateway at /v1/.
 DEMO_UPSTREAM = "http://127.0.0.1:8001/v1"
 
 
@@ -192,7 +192,7 @@ class Command(BaseCommand):
                 input_price_per_1k_tokens=Decimal(price_in), output_price_per_1k_tokens=Decimal(price_out),
                 rate_limit_rpm=600, rate_limit_tpm=1_000_000, residency_zone=zone, upstream_base_url=DEMO_UPSTREAM,
             )  # fmt: skip
-            catalogue_services.model_service_set_status(model_service_id=service.pk, status="paused", actor=owner)
+            catalogue_services.model_service_set_status(model_service_id=service.pk, status="published", actor=owner)
             created += 1
 
         if topup_test_mode() and not Rental.objects.filter(organization=buyer_organization).exists():
