@@ -28,18 +28,8 @@ from billing.models import (
 from billing.services.ledger import credit_line_set
 from billing.services.payouts import charge_refund, payout_approve, payout_fail, usage_charge_refund
 from billing.services.refunds import refund_request
+from marketplace.core.admin import ReadOnlyAdmin
 from marketplace.core.errors import DomainError
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _form_view(model_admin, request, obj, form_class, title: str, apply):

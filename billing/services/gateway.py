@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from billing.models import AccountKind, GatewayFunds, Hold, LedgerTransaction, TransactionKind
@@ -20,6 +21,12 @@ from billing.money import quantize_amount
 from billing.selectors import wallet_get
 from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place
 from billing.services.ledger import ZERO, InsufficientFunds, ledger_post, organization_account, platform_account
+from billing.services.quotas import month_spend, quota_get
+from marketplace.core.errors import DomainError
+
+
+class SpendCapReached(DomainError):
+    status_code, code = 402, "budget_exceeded"
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,16 @@ def _funds_locked(organization_id: int) -> GatewayFunds:
 @transaction.atomic
 def gateway_funds_grow(*, organization_id: int, needed: Decimal, count_available_here: bool) -> Decimal:
     """Hold more for model calls: a step of GATEWAY_HOLD_STEP (at least `needed`), or what the organization can
-    still spend if that is less. Returns what was added, zero when not even `needed` can be held. With
+    still spend if that is less, and never more than the monthly spend cap still allows (SpendCapReached when that
+    is less than `needed`). Returns what was added, zero when not even `needed` can be held. With
     `count_available_here` the addition is also counted in `GatewayFunds.available` (no Redis)."""
     funds = _funds_locked(organization_id)
     spendable = quantize_amount(wallet_get(organization=funds.organization).spendable)
-    amount = min(max(needed, settings.GATEWAY_HOLD_STEP), spendable)
+    budget_left = _budget_left(funds)
+    amount = min(max(needed, settings.GATEWAY_HOLD_STEP), spendable, budget_left)
     if amount <= 0 or amount < needed:
+        if budget_left < needed:
+            raise SpendCapReached(_("This month's spend cap is reached; staff can raise it, or wait for the month."))
         return ZERO
     try:
         if funds.hold is not None and funds.hold.status == Hold.Status.ACTIVE:
@@ -68,6 +79,21 @@ def gateway_funds_grow(*, organization_id: int, needed: Decimal, count_available
         funds.available += amount
     funds.save(update_fields=["hold", "available"])
     return amount
+
+
+def _budget_left(funds: GatewayFunds) -> Decimal:
+    """What the monthly cap still allows the hold to grow by: the cap less the month's spend and less what the hold
+    keeps free for calls (what it holds beyond the costs of calls not captured yet). Calls only spend held funds,
+    so they cannot pass the cap. Unlimited (the spendable funds bound it) without a cap."""
+    from marketplace.selectors.model_calls import model_calls_uncaptured_cost
+
+    cap = quota_get(organization_id=funds.pk).monthly_spend_cap
+    if cap is None:
+        return Decimal("Infinity")
+    free = ZERO
+    if funds.hold is not None and funds.hold.status == Hold.Status.ACTIVE:
+        free = funds.hold.remaining - model_calls_uncaptured_cost(organization_id=funds.pk)
+    return cap - month_spend(organization_id=funds.pk, moment=now()) - max(free, ZERO)
 
 
 def gateway_funds_reserve(*, organization_id: int, amount: Decimal) -> bool:

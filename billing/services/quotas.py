@@ -1,7 +1,8 @@
 """Quotas and budgets: what an organization (and each API key) may hold and spend, checked at admission and
 enforced by the metering tick.
 
-Periods are calendar months in the platform's time zone; spend is what usage charges took in the month.
+Periods are calendar months in the platform's time zone; spend is what usage charges took in the month plus what
+model calls through the gateway cost.
 """
 
 import logging
@@ -141,11 +142,16 @@ def quota_accelerators_release(*, organization_id: int, accelerators: int) -> No
 
 
 def month_spend(*, organization_id: int, moment: datetime, api_key_id: int | None = None) -> Decimal:
+    """What rentals' usage charges and model calls cost in the month of `moment`."""
+    from marketplace.selectors.model_calls import model_call_spend
+
     start, end = period_bounds(moment)
     charges = UsageCharge.objects.filter(organization_id=organization_id, created_at__gte=start, created_at__lt=end)
     if api_key_id is not None:
         charges = charges.filter(api_key_id=api_key_id)
-    return quantize_amount(charges.aggregate(total=amount_sum("amount", default=ZERO))["total"])
+    rentals = quantize_amount(charges.aggregate(total=amount_sum("amount", default=ZERO))["total"])
+    calls = model_call_spend(organization_id=organization_id, start=start, end=end, api_key_id=api_key_id)
+    return rentals + calls
 
 
 def spend_limits_check(

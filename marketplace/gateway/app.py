@@ -24,6 +24,7 @@ from django.db import connections
 from django.utils.timezone import now
 from django.utils.translation import gettext_lazy as _
 
+from billing.services.gateway import SpendCapReached
 from marketplace.gateway import tokens
 from marketplace.gateway.counters import Counters, DatabaseCounters, RedisCounters, Reservation, units_to_amount
 from marketplace.gateway.directory import Caller, Directory, Service
@@ -246,7 +247,13 @@ class Gateway:
             )  # fmt: skip
         if worst_units == 0:
             return Reservation(call.caller.organization_id, 0)
-        reservation = await self.counters.reserve(organization_id=call.caller.organization_id, units=worst_units)
+        try:
+            reservation = await self.counters.reserve(organization_id=call.caller.organization_id, units=worst_units)
+        except SpendCapReached as refusal:
+            message = _(
+                "The organization's monthly spend cap is reached: no more calls this month unless it is raised."
+            )
+            raise GatewayError(402, refusal.code, message) from None
         if reservation is None:
             raise GatewayError(
                 402, "insufficient_funds",

@@ -84,7 +84,8 @@ class Counters:
         raise NotImplementedError
 
     async def reserve(self, *, organization_id: int, units: int) -> Reservation | None:
-        """Reserve `units` for a call, holding more funds when needed; None when the organization cannot pay."""
+        """Reserve `units` for a call, holding more funds when needed; None when the organization cannot pay.
+        Raises SpendCapReached when its monthly cap stops the hold from growing."""
         for _attempt in range(4):
             taken, epoch = await self._take(organization_id, units)
             if taken:

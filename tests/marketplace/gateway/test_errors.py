@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from accounts.services import api_key_revoke
+from billing.services.quotas import quota_get
 from marketplace.models import GatewayPolicy, ResidencyZone
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
@@ -212,3 +213,23 @@ def test_errors_speak_the_callers_language(gateway):
     assert status == 401
     assert english["error"]["message"].startswith("Send a platform API key")
     assert english["error"]["message"] != chinese["error"]["message"]
+
+
+def test_over_the_monthly_spend_cap_is_402_budget_exceeded(gateway, buyer, buyer_key, chat_service):
+    # given: a monthly cap of 0.0003; a call of two short messages costs 11 × 0.002/1K + 12 × 0.006/1K = 0.000094
+    # and may cost up to 19 × 0.002/1K + 12 × 0.006/1K = 0.00011
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("0.0003")
+    quota.save()
+    client = client_for(gateway, buyer_key)
+    outcomes = []
+    # when
+    for _ in range(4):
+        try:
+            client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES * 2, max_tokens=12)
+            outcomes.append(200)
+        except openai.APIStatusError as error:
+            outcomes.append((error.status_code, error.code))
+    # then: the gateway hold grew only as far as the cap allows, so the calls stop before passing it
+    assert outcomes == [200, 200, 200, (402, "budget_exceeded")]
+    assert sum(call.cost for call in written_calls(gateway)) == Decimal("0.000282")
