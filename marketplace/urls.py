@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from marketplace.views import console, health, rentals, storefront
+from marketplace.views import console, health, model_calls, rentals, storefront
 
 storefront_patterns = (
     [
@@ -29,6 +29,7 @@ console_patterns = (
         path("model-services/<int:pk>/", console.model_service_edit, name="model-service-edit"),
         path("model-services/<int:pk>/status/", console.model_service_status, name="model-service-status"),
         path("rentals/", rentals.console_rentals, name="rental-list"),
+        path("model-calls/", model_calls.console_model_calls, name="model-calls"),
     ],
     "console",
 )
@@ -57,6 +58,8 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("console/", include(console_patterns)),
     path("rentals/", include(rental_patterns)),
+    path("model-usage/", model_calls.model_usage, name="model-usage"),
+    path("model-usage.csv", model_calls.model_usage_csv, name="model-usage-csv"),
     path("", include(storefront_patterns)),
 ]
 

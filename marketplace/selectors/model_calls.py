@@ -1,13 +1,18 @@
 """Reads of model calls through the gateway: every selector for pages and the API takes the organization."""
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils.timezone import get_current_timezone, localdate
 
 from accounts.models import Organization
 from billing.money import amount_sum, quantize_amount
+from billing.services.statements import day_start
 from marketplace.models import ModelCall
+
+ZERO = Decimal(0)
 
 
 def model_call_list(*, organization: Organization) -> QuerySet[ModelCall]:
@@ -39,3 +44,70 @@ def provider_model_call_list(*, provider: Organization) -> QuerySet[ModelCall]:
         .select_related("model_service__provider")
         .order_by("-created_at", "-pk")
     )
+
+
+def _calls_since(calls: QuerySet[ModelCall], days: int) -> QuerySet[ModelCall]:
+    return calls.filter(created_at__gte=day_start(localdate() - timedelta(days=days - 1)))
+
+
+def _by_day(calls: QuerySet[ModelCall], days: int, amount: str) -> list[tuple[date, int, Decimal]]:
+    """(day, calls, amount) for each of the last `days` days, zero-filled."""
+    since = localdate() - timedelta(days=days - 1)
+    rows = (
+        _calls_since(calls, days)
+        .annotate(day=TruncDate("created_at", tzinfo=get_current_timezone()))
+        .values("day")
+        .annotate(calls=Count("pk"), amount=amount_sum(amount))
+    )
+    by_day = {row["day"]: (row["calls"], row["amount"]) for row in rows}
+    days_listed = (since + timedelta(days=offset) for offset in range(days))
+    return [(day, by_day.get(day, (0, ZERO))[0], quantize_amount(by_day.get(day, (0, ZERO))[1])) for day in days_listed]
+
+
+def _by_service(calls: QuerySet[ModelCall], days: int) -> list[dict]:
+    rows = (
+        _calls_since(calls, days)
+        .values("model_service_id", "model_service__slug", "model_service__provider__slug", "model_service__name")
+        .annotate(
+            calls=Count("pk"),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            spend=amount_sum("cost"),
+            earned=amount_sum(F("cost") - F("fee"), filter=Q(fee__isnull=False)),
+        )
+        .order_by("-spend", "model_service_id")
+    )
+    return [
+        {
+            "model_service_id": row["model_service_id"],
+            "model": f"{row['model_service__provider__slug']}/{row['model_service__slug']}",
+            "name": row["model_service__name"],
+            "calls": row["calls"],
+            "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "cost": quantize_amount(row["spend"]),
+            "earned": quantize_amount(row["earned"] or ZERO),
+        }
+        for row in rows
+    ]
+
+
+def model_usage_by_day(*, organization: Organization, days: int = 30) -> list[tuple[date, int, Decimal]]:
+    """(day, calls, spend) of the organization's model calls for each of the last `days` days."""
+    return _by_day(ModelCall.objects.filter(organization=organization), days, "cost")
+
+
+def model_usage_by_service(*, organization: Organization, days: int = 30) -> list[dict]:
+    """Calls, tokens and spend per model service over the last `days` days, largest spend first."""
+    return _by_service(ModelCall.objects.filter(organization=organization), days)
+
+
+def provider_model_usage_by_day(*, provider: Organization, days: int = 30) -> list[tuple[date, int, Decimal]]:
+    """(day, calls, what callers paid) on the provider's services for each of the last `days` days."""
+    return _by_day(ModelCall.objects.filter(model_service__provider=provider), days, "cost")
+
+
+def provider_model_usage_by_service(*, provider: Organization, days: int = 30) -> list[dict]:
+    """Per service of the provider: calls, tokens, what callers paid and what it earned (captured calls less the
+    platform fee; a call earns once captured, seconds after it)."""
+    return _by_service(ModelCall.objects.filter(model_service__provider=provider), days)

@@ -14,6 +14,12 @@ from tests.factories.marketplace import ModelServiceFactory
 TEST_REDIS_URL = os.environ.get("TEST_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
+@pytest.fixture(autouse=True)
+def _committed_data(django_db_serialized_rollback, transactional_db):
+    """The gateway reads the database from its own thread, so tests commit; the data migrations' rows are put back
+    afterwards, as for every transactional test here."""
+
+
 @pytest.fixture
 def demo_upstream():
     server = DemoModelServer(
