@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -148,10 +149,31 @@ def worker_cpu_seconds(master_pid: int) -> float:
     return total / TICKS
 
 
-def run_wrk(
-    url: str, duration: float, headers: dict[str, str], server_pid: int, connections: int = 8, script: str = ""
-) -> tuple[float, float]:
-    """Requests per second and server CPU milliseconds per request; wrk pinned to core 0."""
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of one process (a server that runs its requests in itself, as uvicorn with one worker does)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    cpu_ms_per_request: float
+    p99_ms: float
+    requests: int
+
+
+def wrk_measure(
+    url: str,
+    duration: float,
+    headers: dict[str, str],
+    server_pid: int,
+    connections: int = 8,
+    script: str = "",
+    cpu_seconds=worker_cpu_seconds,
+) -> WrkResult:
+    """Requests per second, server CPU milliseconds per request (`cpu_seconds` of the server pid) and p99 latency;
+    wrk pinned to core 0."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if script:
         command += ["-s", script]
@@ -159,11 +181,21 @@ def run_wrk(
         command += ["-H", f"{name}: {value}"]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
-    cpu_before = worker_cpu_seconds(server_pid)
+    cpu_before = cpu_seconds(server_pid)
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    cpu = worker_cpu_seconds(server_pid) - cpu_before
+    cpu = cpu_seconds(server_pid) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     total = int(re.search(r"(\d+) requests in", output).group(1))
     if "Non-2xx" in output:
         raise RuntimeError(f"non-2xx answers from {url}:\n{output}")
-    return rps, 1000 * cpu / max(total, 1)
+    p99, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()
+    p99_ms = float(p99) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return WrkResult(rps, 1000 * cpu / max(total, 1), p99_ms, total)
+
+
+def run_wrk(
+    url: str, duration: float, headers: dict[str, str], server_pid: int, connections: int = 8, script: str = ""
+) -> tuple[float, float]:
+    """Requests per second and server CPU milliseconds per request (of a gunicorn master's workers)."""
+    result = wrk_measure(url, duration, headers, server_pid, connections=connections, script=script)
+    return result.rps, result.cpu_ms_per_request
