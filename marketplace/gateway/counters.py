@@ -9,6 +9,7 @@ Redis loses it, it is rebuilt from the database as the hold's remainder less the
 epoch; a call that reserved under the old epoch then takes only its cost, not its refund.
 """
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ from asgiref.sync import sync_to_async
 from billing.services.gateway import gateway_funds_grow, gateway_funds_held, gateway_funds_reserve
 from marketplace.gateway.directory import UNITS
 from marketplace.selectors.model_calls import model_calls_uncaptured_cost
-from marketplace.services.model_calls import model_call_settle_in_database, rate_window_admit
+from marketplace.services.model_calls import model_call_settle_in_database, model_calls_record, rate_window_admit
+
+logger = logging.getLogger(__name__)
 
 CALLS_BUFFER = "gw:calls"
+REDIS_CONNECTIONS = 64  # per web worker
 
 RATE_ADMIT = """
 local tokens, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -119,7 +123,10 @@ class RedisCounters(Counters):
         import redis
         import redis.asyncio
 
-        self.redis = redis.asyncio.Redis.from_url(url)
+        # A call waits for a free connection rather than failing when every one is busy: Redis answers in
+        # microseconds, so a few dozen connections serve thousands of calls in flight.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=10)
+        self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.sync_redis = redis.Redis.from_url(url)
         self._rate_admit = self.redis.register_script(RATE_ADMIT)
         self._funds_take = self.redis.register_script(FUNDS_TAKE)
@@ -165,10 +172,18 @@ class RedisCounters(Counters):
         return bool(added)
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
-        await self._funds_settle(
-            keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER],
-            args=[reservation.epoch, reservation.units, cost_units, orjson.dumps(record)],
-        )
+        import redis
+
+        try:
+            await self._funds_settle(
+                keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER],
+                args=[reservation.epoch, reservation.units, cost_units, orjson.dumps(record)],
+            )
+        except redis.RedisError:
+            # The call happened and must be billed: its record goes to the database. What it reserved stays
+            # reserved (less to spend until Redis rebuilds the funds: the safe side).
+            logger.exception("call settled without Redis", extra={"call_id": record["call_id"]})
+            await sync_to_async(model_calls_record)(records=[record])
 
     async def close(self) -> None:
         await self.redis.aclose()
