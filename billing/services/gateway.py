@@ -96,11 +96,11 @@ def _budget_left(funds: GatewayFunds) -> Decimal:
     return cap - month_spend(organization_id=funds.pk, moment=now()) - max(free, ZERO)
 
 
-def gateway_funds_reserve(*, organization_id: int, amount: Decimal) -> bool:
-    """Take `amount` from what the hold has free for calls (no Redis); False when it has less."""
-    return bool(
-        GatewayFunds.objects.filter(pk=organization_id, available__gte=amount).update(available=F("available") - amount)
-    )
+def gateway_funds_reserve(*, organization_id: int, amount: Decimal, dry_run: bool = False) -> bool:
+    """Take `amount` from what the hold has free for calls (no Redis); False when it has less. `dry_run` only
+    tells whether it could."""
+    free = GatewayFunds.objects.filter(pk=organization_id, available__gte=amount)
+    return free.exists() if dry_run else bool(free.update(available=F("available") - amount))
 
 
 def gateway_funds_give_back(*, organization_id: int, amount: Decimal) -> None:

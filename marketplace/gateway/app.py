@@ -26,7 +26,15 @@ from django.utils.translation import gettext_lazy as _
 
 from billing.services.gateway import SpendCapReached
 from marketplace.gateway import tokens
-from marketplace.gateway.counters import Counters, DatabaseCounters, RedisCounters, Reservation, units_to_amount
+from marketplace.gateway.counters import (
+    Counters,
+    DatabaseCounters,
+    FundsShort,
+    RateLimitHit,
+    RedisCounters,
+    Reservation,
+    units_to_amount,
+)
 from marketplace.gateway.directory import Caller, Directory, Service
 from marketplace.gateway.errors import NOT_FOUND, GatewayError, invalid
 from marketplace.gateway.upstream import UpstreamUnreachable, client_session, upstream_post
@@ -234,33 +242,31 @@ class Gateway:
         return model, services if allow_fallbacks else services[:1]
 
     async def admit(self, call: Call, *, rate_tokens: int, worst_units: int) -> Reservation:
-        """The rate limits, then the worst case reserved from the organization's funds."""
-        limited = await self.counters.rate_admit(limits=call.caller.limits, tokens=rate_tokens)
-        if limited is not None:
-            bucket, what = limited
+        """The rate limits counted and the worst case reserved from the organization's funds, both or neither."""
+        try:
+            return await self.counters.admit(
+                organization_id=call.caller.organization_id, units=worst_units, limits=call.caller.limits,
+                tokens=rate_tokens,
+            )  # fmt: skip
+        except RateLimitHit as hit:
             raise GatewayError(
                 429, "rate_limit_exceeded",
                 _("Rate limit reached: %(what)s per minute for this %(scope)s. Retry after the Retry-After seconds."),
                 retry_after=max(60 - int(time.time()) % 60, 1),
-                what=_("requests") if what == "requests" else _("tokens"),
-                scope=_("API key") if bucket.startswith("key:") else _("organization"),
-            )  # fmt: skip
-        if worst_units == 0:
-            return Reservation(call.caller.organization_id, 0)
-        try:
-            reservation = await self.counters.reserve(organization_id=call.caller.organization_id, units=worst_units)
+                what=_("requests") if hit.what == "requests" else _("tokens"),
+                scope=_("API key") if hit.bucket.startswith("key:") else _("organization"),
+            ) from None  # fmt: skip
         except SpendCapReached as refusal:
             message = _(
                 "The organization's monthly spend cap is reached: no more calls this month unless it is raised."
             )
             raise GatewayError(402, refusal.code, message) from None
-        if reservation is None:
+        except FundsShort:
             raise GatewayError(
                 402, "insufficient_funds",
                 _("Insufficient funds: this call may cost up to %(amount)s %(currency)s. Top up or lower max_tokens."),
                 amount=f"{units_to_amount(worst_units):f}", currency=settings.PLATFORM_CURRENCY,
-            )  # fmt: skip
-        return reservation
+            ) from None  # fmt: skip
 
     async def settle(self, call: Call, reservation: Reservation) -> None:
         """The call's real cost, what it reserved and did not cost given back, and its record buffered."""

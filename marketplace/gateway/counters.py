@@ -21,32 +21,41 @@ from asgiref.sync import sync_to_async
 from billing.services.gateway import gateway_funds_grow, gateway_funds_held, gateway_funds_reserve
 from marketplace.gateway.directory import UNITS
 from marketplace.selectors.model_calls import model_calls_uncaptured_cost
-from marketplace.services.model_calls import model_call_settle_in_database, model_calls_record, rate_window_admit
+from marketplace.services.model_calls import (
+    model_call_admit_in_database,
+    model_call_settle_in_database,
+    model_calls_record,
+)
 
 logger = logging.getLogger(__name__)
 
 CALLS_BUFFER = "gw:calls"
 REDIS_CONNECTIONS = 64  # per web worker
 
-RATE_ADMIT = """
-local tokens, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, #KEYS / 2 do
-  local rpm, tpm = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  if rpm > 0 and tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0') + 1 > rpm then return {i, 'requests'} end
-  if tpm > 0 and tonumber(redis.call('GET', KEYS[2 * i]) or '0') + tokens > tpm then return {i, 'tokens'} end
+# Count a call against every rate limit of this minute and take its worst case from the organization's free gateway
+# funds: both or neither. Answers {1, 0, epoch} taken; {0, 0, epoch} funds short; {-1, 0, ''} funds not in Redis;
+# {-2, limit, 'requests'|'tokens'} a limit refused it.
+ADMIT = """
+local units, tokens, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limits = (#KEYS - 1) / 2
+for i = 1, limits do
+  local rpm, tpm = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  if rpm > 0 and tonumber(redis.call('GET', KEYS[2 * i]) or '0') + 1 > rpm then return {-2, i, 'requests'} end
+  if tpm > 0 and tonumber(redis.call('GET', KEYS[2 * i + 1]) or '0') + tokens > tpm then return {-2, i, 'tokens'} end
 end
-for i = 1, #KEYS / 2 do
-  redis.call('INCR', KEYS[2 * i - 1]); redis.call('EXPIRE', KEYS[2 * i - 1], ttl)
-  redis.call('INCRBY', KEYS[2 * i], tokens); redis.call('EXPIRE', KEYS[2 * i], ttl)
+local epoch = ''
+if units > 0 then
+  local funds = redis.call('HMGET', KEYS[1], 'available', 'epoch')
+  if not funds[2] then return {-1, 0, ''} end
+  epoch = funds[2]
+  if tonumber(funds[1]) < units then return {0, 0, epoch} end
+  redis.call('HINCRBY', KEYS[1], 'available', -units)
 end
-return {0, ''}
-"""
-FUNDS_TAKE = """
-local funds = redis.call('HMGET', KEYS[1], 'available', 'epoch')
-if not funds[2] then return {-1, ''} end
-if tonumber(funds[1]) < tonumber(ARGV[1]) then return {0, funds[2]} end
-redis.call('HINCRBY', KEYS[1], 'available', -tonumber(ARGV[1]))
-return {1, funds[2]}
+for i = 1, limits do
+  redis.call('INCR', KEYS[2 * i]); redis.call('EXPIRE', KEYS[2 * i], ttl)
+  redis.call('INCRBY', KEYS[2 * i + 1], tokens); redis.call('EXPIRE', KEYS[2 * i + 1], ttl)
+end
+return {1, 0, epoch}
 """
 FUNDS_ADD = """
 if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'available', ARGV[2]) end
@@ -78,40 +87,52 @@ def units_to_amount(units: int) -> Decimal:
     return Decimal(units).scaleb(-8)
 
 
+class RateLimitHit(Exception):
+    def __init__(self, bucket: str, what: str) -> None:
+        super().__init__(bucket)
+        self.bucket, self.what = bucket, what
+
+
+class FundsShort(Exception):
+    """Not even the call's worst case can be held for it."""
+
+
 class Counters:
-    """The interface the gateway uses; `reserve` grows the organization's hold when it runs short."""
+    """The interface the gateway uses."""
 
     in_database = False
 
-    async def rate_admit(self, *, limits, tokens: int) -> tuple[str, str] | None:
-        """None when the call fits every limit (and is counted), else (the limit's bucket, requests|tokens)."""
-        raise NotImplementedError
-
-    async def reserve(self, *, organization_id: int, units: int) -> Reservation | None:
-        """Reserve `units` for a call, holding more funds when needed; None when the organization cannot pay.
-        Raises SpendCapReached when its monthly cap stops the hold from growing."""
+    async def admit(self, *, organization_id: int, units: int, limits, tokens: int) -> Reservation:
+        """Count the call against its rate limits and reserve its worst case `units` from the organization's
+        gateway funds (both or neither), holding more funds when they run short. Raises RateLimitHit, FundsShort,
+        or SpendCapReached when the monthly cap stops the hold from growing."""
         for _attempt in range(4):
-            taken, epoch = await self._take(organization_id, units)
+            taken, epoch = await self._admit_once(organization_id, units, limits, tokens)
             if taken:
                 return Reservation(organization_id, units, epoch)
             if not await sync_to_async(self._grow)(organization_id, epoch, units):
                 # Nothing more could be held, but a parallel call may just have held enough for both.
-                taken, epoch = await self._take(organization_id, units)
-                return Reservation(organization_id, units, epoch) if taken else None
-        return None
+                taken, epoch = await self._admit_once(organization_id, units, limits, tokens)
+                if taken:
+                    return Reservation(organization_id, units, epoch)
+                break
+        raise FundsShort
 
     def _grow(self, organization_id: int, epoch: str, units: int) -> bool:
         """Hold more and count it where calls take from; both before the next grow starts (grows run one at a
         time on the thread the gateway's database work runs on), so a parallel call's retry sees it."""
+        if gateway_funds_reserve(organization_id=organization_id, amount=units_to_amount(units), dry_run=True):
+            return True  # a parallel call held more since this one looked
         added = gateway_funds_grow(
             organization_id=organization_id, needed=units_to_amount(units), count_available_here=self.in_database
         )
         return bool(added)
 
-    async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
+    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
+        """(taken, funds epoch); raises RateLimitHit."""
         raise NotImplementedError
 
-    async def _take(self, organization_id: int, units: int) -> tuple[bool, str]:
+    async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -128,27 +149,23 @@ class RedisCounters(Counters):
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=10)
         self.redis = redis.asyncio.Redis(connection_pool=pool)
         self.sync_redis = redis.Redis.from_url(url)
-        self._rate_admit = self.redis.register_script(RATE_ADMIT)
-        self._funds_take = self.redis.register_script(FUNDS_TAKE)
+        self._admit = self.redis.register_script(ADMIT)
         self._funds_seed = self.redis.register_script(FUNDS_SEED)
         self._funds_settle = self.redis.register_script(FUNDS_SETTLE)
 
-    async def rate_admit(self, *, limits, tokens: int) -> tuple[str, str] | None:
+    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
         window = int(time.time() // 60)
-        keys, args = [], [tokens, 120]
+        keys, args = [f"gw:funds:{organization_id}"], [units, tokens, 120]
         for bucket, requests_per_minute, tokens_per_minute in limits:
             keys += [f"gw:rl:{bucket}:r:{window}", f"gw:rl:{bucket}:t:{window}"]
             args += [requests_per_minute or 0, tokens_per_minute or 0]
-        index, what = await self._rate_admit(keys=keys, args=args)
-        return None if index == 0 else (limits[index - 1][0], what.decode())
-
-    async def _take(self, organization_id: int, units: int) -> tuple[bool, str]:
-        key = f"gw:funds:{organization_id}"
-        taken, epoch = await self._funds_take(keys=[key], args=[units])
-        if taken == -1:
+        outcome, index, value = await self._admit(keys=keys, args=args)
+        if outcome == -2:
+            raise RateLimitHit(limits[index - 1][0], value.decode())
+        if outcome == -1:
             await self._seed(organization_id)
-            taken, epoch = await self._funds_take(keys=[key], args=[units])
-        return taken == 1, epoch.decode()
+            outcome, index, value = await self._admit(keys=keys, args=args)
+        return outcome == 1, value.decode()
 
     async def _seed(self, organization_id: int) -> None:
         buffered = 0
@@ -195,12 +212,16 @@ class DatabaseCounters(Counters):
 
     in_database = True
 
-    async def rate_admit(self, *, limits, tokens: int) -> tuple[str, str] | None:
-        return await sync_to_async(rate_window_admit)(limits=limits, tokens=tokens, window=int(time.time() // 60))
-
-    async def _take(self, organization_id: int, units: int) -> tuple[bool, str]:
-        amount = units_to_amount(units)
-        return await sync_to_async(gateway_funds_reserve)(organization_id=organization_id, amount=amount), ""
+    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
+        refused = await sync_to_async(model_call_admit_in_database)(
+            organization_id=organization_id, amount=units_to_amount(units), limits=limits, tokens=tokens,
+            window=int(time.time() // 60),
+        )  # fmt: skip
+        if refused == "funds":
+            return False, ""
+        if refused is not None:
+            raise RateLimitHit(*refused)
+        return True, ""
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         await sync_to_async(model_call_settle_in_database)(

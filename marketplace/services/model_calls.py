@@ -16,7 +16,12 @@ from django.db import transaction
 from django.db.models import F
 
 from accounts.models import Organization
-from billing.services.gateway import CallCharge, gateway_calls_capture, gateway_funds_give_back
+from billing.services.gateway import (
+    CallCharge,
+    gateway_calls_capture,
+    gateway_funds_give_back,
+    gateway_funds_reserve,
+)
 from billing.services.holds import fee_split, platform_fee_percent
 from marketplace.models import ModelCall, RateWindow
 
@@ -62,9 +67,24 @@ def model_call_settle_in_database(*, record: dict, give_back: Decimal) -> None:
 
 
 @transaction.atomic
+def model_call_admit_in_database(
+    *, organization_id: int, amount: Decimal, limits, tokens: int, window: int
+) -> str | tuple[str, str] | None:
+    """The embedded default's admission: the call's worst case taken from the gateway funds and the call counted
+    against its rate limits, both or neither. None when admitted; "funds" when the funds are short; else the
+    refusing limit as (bucket, requests|tokens)."""
+    if amount and not gateway_funds_reserve(organization_id=organization_id, amount=amount):
+        return "funds"
+    refused = rate_window_admit(limits=limits, tokens=tokens, window=window)
+    if refused is not None:
+        transaction.set_rollback(True)  # the funds stay free
+    return refused
+
+
 def rate_window_admit(*, limits, tokens: int, window: int) -> tuple[str, str] | None:
     """The database's rate-limit check: None when the call fits every limit of this minute (and is counted),
-    else (the limit's bucket, requests|tokens). The window rows are locked, so parallel calls count in turn."""
+    else (the limit's bucket, requests|tokens). The window rows are locked, so parallel calls count in turn. Runs
+    in its caller's transaction."""
     rows = []
     for bucket, _requests_per_minute, _tokens_per_minute in sorted(limits):
         RateWindow.objects.get_or_create(bucket=bucket, window=window)
