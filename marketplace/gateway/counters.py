@@ -15,11 +15,13 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+import hiredis
 import orjson
 from asgiref.sync import sync_to_async
 
 from billing.services.gateway import gateway_funds_grow, gateway_funds_held, gateway_funds_reserve
 from marketplace.gateway.directory import UNITS
+from marketplace.gateway.redis_pipe import RedisPipe, RedisPipeError, Script
 from marketplace.selectors.model_calls import model_calls_uncaptured_cost
 from marketplace.services.model_calls import (
     model_call_admit_in_database,
@@ -30,7 +32,6 @@ from marketplace.services.model_calls import (
 logger = logging.getLogger(__name__)
 
 CALLS_BUFFER = "gw:calls"
-REDIS_CONNECTIONS = 64  # per web worker
 
 # Count a call against every rate limit of this minute and take its worst case from the organization's free gateway
 # funds: both or neither. Answers {1, 0, epoch} taken; {0, 0, epoch} funds short; {-1, 0, ''} funds not in Redis;
@@ -142,16 +143,12 @@ class Counters:
 class RedisCounters(Counters):
     def __init__(self, url: str) -> None:
         import redis
-        import redis.asyncio
 
-        # A call waits for a free connection rather than failing when every one is busy: Redis answers in
-        # microseconds, so a few dozen connections serve thousands of calls in flight.
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=10)
-        self.redis = redis.asyncio.Redis(connection_pool=pool)
-        self.sync_redis = redis.Redis.from_url(url)
-        self._admit = self.redis.register_script(ADMIT)
-        self._funds_seed = self.redis.register_script(FUNDS_SEED)
-        self._funds_settle = self.redis.register_script(FUNDS_SETTLE)
+        self.pipe = RedisPipe(url)
+        self.sync_redis = redis.Redis.from_url(url)  # for the few calls made from the database thread
+        self._admit = Script(self.pipe, ADMIT)
+        self._funds_seed = Script(self.pipe, FUNDS_SEED)
+        self._funds_settle = Script(self.pipe, FUNDS_SETTLE)
 
     async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
         window = int(time.time() // 60)
@@ -169,7 +166,7 @@ class RedisCounters(Counters):
 
     async def _seed(self, organization_id: int) -> None:
         buffered = 0
-        for raw in await self.redis.lrange(CALLS_BUFFER, 0, -1):
+        for raw in await self.pipe.execute("LRANGE", CALLS_BUFFER, 0, -1):
             record = orjson.loads(raw)
             if record["organization_id"] == organization_id:
                 buffered += record["cost_units"]
@@ -189,21 +186,19 @@ class RedisCounters(Counters):
         return bool(added)
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
-        import redis
-
         try:
             await self._funds_settle(
                 keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER],
                 args=[reservation.epoch, reservation.units, cost_units, orjson.dumps(record)],
             )
-        except redis.RedisError:
+        except (RedisPipeError, hiredis.ReplyError):
             # The call happened and must be billed: its record goes to the database. What it reserved stays
             # reserved (less to spend until Redis rebuilds the funds: the safe side).
             logger.exception("call settled without Redis", extra={"call_id": record["call_id"]})
             await sync_to_async(model_calls_record)(records=[record])
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.pipe.close()
         self.sync_redis.close()
 
 
