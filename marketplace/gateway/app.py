@@ -415,9 +415,9 @@ class Gateway:
         )
 
     async def pass_stream(self, call: Call, response: aiohttp.ClientResponse, receive, send) -> None:
-        """Forward the upstream's events as they come, each whole. The usage chunk the gateway asked for is kept
-        from a caller that did not ask for it. A caller that hangs up does not stop the reading: the upstream's
-        usage still arrives, so the call is billed exactly what the provider generated."""
+        """Forward the upstream's events as they come, each whole and naming the service. The usage chunk the
+        gateway asked for is kept from a caller that did not ask for it. A caller that hangs up does not stop the
+        reading: the upstream's usage still arrives, so the call is billed exactly what the provider generated."""
         await send(
             {
                 "type": "http.response.start",
@@ -431,6 +431,9 @@ class Gateway:
         )
         hung_up = asyncio.ensure_future(receive())  # completes only with http.disconnect
         pending, events, usage = b"", [], None
+        # Chunks name the service as whole answers do, not the upstream's own model name.
+        upstream_name = re.compile(rb'"model"\s*:\s*"' + re.escape(call.service.upstream_model.encode()) + rb'"')
+        own_name = b'"model": ' + orjson.dumps(call.service.name)
         try:
             async for chunk in response.content.iter_any():
                 if call.first_token_ms is None:
@@ -445,7 +448,7 @@ class Gateway:
                         usage = chunk_data.get("usage") if isinstance(chunk_data, dict) else None
                         if not call.include_usage and isinstance(chunk_data, dict) and not chunk_data.get("choices"):
                             continue
-                    forward.append(event)
+                    forward.append(upstream_name.sub(own_name, event, count=1))
                 if forward and not hung_up.done():
                     await send({"type": "http.response.body", "body": b"".join(forward), "more_body": True})
             call.status = 499 if hung_up.done() else 200

@@ -1,14 +1,20 @@
 """The official `openai` client, unchanged, against the gateway with the demo model server as the upstream: chat
 (whole and streamed), embeddings, the model list; usage passed through, costs settled and captured."""
 
+import json
+import socket
+import threading
+import time
 from decimal import Decimal
 
 import openai
 import pytest
 
+from marketplace.demo_model.server import DemoModelServer, DemoModelSettings
 from marketplace.models import ModelCall
 from marketplace.services.model_calls import model_calls_capture
 from tests.factories.gateway import written_calls
+from tests.factories.marketplace import ModelServiceFactory
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -45,8 +51,10 @@ def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(ga
     # when: a caller that did not ask for usage
     stream = client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, stream=True)
     chunks = list(stream)
-    # then: every chunk has a choice (the usage chunk the gateway asked the upstream for is not passed on)
+    # then: every chunk has a choice (the usage chunk the gateway asked the upstream for is not passed on) and
+    # names the service, as a whole answer does
     assert all(chunk.choices for chunk in chunks)
+    assert {chunk.model for chunk in chunks} == {f"{chat_service.provider.slug}/qwen2-5-72b-instruct"}
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     assert text.startswith("Demo reply to :")
     [call] = written_calls(gateway)
@@ -115,3 +123,28 @@ def test_captured_calls_move_the_callers_held_funds_to_the_provider_and_the_plat
     assert sum(postings.values()) == 0
     assert {call.cost for call in calls} == {Decimal("0.000118")}
     assert model_calls_capture() == 0  # nothing is captured twice
+
+
+def test_a_caller_that_hangs_up_mid_stream_is_billed_what_the_upstream_generated(gateway, buyer_key):
+    # given: an upstream that takes half a second over its 20 tokens
+    paced = DemoModelServer(("127.0.0.1", 0), DemoModelSettings(time_to_first_token=0, tokens_per_second=40,
+                                                                reply_tokens=20))  # fmt: skip
+    threading.Thread(target=paced.serve_forever, daemon=True).start()
+    service = ModelServiceFactory(slug="qwen2-5-72b-instruct",
+                                  upstream_base_url=f"http://127.0.0.1:{paced.server_port}/v1")  # fmt: skip
+    body = json.dumps({"model": "qwen2-5-72b-instruct", "messages": MESSAGES, "stream": True}).encode()
+    # when: the caller reads the first bytes and hangs up
+    with socket.create_connection(("127.0.0.1", gateway.port)) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {buyer_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert connection.recv(64).startswith(b"HTTP/1.1 200")
+    time.sleep(1)
+    # then: the call is recorded as closed by the client, with the upstream's own usage of the whole reply
+    [call] = written_calls(gateway)
+    paced.shutdown()
+    paced.server_close()
+    assert (call.model_service_id, call.status_code, call.error_code) == (service.pk, 499, "client_closed_request")
+    assert (call.prompt_tokens, call.completion_tokens, call.tokens_estimated) == (23, 20, False)
