@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils.text import slugify
 from django.utils.timezone import now
@@ -363,6 +364,15 @@ def api_key_verify(*, raw_key: str) -> ApiKey:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=moment)
         api_key.last_used_at = moment
     return api_key
+
+
+def api_keys_mark_used(*, last_used: dict[int, datetime]) -> None:
+    """Record when keys were last used by work done elsewhere (model calls, recorded in batches after the call);
+    written at most once per LAST_USED_RESOLUTION per key, and never moved back."""
+    for api_key_id, moment in last_used.items():
+        ApiKey.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=moment - LAST_USED_RESOLUTION), pk=api_key_id
+        ).update(last_used_at=moment)
 
 
 # --- Login throttling (shared cache, so every web worker counts the same failures) ---

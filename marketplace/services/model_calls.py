@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import F
 
 from accounts.models import Organization
+from accounts.services import api_keys_mark_used
 from billing.services.gateway import (
     CallCharge,
     gateway_calls_capture,
@@ -55,8 +56,14 @@ def _model_call(record: dict) -> ModelCall:
 
 
 def model_calls_record(*, records: list[dict]) -> None:
-    """Write call records; one already written (the same call id) is left as it is."""
-    ModelCall.objects.bulk_create([_model_call(record) for record in records], ignore_conflicts=True)
+    """Write call records (one already written, the same call id, is left as it is) and mark their keys used."""
+    calls = [_model_call(record) for record in records]
+    ModelCall.objects.bulk_create(calls, ignore_conflicts=True)
+    last_used: dict[int, datetime] = {}
+    for call in calls:
+        if call.api_key_id is not None:
+            last_used[call.api_key_id] = max(call.created_at, last_used.get(call.api_key_id, call.created_at))
+    api_keys_mark_used(last_used=last_used)
 
 
 @transaction.atomic

@@ -287,7 +287,8 @@ def model_service_list(request: HttpRequest) -> HttpResponse:
 
 def model_service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = get_object_or_404(catalogue.model_service_list(), pk=pk)
-    return render(request, "marketplace/model_service_detail.html", {"service": service})
+    context = {"service": service, "gateway_url": request.build_absolute_uri("/v1")}
+    return render(request, "marketplace/model_service_detail.html", context)
 
 
 def placement(request: HttpRequest) -> HttpResponse:

@@ -104,6 +104,18 @@ def test_model_services_list_hides_drafts_and_secrets(db, client):
     assert "sk-upstream-secret-never-shown" not in body
 
 
+def test_a_model_service_page_shows_how_to_call_it_through_the_gateway(db, client):
+    # given
+    service = ModelServiceFactory(slug="qwen-7b")
+    # when
+    response = client.get(f"/models/{service.pk}/")
+    # then: the gateway's address on this site and the service's name, never the upstream or its key
+    snippet = response.content.decode()
+    assert 'base_url="http://testserver/v1"' in snippet
+    assert f'model="{service.provider.slug}/qwen-7b"' in snippet
+    assert service.upstream_base_url not in snippet and "sk-upstream-secret-never-shown" not in snippet
+
+
 @pytest.fixture
 def provider_client(db, client):
     provider = ProviderOrganizationFactory()

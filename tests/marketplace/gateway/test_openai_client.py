@@ -45,6 +45,7 @@ def test_a_chat_completion_passes_through_with_its_usage_and_is_recorded(gateway
     # 23 × 0.002/1K + 12 × 0.006/1K
     assert call.cost == Decimal("0.000118")
     assert call.residency_zone == chat_service.residency_zone
+    assert call.api_key.last_used_at == call.created_at  # the key page shows the gateway's use too
 
 
 def test_a_stream_passes_through_chunk_by_chunk_and_bills_the_upstreams_usage(gateway, client, chat_service):
