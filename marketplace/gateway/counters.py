@@ -84,6 +84,11 @@ class Reservation:
     epoch: str = ""
 
 
+def rate_window() -> int:
+    """The current one-minute window of the rate limits: minutes since the epoch."""
+    return int(time.time() // 60)
+
+
 def units_to_amount(units: int) -> Decimal:
     return Decimal(units).scaleb(-8)
 
@@ -151,7 +156,7 @@ class RedisCounters(Counters):
         self._funds_settle = Script(self.pipe, FUNDS_SETTLE)
 
     async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
-        window = int(time.time() // 60)
+        window = rate_window()
         keys, args = [f"gw:funds:{organization_id}"], [units, tokens, 120]
         for bucket, requests_per_minute, tokens_per_minute in limits:
             keys += [f"gw:rl:{bucket}:r:{window}", f"gw:rl:{bucket}:t:{window}"]
@@ -210,7 +215,7 @@ class DatabaseCounters(Counters):
     async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
         refused = await sync_to_async(model_call_admit_in_database)(
             organization_id=organization_id, amount=units_to_amount(units), limits=limits, tokens=tokens,
-            window=int(time.time() // 60),
+            window=rate_window(),
         )  # fmt: skip
         if refused == "funds":
             return False, ""

@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 
 from marketplace.demo_model.server import DemoModelServer, DemoModelSettings
+from marketplace.gateway import counters as counter_stores
 from tests.conftest import skip_or_fail
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
@@ -18,6 +19,12 @@ TEST_REDIS_URL = os.environ.get("TEST_GATEWAY_REDIS_URL", "redis://127.0.0.1:637
 def _committed_data(django_db_serialized_rollback, transactional_db):
     """The gateway reads the database from its own thread, so tests commit; the data migrations' rows are put back
     afterwards, as for every transactional test here."""
+
+
+@pytest.fixture
+def one_minute(monkeypatch):
+    """Every call counted in the same one-minute rate-limit window, however long the test takes."""
+    monkeypatch.setattr(counter_stores, "rate_window", lambda: 29_000_000)
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def test_out_of_funds_is_402_and_nothing_is_charged(gateway, chat_service):
     assert "top up" in raised.value.body["message"].lower() or "充值" in raised.value.body["message"]
 
 
-def test_over_the_rate_limit_is_429_with_retry_after(gateway, buyer, buyer_key, chat_service):
+def test_over_the_rate_limit_is_429_with_retry_after(gateway, buyer, buyer_key, chat_service, one_minute):
     # given: two requests a minute for the organization
     GatewayPolicy.objects.create(organization=buyer, requests_per_minute=2)
     client = client_for(gateway, buyer_key)
