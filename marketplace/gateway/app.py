@@ -30,6 +30,7 @@ from marketplace.gateway.counters import (
     Counters,
     DatabaseCounters,
     FundsShort,
+    KeySpendLimitReached,
     RateLimitHit,
     RedisCounters,
     Reservation,
@@ -244,10 +245,7 @@ class Gateway:
     async def admit(self, call: Call, *, rate_tokens: int, worst_units: int) -> Reservation:
         """The rate limits counted and the worst case reserved from the organization's funds, both or neither."""
         try:
-            return await self.counters.admit(
-                organization_id=call.caller.organization_id, units=worst_units, limits=call.caller.limits,
-                tokens=rate_tokens,
-            )  # fmt: skip
+            return await self.counters.admit(caller=call.caller, units=worst_units, tokens=rate_tokens)
         except RateLimitHit as hit:
             raise GatewayError(
                 429, "rate_limit_exceeded",
@@ -255,6 +253,12 @@ class Gateway:
                 retry_after=max(60 - int(time.time()) % 60, 1),
                 what=_("requests") if hit.what == "requests" else _("tokens"),
                 scope=_("API key") if hit.bucket.startswith("key:") else _("organization"),
+            ) from None  # fmt: skip
+        except KeySpendLimitReached:
+            raise GatewayError(
+                402, "budget_exceeded",
+                _("The API key's monthly spend limit would be passed: the call may cost %(amount)s %(currency)s."),
+                amount=f"{units_to_amount(worst_units):f}", currency=settings.PLATFORM_CURRENCY,
             ) from None  # fmt: skip
         except SpendCapReached as refusal:
             message = _(

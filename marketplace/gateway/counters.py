@@ -18,9 +18,11 @@ from decimal import Decimal
 import hiredis
 import orjson
 from asgiref.sync import sync_to_async
+from django.utils.timezone import localdate, now
 
 from billing.services.gateway import gateway_funds_grow, gateway_funds_held, gateway_funds_reserve
-from marketplace.gateway.directory import UNITS
+from billing.services.quotas import month_spend
+from marketplace.gateway.directory import UNITS, Caller
 from marketplace.gateway.redis_pipe import RedisPipe, RedisPipeError, Script
 from marketplace.selectors.model_calls import model_calls_uncaptured_cost
 from marketplace.services.model_calls import (
@@ -33,16 +35,24 @@ logger = logging.getLogger(__name__)
 
 CALLS_BUFFER = "gw:calls"
 
-# Count a call against every rate limit of this minute and take its worst case from the organization's free gateway
-# funds: both or neither. Answers {1, 0, epoch} taken; {0, 0, epoch} funds short; {-1, 0, ''} funds not in Redis;
-# {-2, limit, 'requests'|'tokens'} a limit refused it.
+# Count a call against every rate limit of this minute and its key's monthly spend limit, and take its worst case
+# from the organization's free gateway funds: all or nothing. KEYS: funds, the key's month spend, then a requests
+# and a tokens counter per limit; ARGV: units, tokens, counters' lifetime, the key's limit in units (-1: none), then
+# requests and tokens per minute per limit. Answers {1, 0, epoch} taken; {0, 0, epoch} funds short; {-1, 0, ''}
+# funds not in Redis; {-2, limit, 'requests'|'tokens'} a rate limit refused it; {-3, 0, ''} the key's month spend
+# not in Redis; {-4, 0, ''} the key's spend limit refused it.
 ADMIT = """
-local units, tokens, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local limits = (#KEYS - 1) / 2
+local units, tokens, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local limits = (#KEYS - 2) / 2
 for i = 1, limits do
-  local rpm, tpm = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-  if rpm > 0 and tonumber(redis.call('GET', KEYS[2 * i]) or '0') + 1 > rpm then return {-2, i, 'requests'} end
-  if tpm > 0 and tonumber(redis.call('GET', KEYS[2 * i + 1]) or '0') + tokens > tpm then return {-2, i, 'tokens'} end
+  local rpm, tpm = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  if rpm > 0 and tonumber(redis.call('GET', KEYS[1 + 2 * i]) or '0') + 1 > rpm then return {-2, i, 'requests'} end
+  if tpm > 0 and tonumber(redis.call('GET', KEYS[2 + 2 * i]) or '0') + tokens > tpm then return {-2, i, 'tokens'} end
+end
+if cap >= 0 then
+  local spent = redis.call('GET', KEYS[2])
+  if not spent then return {-3, 0, ''} end
+  if tonumber(spent) + units > cap then return {-4, 0, ''} end
 end
 local epoch = ''
 if units > 0 then
@@ -52,9 +62,10 @@ if units > 0 then
   if tonumber(funds[1]) < units then return {0, 0, epoch} end
   redis.call('HINCRBY', KEYS[1], 'available', -units)
 end
+if cap >= 0 then redis.call('INCRBY', KEYS[2], units) end
 for i = 1, limits do
-  redis.call('INCR', KEYS[2 * i]); redis.call('EXPIRE', KEYS[2 * i], ttl)
-  redis.call('INCRBY', KEYS[2 * i + 1], tokens); redis.call('EXPIRE', KEYS[2 * i + 1], ttl)
+  redis.call('INCR', KEYS[1 + 2 * i]); redis.call('EXPIRE', KEYS[1 + 2 * i], ttl)
+  redis.call('INCRBY', KEYS[2 + 2 * i], tokens); redis.call('EXPIRE', KEYS[2 + 2 * i], ttl)
 end
 return {1, 0, epoch}
 """
@@ -67,12 +78,20 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'available', ARGV[1], 'epoch', ARGV[2])
 return 1
 """
-# Give back what a call reserved and did not cost, and buffer its record, in one step.
+# Give back what a call reserved and did not cost, correct its key's month spend to the real cost, and buffer its
+# record, in one step. KEYS: funds, the buffer, the key's month spend ('' when the key has no limit).
 FUNDS_SETTLE = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'available', tonumber(ARGV[2]) - tonumber(ARGV[3]))
 elseif epoch then redis.call('HINCRBY', KEYS[1], 'available', -tonumber(ARGV[3])) end
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('INCRBY', KEYS[3], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+end
 redis.call('RPUSH', KEYS[2], ARGV[4])
+return 0
+"""
+KEY_SPEND_SEED = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 return 0
 """
 
@@ -82,6 +101,7 @@ class Reservation:
     organization_id: int
     units: int
     epoch: str = ""
+    spend_key: str = ""  # the Redis counter of the API key's month spend, when the key has a limit
 
 
 def rate_window() -> int:
@@ -103,24 +123,35 @@ class FundsShort(Exception):
     """Not even the call's worst case can be held for it."""
 
 
+class KeySpendLimitReached(Exception):
+    """The call's worst case would take its API key past the key's monthly spend limit."""
+
+
+def key_spend_counter(api_key_id: int) -> str:
+    """The Redis counter of the key's spend (and calls in flight) this month, in the platform's time zone."""
+    return f"gw:keyspend:{api_key_id}:{localdate():%Y%m}"
+
+
 class Counters:
     """The interface the gateway uses."""
 
     in_database = False
 
-    async def admit(self, *, organization_id: int, units: int, limits, tokens: int) -> Reservation:
-        """Count the call against its rate limits and reserve its worst case `units` from the organization's
-        gateway funds (both or neither), holding more funds when they run short. Raises RateLimitHit, FundsShort,
-        or SpendCapReached when the monthly cap stops the hold from growing."""
+    async def admit(self, *, caller: Caller, units: int, tokens: int) -> Reservation:
+        """Count the call against its rate limits and its key's monthly spend limit and reserve its worst case
+        `units` from the organization's gateway funds (all or nothing), holding more funds when they run short.
+        Raises RateLimitHit, KeySpendLimitReached, FundsShort, or SpendCapReached when the organization's monthly
+        cap stops the hold from growing."""
+        organization_id = caller.organization_id
         for _attempt in range(4):
-            taken, epoch = await self._admit_once(organization_id, units, limits, tokens)
+            taken, reservation = await self._admit_once(caller, units, tokens)
             if taken:
-                return Reservation(organization_id, units, epoch)
-            if not await sync_to_async(self._grow)(organization_id, epoch, units):
+                return reservation
+            if not await sync_to_async(self._grow)(organization_id, reservation.epoch, units):
                 # Nothing more could be held, but a parallel call may just have held enough for both.
-                taken, epoch = await self._admit_once(organization_id, units, limits, tokens)
+                taken, reservation = await self._admit_once(caller, units, tokens)
                 if taken:
-                    return Reservation(organization_id, units, epoch)
+                    return reservation
                 break
         raise FundsShort
 
@@ -134,8 +165,8 @@ class Counters:
         )
         return bool(added)
 
-    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
-        """(taken, funds epoch); raises RateLimitHit."""
+    async def _admit_once(self, caller: Caller, units: int, tokens: int) -> tuple[bool, Reservation]:
+        """(taken, the reservation or what it would have been); raises RateLimitHit or KeySpendLimitReached."""
         raise NotImplementedError
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
@@ -154,20 +185,41 @@ class RedisCounters(Counters):
         self._admit = Script(self.pipe, ADMIT)
         self._funds_seed = Script(self.pipe, FUNDS_SEED)
         self._funds_settle = Script(self.pipe, FUNDS_SETTLE)
+        self._key_spend_seed = Script(self.pipe, KEY_SPEND_SEED)
 
-    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
-        window = rate_window()
-        keys, args = [f"gw:funds:{organization_id}"], [units, tokens, 120]
-        for bucket, requests_per_minute, tokens_per_minute in limits:
+    async def _admit_once(self, caller: Caller, units: int, tokens: int) -> tuple[bool, Reservation]:
+        window, limited = rate_window(), caller.spend_limit_units is not None
+        spend_key = key_spend_counter(caller.api_key_id) if limited else ""
+        keys = [f"gw:funds:{caller.organization_id}", spend_key or "gw:keyspend:none"]
+        args = [units, tokens, 120, caller.spend_limit_units if limited else -1]
+        for bucket, requests_per_minute, tokens_per_minute in caller.limits:
             keys += [f"gw:rl:{bucket}:r:{window}", f"gw:rl:{bucket}:t:{window}"]
             args += [requests_per_minute or 0, tokens_per_minute or 0]
-        outcome, index, value = await self._admit(keys=keys, args=args)
-        if outcome == -2:
-            raise RateLimitHit(limits[index - 1][0], value.decode())
-        if outcome == -1:
-            await self._seed(organization_id)
+        for _missing in range(3):
             outcome, index, value = await self._admit(keys=keys, args=args)
-        return outcome == 1, value.decode()
+            if outcome == -1:
+                await self._seed(caller.organization_id)
+            elif outcome == -3:
+                await self._seed_key_spend(caller, spend_key)
+            else:
+                break
+        if outcome == -2:
+            raise RateLimitHit(caller.limits[index - 1][0], value.decode())
+        if outcome == -4:
+            raise KeySpendLimitReached
+        return outcome == 1, Reservation(caller.organization_id, units, value.decode(), spend_key)
+
+    async def _seed_key_spend(self, caller: Caller, counter: str) -> None:
+        """The key's month spend from the database (rentals and written calls) and the calls still buffered."""
+        buffered = sum(
+            record["cost_units"]
+            for record in map(orjson.loads, await self.pipe.execute("LRANGE", CALLS_BUFFER, 0, -1))
+            if record["api_key_id"] == caller.api_key_id
+        )
+        spent = await sync_to_async(month_spend)(
+            organization_id=caller.organization_id, moment=now(), api_key_id=caller.api_key_id
+        )
+        await self._key_spend_seed(keys=[counter], args=[int(spent * UNITS) + buffered, 40 * 24 * 3600])
 
     async def _seed(self, organization_id: int) -> None:
         buffered = 0
@@ -193,7 +245,7 @@ class RedisCounters(Counters):
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         try:
             await self._funds_settle(
-                keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER],
+                keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER, reservation.spend_key],
                 args=[reservation.epoch, reservation.units, cost_units, orjson.dumps(record)],
             )
         except (RedisPipeError, hiredis.ReplyError):
@@ -212,16 +264,17 @@ class DatabaseCounters(Counters):
 
     in_database = True
 
-    async def _admit_once(self, organization_id: int, units: int, limits, tokens: int) -> tuple[bool, str]:
+    async def _admit_once(self, caller: Caller, units: int, tokens: int) -> tuple[bool, Reservation]:
         refused = await sync_to_async(model_call_admit_in_database)(
-            organization_id=organization_id, amount=units_to_amount(units), limits=limits, tokens=tokens,
-            window=rate_window(),
+            organization_id=caller.organization_id, amount=units_to_amount(units), limits=caller.limits,
+            tokens=tokens, window=rate_window(), api_key_id=caller.api_key_id,
+            spend_limit=None if caller.spend_limit_units is None else units_to_amount(caller.spend_limit_units),
         )  # fmt: skip
-        if refused == "funds":
-            return False, ""
-        if refused is not None:
+        if refused == "key_spend_limit":
+            raise KeySpendLimitReached
+        if refused is not None and refused != "funds":
             raise RateLimitHit(*refused)
-        return True, ""
+        return refused is None, Reservation(caller.organization_id, units)
 
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         await sync_to_async(model_call_settle_in_database)(

@@ -34,6 +34,7 @@ class Caller:
     expires_at: datetime | None
     zones: frozenset[str] | None  # None: any zone; empty: the key's and the organization's pins disagree
     limits: tuple[tuple[str, int | None, int | None], ...]  # (bucket, requests per minute, tokens per minute)
+    spend_limit_units: int | None  # the key's monthly spend limit
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def caller_load(*, prefix: str) -> Caller | None:
         expires_at=key.expires_at,
         zones=(frozenset(pins) if len(pins) == 1 else frozenset()) if pins else None,
         limits=tuple(limits),
+        spend_limit_units=None if key.monthly_spend_limit is None else int(key.monthly_spend_limit * UNITS),
     )
 
 

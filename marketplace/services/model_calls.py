@@ -14,6 +14,7 @@ import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils.timezone import now
 
 from accounts.models import Organization
 from accounts.services import api_keys_mark_used
@@ -24,6 +25,7 @@ from billing.services.gateway import (
     gateway_funds_reserve,
 )
 from billing.services.holds import fee_split, platform_fee_percent
+from billing.services.quotas import month_spend
 from marketplace.models import ModelCall, RateWindow
 
 logger = logging.getLogger(__name__)
@@ -75,11 +77,23 @@ def model_call_settle_in_database(*, record: dict, give_back: Decimal) -> None:
 
 @transaction.atomic
 def model_call_admit_in_database(
-    *, organization_id: int, amount: Decimal, limits, tokens: int, window: int
+    *,
+    organization_id: int,
+    amount: Decimal,
+    limits,
+    tokens: int,
+    window: int,
+    api_key_id: int,
+    spend_limit: Decimal | None,
 ) -> str | tuple[str, str] | None:
     """The embedded default's admission: the call's worst case taken from the gateway funds and the call counted
-    against its rate limits, both or neither. None when admitted; "funds" when the funds are short; else the
-    refusing limit as (bucket, requests|tokens)."""
+    against its rate limits, both or neither, if its key's month spend leaves room for it (calls in flight are not
+    counted here: they may pass the key's limit by their worst cases together). None when admitted; "funds" when
+    the funds are short; "key_spend_limit"; else the refusing limit as (bucket, requests|tokens)."""
+    if spend_limit is not None:
+        spent = month_spend(organization_id=organization_id, moment=now(), api_key_id=api_key_id)
+        if spent + amount > spend_limit:
+            return "key_spend_limit"
     if amount and not gateway_funds_reserve(organization_id=organization_id, amount=amount):
         return "funds"
     refused = rate_window_admit(limits=limits, tokens=tokens, window=window)

@@ -233,3 +233,24 @@ def test_over_the_monthly_spend_cap_is_402_budget_exceeded(gateway, buyer, buyer
     # then: the gateway hold grew only as far as the cap allows, so the calls stop before passing it
     assert outcomes == [200, 200, 200, (402, "budget_exceeded")]
     assert sum(call.cost for call in written_calls(gateway)) == Decimal("0.000282")
+
+
+def test_over_the_keys_monthly_spend_limit_is_402_budget_exceeded(gateway, buyer, chat_service):
+    # given: a key that may spend 0.00025 a month; a call of two short messages costs 0.000094 and may cost 0.00011
+    key, secret = api_key_for(buyer, scopes=["gateway"])
+    key.monthly_spend_limit = Decimal("0.00025")
+    key.save()
+    client = client_for(gateway, secret)
+    outcomes = []
+    # when
+    for _ in range(3):
+        try:
+            client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES * 2, max_tokens=12)
+            outcomes.append(200)
+        except openai.APIStatusError as error:
+            outcomes.append((error.status_code, error.code))
+    # then: 0.000094 × 2 spent, and a third call's worst case would pass the limit
+    assert outcomes == [200, 200, (402, "budget_exceeded")]
+    # and another key of the same organization is not held back by it
+    other = client_for(gateway, api_key_for(buyer, scopes=["gateway"])[1])
+    assert other.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES, max_tokens=1).usage
