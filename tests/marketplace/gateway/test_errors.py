@@ -35,6 +35,18 @@ def client_for(gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0)
 
 
+def call_outcomes(client: openai.OpenAI, count: int) -> list:
+    """200, or (status, code), for each of `count` calls of two short messages in turn."""
+    outcomes = []
+    for _ in range(count):
+        try:
+            client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES * 2, max_tokens=12)
+            outcomes.append(200)
+        except openai.APIStatusError as error:
+            outcomes.append((error.status_code, error.code))
+    return outcomes
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -222,14 +234,8 @@ def test_over_the_monthly_spend_cap_is_402_budget_exceeded(gateway, buyer, buyer
     quota.monthly_spend_cap = Decimal("0.0003")
     quota.save()
     client = client_for(gateway, buyer_key)
-    outcomes = []
     # when
-    for _ in range(4):
-        try:
-            client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES * 2, max_tokens=12)
-            outcomes.append(200)
-        except openai.APIStatusError as error:
-            outcomes.append((error.status_code, error.code))
+    outcomes = call_outcomes(client, 4)
     # then: the gateway hold grew only as far as the cap allows, so the calls stop before passing it
     assert outcomes == [200, 200, 200, (402, "budget_exceeded")]
     assert sum(call.cost for call in written_calls(gateway)) == Decimal("0.000282")
@@ -241,14 +247,8 @@ def test_over_the_keys_monthly_spend_limit_is_402_budget_exceeded(gateway, buyer
     key.monthly_spend_limit = Decimal("0.00025")
     key.save()
     client = client_for(gateway, secret)
-    outcomes = []
     # when
-    for _ in range(3):
-        try:
-            client.chat.completions.create(model="qwen2-5-72b-instruct", messages=MESSAGES * 2, max_tokens=12)
-            outcomes.append(200)
-        except openai.APIStatusError as error:
-            outcomes.append((error.status_code, error.code))
+    outcomes = call_outcomes(client, 3)
     # then: 0.000094 × 2 spent, and a third call's worst case would pass the limit
     assert outcomes == [200, 200, (402, "budget_exceeded")]
     # and another key of the same organization is not held back by it
