@@ -31,12 +31,17 @@ class SpendCapReached(DomainError):
 
 @dataclass(frozen=True)
 class CallCharge:
-    """What one model call costs its caller, and the platform's part of it (the provider earns the rest)."""
+    """What one model call costs its caller and how it splits: the model's part (`amount` less
+    `application_amount`) to the provider less the platform's `fee`; an application's part to its seller less the
+    platform's `application_fee`."""
 
     organization_id: int
     provider_id: int
     amount: Decimal
     fee: Decimal
+    seller_id: int | None = None
+    application_amount: Decimal = Decimal(0)
+    application_fee: Decimal = Decimal(0)
 
 
 def _funds_locked(organization_id: int) -> GatewayFunds:
@@ -116,18 +121,21 @@ def gateway_funds_held(*, organization_id: int) -> Decimal:
 @transaction.atomic
 def gateway_calls_capture(*, charges: list[CallCharge], idempotency_key: str) -> LedgerTransaction:
     """Capture many calls' costs in one ledger transaction: one line per account (each caller's held funds out,
-    each provider's earnings and the platform's fees in), and each caller's gateway hold marked captured. Like a
+    each provider's and seller's earnings and the platform's fees in), and each caller's gateway hold marked
+    captured. Like a
     rating run's capture it names no organization: each one sees its own part. Idempotent per key."""
     replay = LedgerTransaction.objects.filter(idempotency_key=idempotency_key).first()
     if replay is not None:
         return replay
     by_caller: dict[int, Decimal] = defaultdict(Decimal)
-    by_provider: dict[int, Decimal] = defaultdict(Decimal)
+    by_earner: dict[int, Decimal] = defaultdict(Decimal)  # providers and sellers
     fees = ZERO
     for charge in charges:
         by_caller[charge.organization_id] += charge.amount
-        by_provider[charge.provider_id] += charge.amount - charge.fee
-        fees += charge.fee
+        by_earner[charge.provider_id] += charge.amount - charge.application_amount - charge.fee
+        if charge.seller_id is not None:
+            by_earner[charge.seller_id] += charge.application_amount - charge.application_fee
+        fees += charge.fee + charge.application_fee
     lines = []
     for organization_id in sorted(by_caller):
         funds = _funds_locked(organization_id)
@@ -140,7 +148,7 @@ def gateway_calls_capture(*, charges: list[CallCharge], idempotency_key: str) ->
         lines.append((organization_account(organization_id=organization_id, kind=AccountKind.HELD), -amount))
     lines += [
         (organization_account(organization_id=provider_id, kind=AccountKind.EARNINGS), earned)
-        for provider_id, earned in sorted(by_provider.items())
+        for provider_id, earned in sorted(by_earner.items())
     ]
     lines.append((platform_account(kind=AccountKind.PLATFORM_REVENUE), fees))
     capture, _posted = ledger_post(

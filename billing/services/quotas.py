@@ -142,7 +142,9 @@ def quota_accelerators_release(*, organization_id: int, accelerators: int) -> No
 
 
 def month_spend(*, organization_id: int, moment: datetime, api_key_id: int | None = None) -> Decimal:
-    """What rentals' usage charges and model calls cost in the month of `moment`."""
+    """What rentals' usage charges, model calls and (for the organization, not a key) application subscriptions
+    cost in the month of `moment`."""
+    from marketplace.selectors.applications import subscription_spend
     from marketplace.selectors.model_calls import model_call_spend
 
     start, end = period_bounds(moment)
@@ -151,7 +153,9 @@ def month_spend(*, organization_id: int, moment: datetime, api_key_id: int | Non
         charges = charges.filter(api_key_id=api_key_id)
     rentals = quantize_amount(charges.aggregate(total=amount_sum("amount", default=ZERO))["total"])
     calls = model_call_spend(organization_id=organization_id, start=start, end=end, api_key_id=api_key_id)
-    return rentals + calls
+    if api_key_id is not None:
+        return rentals + calls
+    return rentals + calls + subscription_spend(organization_id=organization_id, start=start, end=end)
 
 
 def spend_limits_check(

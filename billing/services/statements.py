@@ -80,7 +80,7 @@ def statement_close(*, organization_id: int, period_start: date) -> Statement:
             totals[field] += total
         elif total != 0:  # a kind that moves the organization's funds must have a line
             raise ValueError(f"transaction kind {row['transaction__kind']} has no statement line")
-    charged = Q(transaction__kind=TransactionKind.CAPTURE, account__kind=AccountKind.HELD)
+    charged = Q(transaction__kind=TransactionKind.CAPTURE)  # from held funds, or available (subscriptions)
     charge_refunded = Q(transaction__kind=TransactionKind.CHARGE_REFUND, account__kind=AccountKind.AVAILABLE)
     charge_lines = [
         {

@@ -334,6 +334,8 @@ class ModelCallSerializer(ReadOnlyModelSerializer):
 
     model_service = serializers.CharField(source="model_service_name", read_only=True)
     cost = money_field(read_only=True)
+    application_amount = money_field(read_only=True, help_text="The application's part of the cost.")
+    application = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     captured = serializers.BooleanField(source="is_captured", read_only=True)
 
     class Meta:
@@ -341,7 +343,7 @@ class ModelCallSerializer(ReadOnlyModelSerializer):
         fields = [
             "id", "call_id", "created_at", "api_key", "requested_model", "model_service", "residency_zone", "endpoint",
             "stream", "status_code", "error_code", "prompt_tokens", "completion_tokens", "tokens_estimated", "cost",
-            "latency_ms", "first_token_ms", "captured",
+            "application", "application_amount", "latency_ms", "first_token_ms", "captured",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -350,7 +352,7 @@ class ProviderModelCallSerializer(ReadOnlyModelSerializer):
     """A call on one of the provider's services: what it earned, not who made it."""
 
     model_service = serializers.CharField(source="model_service_name", read_only=True)
-    cost = money_field(read_only=True)
+    cost = money_field(source="model_cost", read_only=True, help_text="What the caller paid for the model.")
     earnings = money_field(read_only=True, allow_null=True)
 
     class Meta:

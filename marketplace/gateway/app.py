@@ -36,9 +36,14 @@ from marketplace.gateway.counters import (
     Reservation,
     units_to_amount,
 )
-from marketplace.gateway.directory import Caller, Directory, Service
+from marketplace.gateway.directory import AppListing, Caller, Directory, Service
 from marketplace.gateway.errors import NOT_FOUND, GatewayError, invalid
 from marketplace.gateway.upstream import UpstreamUnreachable, client_session, upstream_post
+from marketplace.services.applications import (
+    SubscriptionRequired,
+    application_call_admit,
+    application_trial_give_back,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +79,19 @@ class Call:
     completion_tokens: int = 0
     tokens_estimated: bool = False
     first_token_ms: int | None = None
+    # A call of an application: its listing and what the call is for this caller (own, subscribed, trial, paid)
+    application: AppListing | None = None
+    application_mode: str = ""
+
+    @property
+    def answer_model(self) -> str:
+        """The model the answer names: what the caller asked for when it is an application, else the service."""
+        return self.application.name if self.application is not None else self.service.name
+
+    @property
+    def answered(self) -> bool:
+        """The model generated an answer (the caller may have hung up during it): the application earns its price."""
+        return self.status in (200, 499)
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -213,6 +231,9 @@ class Gateway:
         listed = [
             {"id": s.name, "object": "model", "created": s.created, "owned_by": s.name.partition("/")[0]}
             for s in services
+        ] + [
+            {"id": app.name, "object": "model", "created": app.created, "owned_by": app.seller_slug}
+            for app in await self.directory.visible_applications(zones=caller.zones)
         ]
         if model is None:
             return await respond(send, 200, orjson.dumps({"object": "list", "data": listed}))
@@ -241,6 +262,48 @@ class Gateway:
         preferences = body.get("provider") if isinstance(body.get("provider"), dict) else {}
         allow_fallbacks = preferences.get("allow_fallbacks", "/" not in model) is True
         return model, services if allow_fallbacks else services[:1]
+
+    async def route_application(self, caller: Caller, body: dict) -> tuple[dict, AppListing, list[Service]]:
+        """The application's current version applied to the call: its system prompt first, its temperature, its cap
+        on output tokens; and the one service it runs on."""
+        model = body["model"]
+        found = await self.directory.application(model)
+        if found is None or found[1] is None:
+            raise GatewayError(404, "model_not_found", _("The application %(model)s does not exist."),
+                               param="model", model=model)  # fmt: skip
+        listing, service = found
+        if caller.zones is not None and service.zone not in caller.zones:
+            raise GatewayError(
+                404, "model_not_in_zone",
+                _("The model %(model)s is not served in the residency zone your key or organization is pinned to."),
+                param="model", model=model,
+            )  # fmt: skip
+        prompt = [{"role": "system", "content": listing.system_prompt}] if listing.system_prompt else []
+        body = {key: value for key, value in body.items() if key not in ("max_completion_tokens", "provider")}
+        body["messages"] = prompt + body["messages"]
+        if listing.temperature is not None:
+            body["temperature"] = listing.temperature
+        asked = body.get("max_tokens")
+        if listing.max_tokens is not None:
+            body["max_tokens"] = min(asked or listing.max_tokens, listing.max_tokens)
+        return body, listing, [service]
+
+    async def application_admit(self, call: Call) -> None:
+        listing = call.application
+        try:
+            call.application_mode = await sync_to_async(application_call_admit)(
+                application_id=listing.id, organization_id=call.caller.organization_id, seller_id=listing.seller_id,
+                pricing=listing.pricing, trial_calls=listing.trial_calls,
+            )  # fmt: skip
+        except SubscriptionRequired as refusal:
+            raise GatewayError(402, refusal.code, refusal.detail) from None
+
+    async def application_trial_back(self, call: Call) -> None:
+        """A free trial call that got no answer is not used up."""
+        if call.application_mode == "trial" and not call.answered:
+            await sync_to_async(application_trial_give_back)(
+                application_id=call.application.id, organization_id=call.caller.organization_id
+            )
 
     async def admit(self, call: Call, *, rate_tokens: int, worst_units: int) -> Reservation:
         """The rate limits counted and the worst case reserved from the organization's funds, both or neither."""
@@ -277,6 +340,12 @@ class Gateway:
         if call.service is None:
             return
         cost_units = call.service.cost_units(prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens)
+        application_units = 0
+        if call.application_mode == "paid" and call.answered:
+            application_units = call.application.price_units_of(
+                prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens
+            )
+        cost_units += application_units
         record = {
             "call_id": call.call_id,
             "organization_id": call.caller.organization_id,
@@ -296,6 +365,9 @@ class Gateway:
             "first_token_ms": call.first_token_ms,
             "created_at": call.created_at,
         }
+        if call.application is not None:
+            record.update(application_id=call.application.id, application_version_id=call.application.version_id,
+                          application_units=application_units)  # fmt: skip
         try:
             await self.counters.settle(reservation, cost_units=cost_units, record=record)
         except Exception:
@@ -334,22 +406,36 @@ class Gateway:
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
             raise invalid(_("max_tokens must be a positive whole number."), param="max_tokens")
-        model, candidates = await self.route(caller, body, modality="chat", endpoint="/v1/chat/completions")
+        application = None
+        if isinstance(body.get("model"), str) and body["model"].startswith("app:"):
+            model = body["model"]
+            body, application, candidates = await self.route_application(caller, body)
+            messages, max_tokens = body["messages"], body.get("max_tokens")
+        else:
+            model, candidates = await self.route(caller, body, modality="chat", endpoint="/v1/chat/completions")
         stream = body.get("stream") is True
         options = body.get("stream_options")
         call = Call(
             caller=caller, endpoint="chat", requested_model=model, body=body, candidates=candidates, stream=stream,
             include_usage=stream and isinstance(options, dict) and options.get("include_usage") is True,
+            application=application,
         )  # fmt: skip
         prompt_bound = tokens.prompt_tokens_bound(messages)
-        worst = max(
-            s.cost_units(prompt_tokens=prompt_bound, completion_tokens=min(max_tokens or s.max_output_tokens,
-                                                                           s.max_output_tokens))
-            for s in candidates
-        )  # fmt: skip
-        reservation = await self.admit(
-            call, rate_tokens=tokens.prompt_tokens(messages) + (max_tokens or 0), worst_units=worst
-        )
+        worst = 0
+        for service in candidates:
+            output_bound = min(max_tokens or service.max_output_tokens, service.max_output_tokens)
+            worst = max(worst, service.cost_units(prompt_tokens=prompt_bound, completion_tokens=output_bound))
+        if application is not None:
+            await self.application_admit(call)
+            if call.application_mode == "paid":
+                worst += application.price_units_of(prompt_tokens=prompt_bound, completion_tokens=output_bound)
+        try:
+            reservation = await self.admit(
+                call, rate_tokens=tokens.prompt_tokens(messages) + (max_tokens or 0), worst_units=worst
+            )
+        except GatewayError:
+            await self.application_trial_back(call)
+            raise
         try:
             response = await self.open_upstream(call, "/chat/completions")
             async with response:
@@ -362,6 +448,7 @@ class Gateway:
             raise
         finally:
             await self.settle(call, reservation)
+            await self.application_trial_back(call)
 
     async def embeddings(self, caller: Caller, body: dict, receive, send) -> None:
         inputs = tokens.embedding_inputs(body.get("input"))
@@ -403,7 +490,7 @@ class Gateway:
             call.completion_tokens = usage.get("completion_tokens") or 0
         else:
             self.count_whole(call, data)
-        data["model"] = call.service.name
+        data["model"] = call.answer_model
         call.status = 200
         await respond(send, 200, orjson.dumps(data), [(b"x-request-id", call.call_id.encode())])
 
@@ -437,7 +524,7 @@ class Gateway:
         pending, events, usage = b"", [], None
         # Chunks name the service as whole answers do, not the upstream's own model name.
         upstream_name = re.compile(rb'"model"\s*:\s*"' + re.escape(call.service.upstream_model.encode()) + rb'"')
-        own_name = b'"model": ' + orjson.dumps(call.service.name)
+        own_name = b'"model": ' + orjson.dumps(call.answer_model)
         try:
             async for chunk in response.content.iter_any():
                 if call.first_token_ms is None:

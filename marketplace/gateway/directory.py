@@ -18,7 +18,7 @@ from django.utils.timezone import now
 from accounts.models import ApiKey
 from accounts.services import api_key_hash
 from billing.money import AMOUNT_PLACES
-from marketplace.models import GatewayPolicy, ModelService
+from marketplace.models import Application, GatewayPolicy, ModelService
 
 UNITS = 10**AMOUNT_PLACES  # money in the gateway is counted in integers of the ledger's last place
 
@@ -56,6 +56,33 @@ class Service:
     def cost_units(self, *, prompt_tokens: int, completion_tokens: int) -> int:
         """Tokens × price per 1K, rounded half-up to the ledger's last place (one rounding per call)."""
         return (prompt_tokens * self.input_units_per_1k + completion_tokens * self.output_units_per_1k + 500) // 1000
+
+
+@dataclass(frozen=True)
+class AppListing:
+    """A published application's current version, as the gateway runs it (`app:<slug>`)."""
+
+    id: int
+    version_id: int
+    name: str  # app:<slug>
+    seller_id: int
+    seller_slug: str
+    service_id: int
+    system_prompt: str
+    temperature: float | None  # a model parameter sent upstream, not money
+    max_tokens: int | None
+    pricing: str
+    price_units: int  # per call, per 1K tokens, or per month
+    trial_calls: int
+    created: int
+
+    def price_units_of(self, *, prompt_tokens: int, completion_tokens: int) -> int:
+        """The application's part of a paid call, rounded half-up to the ledger's last place."""
+        if self.pricing == "per_call":
+            return self.price_units
+        if self.pricing == "per_1k_tokens":
+            return ((prompt_tokens + completion_tokens) * self.price_units + 500) // 1000
+        return 0
 
 
 def caller_load(*, prefix: str) -> Caller | None:
@@ -119,12 +146,35 @@ def services_load() -> list[Service]:
     ]
 
 
+def applications_load() -> list[AppListing]:
+    rows = Application.objects.filter(status=Application.Status.PUBLISHED).select_related("seller", "current_version")
+    return [
+        AppListing(
+            id=row.pk,
+            version_id=row.current_version_id,
+            name=row.gateway_model,
+            seller_id=row.seller_id,
+            seller_slug=row.seller.slug,
+            service_id=row.current_version.model_service_id,
+            system_prompt=row.current_version.system_prompt,
+            temperature=None if row.current_version.temperature is None else float(row.current_version.temperature),
+            max_tokens=row.current_version.max_tokens,
+            pricing=row.current_version.pricing,
+            price_units=int(row.current_version.price * UNITS),
+            trial_calls=row.current_version.free_trial_calls,
+            created=int((row.published_at or row.created_at).timestamp()),
+        )
+        for row in rows
+    ]
+
+
 class Directory:
     """Callers by key id and services by name and by alias, each refreshed after GATEWAY_DIRECTORY_SECONDS."""
 
     def __init__(self) -> None:
         self._callers: dict[str, tuple[float, Caller | None]] = {}
         self._services: dict[str, list[Service]] = {}
+        self._applications: dict[str, tuple[AppListing, Service | None]] = {}
         self._services_read_at = -1e9
         self._services_lock = asyncio.Lock()
         self._unhealthy_until: dict[int, float] = {}
@@ -150,11 +200,30 @@ class Directory:
             async with self._services_lock:
                 if time.monotonic() - self._services_read_at > settings.GATEWAY_DIRECTORY_SECONDS:
                     by_name: dict[str, list[Service]] = {}
+                    by_id: dict[int, Service] = {}
                     for service in await sync_to_async(services_load)():
                         by_name[service.name] = [service]
                         by_name.setdefault(service.slug, []).append(service)
+                        by_id[service.id] = service
+                    self._applications = {
+                        listing.name: (listing, by_id.get(listing.service_id))
+                        for listing in await sync_to_async(applications_load)()
+                    }
                     self._services, self._services_read_at = by_name, time.monotonic()
         return self._services
+
+    async def application(self, name: str) -> tuple[AppListing, Service | None] | None:
+        """The published application called `name` (app:<slug>) and the service it runs on (None: not published)."""
+        await self.services()
+        return self._applications.get(name)
+
+    async def visible_applications(self, *, zones: frozenset[str] | None) -> list[AppListing]:
+        await self.services()
+        return [
+            listing
+            for listing, service in self._applications.values()
+            if service is not None and (zones is None or service.zone in zones)
+        ]
 
     async def route(self, *, model: str, modality: str, zones: frozenset[str] | None) -> list[Service]:
         """The services that may serve `model` for this caller, best first: a `provider/model` name gives its one

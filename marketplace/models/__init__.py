@@ -1,4 +1,13 @@
 from marketplace.models.accelerators import AcceleratorModel, Precision
+from marketplace.models.applications import (
+    Application,
+    ApplicationCategory,
+    ApplicationReview,
+    ApplicationSubscription,
+    ApplicationUse,
+    ApplicationVersion,
+    SubscriptionPayment,
+)
 from marketplace.models.gateway import GatewayPolicy, ModelCall, RateWindow
 from marketplace.models.model_services import ModelService
 from marketplace.models.offerings import Metering, Offering, OfferingPriceChange
@@ -7,6 +16,12 @@ from marketplace.models.sites import ResidencyZone, Site, SiteTier
 
 __all__ = [
     "AcceleratorModel",
+    "Application",
+    "ApplicationCategory",
+    "ApplicationReview",
+    "ApplicationSubscription",
+    "ApplicationUse",
+    "ApplicationVersion",
     "GatewayPolicy",
     "Metering",
     "ModelCall",
@@ -22,4 +37,5 @@ __all__ = [
     "ResidencyZone",
     "Site",
     "SiteTier",
+    "SubscriptionPayment",
 ]

@@ -1,5 +1,5 @@
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
 from billing.money import amount_field
@@ -62,8 +62,18 @@ class ModelCall(models.Model):
     completion_tokens = models.PositiveIntegerField(_("output tokens"), default=0)
     # True when the upstream sent no usage and the gateway counted the tokens itself.
     tokens_estimated = models.BooleanField(_("tokens counted by the gateway"), default=False)
-    cost = amount_field(verbose_name=_("cost"))
+    cost = amount_field(verbose_name=_("cost"))  # what the caller pays: the model's price and an application's
     fee = amount_field(verbose_name=_("platform fee amount"), null=True, blank=True)  # set when captured
+    # A call of an application (`app:<slug>`): the version it ran, the application's part of the cost (its price,
+    # zero in the free trial or under a subscription) and the platform's fee on that part.
+    application = models.ForeignKey(
+        "marketplace.Application", on_delete=models.PROTECT, null=True, blank=True, related_name="calls"
+    )
+    application_version = models.ForeignKey(
+        "marketplace.ApplicationVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    application_amount = amount_field(verbose_name=_("application price"), default=0)
+    application_fee = amount_field(verbose_name=_("platform fee on the application"), null=True, blank=True)
     latency_ms = models.PositiveIntegerField(_("latency (ms)"))
     first_token_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True, blank=True)
     created_at = models.DateTimeField(_("time"))
@@ -77,11 +87,18 @@ class ModelCall(models.Model):
         indexes = [
             models.Index(fields=["organization", "-created_at"], name="model_call_org_time"),
             models.Index(fields=["model_service", "-created_at"], name="model_call_service_time"),
+            models.Index(fields=["application", "-created_at"], name="model_call_application_time"),
             models.Index(
                 fields=["id"], condition=Q(ledger_transaction__isnull=True, cost__gt=0), name="model_call_uncaptured"
             ),
         ]
-        constraints = [models.CheckConstraint(condition=Q(cost__gte=0), name="model_call_cost_not_negative")]
+        constraints = [
+            models.CheckConstraint(condition=Q(cost__gte=0), name="model_call_cost_not_negative"),
+            models.CheckConstraint(
+                condition=Q(application_amount__gte=0, application_amount__lte=F("cost")),
+                name="model_call_application_amount_within_cost",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.requested_model} {self.status_code} {self.cost}"
@@ -95,9 +112,14 @@ class ModelCall(models.Model):
         return self.ledger_transaction_id is not None or self.cost == 0
 
     @property
+    def model_cost(self):
+        """The model service's part of the cost (the rest is the application's)."""
+        return self.cost - self.application_amount
+
+    @property
     def earnings(self):
-        """What the provider earned: the cost less the platform fee, known once captured."""
-        return None if self.fee is None else self.cost - self.fee
+        """What the provider earned: the model's part less the platform fee, known once captured."""
+        return None if self.fee is None else self.model_cost - self.fee
 
 
 class RateWindow(models.Model):

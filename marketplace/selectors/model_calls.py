@@ -50,7 +50,7 @@ def _calls_since(calls: QuerySet[ModelCall], days: int) -> QuerySet[ModelCall]:
     return calls.filter(created_at__gte=day_start(localdate() - timedelta(days=days - 1)))
 
 
-def _by_day(calls: QuerySet[ModelCall], days: int, amount: str) -> list[tuple[date, int, Decimal]]:
+def _by_day(calls: QuerySet[ModelCall], days: int, amount) -> list[tuple[date, int, Decimal]]:
     """(day, calls, amount) for each of the last `days` days, zero-filled."""
     since = localdate() - timedelta(days=days - 1)
     rows = (
@@ -64,7 +64,10 @@ def _by_day(calls: QuerySet[ModelCall], days: int, amount: str) -> list[tuple[da
     return [(day, by_day.get(day, (0, ZERO))[0], quantize_amount(by_day.get(day, (0, ZERO))[1])) for day in days_listed]
 
 
-def _by_service(calls: QuerySet[ModelCall], days: int) -> list[dict]:
+MODEL_COST = F("cost") - F("application_amount")  # what the provider's model took of a call (the rest: the app's)
+
+
+def _by_service(calls: QuerySet[ModelCall], days: int, spend=None) -> list[dict]:
     rows = (
         _calls_since(calls, days)
         .values("model_service_id", "model_service__slug", "model_service__provider__slug", "model_service__name")
@@ -72,8 +75,8 @@ def _by_service(calls: QuerySet[ModelCall], days: int) -> list[dict]:
             calls=Count("pk"),
             prompt_tokens=Sum("prompt_tokens"),
             completion_tokens=Sum("completion_tokens"),
-            spend=amount_sum("cost"),
-            earned=amount_sum(F("cost") - F("fee"), filter=Q(fee__isnull=False)),
+            spend=amount_sum(spend or F("cost")),
+            earned=amount_sum(MODEL_COST - F("fee"), filter=Q(fee__isnull=False)),
         )
         .order_by("-spend", "model_service_id")
     )
@@ -103,11 +106,11 @@ def model_usage_by_service(*, organization: Organization, days: int = 30) -> lis
 
 
 def provider_model_usage_by_day(*, provider: Organization, days: int = 30) -> list[tuple[date, int, Decimal]]:
-    """(day, calls, what callers paid) on the provider's services for each of the last `days` days."""
-    return _by_day(ModelCall.objects.filter(model_service__provider=provider), days, "cost")
+    """(day, calls, what callers paid for the model) on the provider's services for each of the last `days` days."""
+    return _by_day(ModelCall.objects.filter(model_service__provider=provider), days, MODEL_COST)
 
 
 def provider_model_usage_by_service(*, provider: Organization, days: int = 30) -> list[dict]:
     """Per service of the provider: calls, tokens, what callers paid and what it earned (captured calls less the
     platform fee; a call earns once captured, seconds after it)."""
-    return _by_service(ModelCall.objects.filter(model_service__provider=provider), days)
+    return _by_service(ModelCall.objects.filter(model_service__provider=provider), days, MODEL_COST)

@@ -7,6 +7,7 @@ crash leaves them for the next run, and two runs never take the same call (row l
 
 import logging
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -51,6 +52,9 @@ def _model_call(record: dict) -> ModelCall:
         completion_tokens=record["completion_tokens"],
         tokens_estimated=record["tokens_estimated"],
         cost=Decimal(record["cost_units"]).scaleb(-8),
+        application_id=record.get("application_id"),
+        application_version_id=record.get("application_version_id"),
+        application_amount=Decimal(record.get("application_units", 0)).scaleb(-8),
         latency_ms=record["latency_ms"],
         first_token_ms=record["first_token_ms"],
         created_at=datetime.fromisoformat(record["created_at"]),
@@ -159,24 +163,37 @@ def _capture_batch() -> int:
     calls = list(
         ModelCall.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(ledger_transaction__isnull=True, cost__gt=0)
-        .select_related("model_service")
+        .select_related("model_service", "application")
         .order_by("pk")[:CAPTURE_BATCH]
     )
     if not calls:
         return 0
     fee_percents: dict[int, Decimal] = {}
-    charges = []
+
+    def fee_of(amount: Decimal, earner_id: int) -> Decimal:
+        if earner_id not in fee_percents:
+            fee_percents[earner_id] = platform_fee_percent(provider=Organization(pk=earner_id))
+        return fee_split(amount=amount, fee_percent=fee_percents[earner_id])[1]
+
+    model_charges = []
     for call in calls:
         provider_id = call.model_service.provider_id
-        if provider_id not in fee_percents:
-            fee_percents[provider_id] = platform_fee_percent(provider=Organization(pk=provider_id))
-        call.fee = fee_split(amount=call.cost, fee_percent=fee_percents[provider_id])[1]
-        charges.append(
-            CallCharge(organization_id=call.organization_id, provider_id=provider_id, amount=call.cost, fee=call.fee)
-        )
-    capture = gateway_calls_capture(charges=charges, idempotency_key=f"gateway-calls:{uuid.uuid4()}")
-    for call in calls:
-        call.ledger_transaction = capture
-    ModelCall.objects.bulk_update(calls, ["fee", "ledger_transaction"], batch_size=1000)
-    logger.info("model calls captured", extra={"calls": len(calls), "transaction_id": capture.pk})
+        call.fee = fee_of(call.model_cost, provider_id)
+        charge = CallCharge(organization_id=call.organization_id, provider_id=provider_id, amount=call.cost,
+                            fee=call.fee)  # fmt: skip
+        if call.application_id is None:
+            model_charges.append(charge)
+            continue
+        # A call of an application is a ledger transaction of its own: caller, provider, seller and platform.
+        call.application_fee = fee_of(call.application_amount, call.application.seller_id)
+        charge = replace(charge, seller_id=call.application.seller_id, application_amount=call.application_amount,
+                         application_fee=call.application_fee)  # fmt: skip
+        call.ledger_transaction = gateway_calls_capture(charges=[charge], idempotency_key=f"app-call:{call.call_id}")
+    if model_charges:
+        capture = gateway_calls_capture(charges=model_charges, idempotency_key=f"gateway-calls:{uuid.uuid4()}")
+        for call in calls:
+            if call.application_id is None:
+                call.ledger_transaction = capture
+    ModelCall.objects.bulk_update(calls, ["fee", "application_fee", "ledger_transaction"], batch_size=1000)
+    logger.info("model calls captured", extra={"calls": len(calls)})
     return len(calls)
