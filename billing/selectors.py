@@ -10,6 +10,7 @@ from django.db.models.functions import TruncDate
 from django.utils.timezone import localdate, now
 
 from accounts.models import Organization
+from accounts.selectors import provider_is_approved
 from billing.models import (
     AccountKind,
     Hold,
@@ -137,3 +138,8 @@ def organization_ids_with_funds() -> list[int]:
 
 def statement_list(*, organization: Organization) -> QuerySet[Statement]:
     return Statement.objects.filter(organization=organization).order_by("-number")
+
+
+def organization_earns(*, organization: Organization) -> bool:
+    """Approved providers and organizations that sell applications have earnings to see and to pay out."""
+    return provider_is_approved(organization=organization) or organization.applications.exists()

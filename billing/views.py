@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import organization_required
-from accounts.selectors import membership_get, provider_is_approved
+from accounts.selectors import membership_get
 from billing import selectors
 from billing.filters import TransactionFilterSet
 from billing.money import quantize_amount, round_to_minor_unit
@@ -165,10 +165,12 @@ def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
 
 @organization_required
 def earnings(request: HttpRequest) -> HttpResponse:
-    """A provider's earnings: balance, a chart by day, payouts and the payout request form."""
+    """A provider's or a seller's earnings: balance, a chart by day, payouts and the payout request form."""
     provider = request.organization
-    if not provider_is_approved(organization=provider):
-        messages.info(request, _("Earnings open once your organization is an approved provider."))
+    if not selectors.organization_earns(organization=provider):
+        messages.info(
+            request, _("Earnings open once your organization is an approved provider or sells an application.")
+        )
         return redirect("accounts:provider-apply")
     context = {
         "wallet": selectors.wallet_get(organization=provider),

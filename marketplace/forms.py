@@ -4,7 +4,17 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.regions import Region
-from marketplace.models import AcceleratorModel, ModelService, Offering, Precision, ResidencyZone, Site
+from marketplace.models import (
+    AcceleratorModel,
+    Application,
+    ApplicationCategory,
+    ApplicationVersion,
+    ModelService,
+    Offering,
+    Precision,
+    ResidencyZone,
+    Site,
+)
 from marketplace.services.placement import PricingMode
 
 
@@ -106,3 +116,63 @@ class RentalOrderForm(PriceCalculatorForm):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text=_("Empty: now."),
     )
+
+
+class ApplicationListingForm(forms.ModelForm):
+    """What the storefront shows of an application; the slug only when it is made (callers name it)."""
+
+    class Meta:
+        model = Application
+        fields = ["name", "slug", "icon", "tagline", "category", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 4})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            del self.fields["slug"]
+
+
+class ApplicationVersionForm(forms.ModelForm):
+    """What a version runs and costs."""
+
+    model_service = forms.ModelChoiceField(
+        label=_("Model service"),
+        queryset=ModelService.objects.filter(
+            status=ModelService.Status.PUBLISHED, modality=ModelService.Modality.CHAT
+        ).select_related("provider"),
+    )
+
+    class Meta:
+        model = ApplicationVersion
+        fields = [
+            "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
+            "notes",
+        ]  # fmt: skip
+        widgets = {"system_prompt": forms.Textarea(attrs={"rows": 5}), "notes": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model_service"].label_from_instance = lambda service: (
+            f"{service.provider.slug}/{service.slug} · ¥{service.input_price_per_1k_tokens:.4f} / "
+            f"¥{service.output_price_per_1k_tokens:.4f} {_('per 1K tokens')}"
+        )
+
+
+class ApplicationReviewForm(forms.Form):
+    stars = forms.TypedChoiceField(
+        label=_("Stars"), coerce=int, choices=[(n, "★" * n) for n in range(5, 0, -1)], widget=forms.RadioSelect
+    )
+    text = forms.CharField(label=_("Review"), max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class ApplicationSearchForm(forms.Form):
+    q = forms.CharField(label=_("Search"), required=False, max_length=100)
+    category = forms.ChoiceField(
+        label=_("Category"), required=False, choices=[("", _("All categories")), *ApplicationCategory.choices]
+    )
+    sort = forms.ChoiceField(
+        label=_("Sort"),
+        required=False,
+        choices=[("rating", _("Best rated")), ("reviews", _("Most reviewed")), ("newest", _("Newest")),
+                 ("price", _("Lowest price"))],
+    )  # fmt: skip

@@ -304,6 +304,11 @@ GATEWAY_READ_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_READ_TIMEOUT_SECOND
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000)
 # How long a web worker trusts what it read about keys, policies and services (a revoked key stops within this).
 GATEWAY_DIRECTORY_SECONDS = env_int("GATEWAY_DIRECTORY_SECONDS", 10)
+# Where callers reach the gateway, when it is served apart from the site (pages show it; try-it forms call it).
+# Empty: this site's /v1.
+GATEWAY_PUBLIC_URL = os.environ.get("GATEWAY_PUBLIC_URL", "").rstrip("/")
+# How long a try-it token (what the site's try-it forms call the gateway with) stays valid.
+GATEWAY_TRY_IT_SECONDS = env_int("GATEWAY_TRY_IT_SECONDS", 3600)
 # A service whose upstream refused a connection is passed over by aliases for this long.
 GATEWAY_UNHEALTHY_SECONDS = env_int("GATEWAY_UNHEALTHY_SECONDS", 30)
 GATEWAY_CAPTURE_SECONDS = env_int("GATEWAY_CAPTURE_SECONDS", 15)
@@ -342,6 +347,8 @@ CELERY_BEAT_SCHEDULE = {
     "rental-lifecycle-tick": {"task": "marketplace.rental_lifecycle_tick", "schedule": 60.0},
     # every GATEWAY_CAPTURE_SECONDS: write buffered model calls and capture their costs in one transaction
     "gateway-calls-capture": {"task": "marketplace.model_calls_capture", "schedule": float(GATEWAY_CAPTURE_SECONDS)},
+    # */5 * * * *  application subscriptions renew (or end) once their period is over; each period is paid once
+    "application-subscriptions-renew": {"task": "marketplace.application_subscriptions_renew", "schedule": 300.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)
     "billing-statement-close": {
         "task": "billing.statement_close_due",

@@ -99,3 +99,11 @@ def model_calls_capture_task() -> int:
 
     model_calls_flush()
     return model_calls_capture()
+
+
+@shared_task(name="marketplace.application_subscriptions_renew")
+def application_subscriptions_renew_task() -> int:
+    """Beat sends it every few minutes: renew (or end) the application subscriptions whose period is over."""
+    from marketplace.services.applications import application_subscriptions_renew
+
+    return application_subscriptions_renew()

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from marketplace.views import console, health, model_calls, rentals, storefront
+from marketplace.views import applications, console, health, model_calls, rentals, storefront
 
 storefront_patterns = (
     [
@@ -14,6 +14,11 @@ storefront_patterns = (
         path("offerings/<int:pk>/price/", storefront.offering_price_calculator, name="offering-price"),
         path("models/", storefront.model_service_list, name="model-service-list"),
         path("models/<int:pk>/", storefront.model_service_detail, name="model-service-detail"),
+        path("apps/", applications.application_list, name="application-list"),
+        path("apps/<slug:slug>/", applications.application_detail, name="application-detail"),
+        path("apps/<slug:slug>/subscribe/", applications.application_subscribe, name="application-subscribe"),
+        path("apps/<slug:slug>/review/", applications.application_review, name="application-review"),
+        path("subscriptions/<int:pk>/cancel/", applications.subscription_cancel, name="subscription-cancel"),
         path("placement/", storefront.placement, name="placement"),
         path("estimator/", storefront.estimator, name="estimator"),
     ],
@@ -32,6 +37,16 @@ console_patterns = (
         path("model-calls/", model_calls.console_model_calls, name="model-calls"),
     ],
     "console",
+)
+seller_patterns = (
+    [
+        path("", applications.seller_home, name="home"),
+        path("apps/new/", applications.seller_application_create, name="application-create"),
+        path("apps/<int:pk>/", applications.seller_application, name="application"),
+        path("apps/<int:pk>/versions/new/", applications.seller_version_create, name="version-create"),
+        path("apps/<int:pk>/status/", applications.seller_application_status, name="application-status"),
+    ],
+    "seller",
 )
 rental_patterns = (
     [
@@ -57,6 +72,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("billing/", include("billing.urls")),
     path("console/", include(console_patterns)),
+    path("sell/", include(seller_patterns)),
     path("rentals/", include(rental_patterns)),
     path("model-usage/", model_calls.model_usage, name="model-usage"),
     path("model-usage.csv", model_calls.model_usage_csv, name="model-usage-csv"),

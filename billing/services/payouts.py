@@ -15,7 +15,6 @@ from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization, User
-from accounts.selectors import provider_is_approved
 from billing import stripe_client
 from billing.models import (
     AccountKind,
@@ -28,6 +27,7 @@ from billing.models import (
     UsageCharge,
 )
 from billing.money import amount_sum, quantize_amount, round_to_minor_unit, to_minor_units
+from billing.selectors import organization_earns
 from billing.services.ledger import ledger_post, organization_account, platform_account
 from billing.services.wallets import billing_manager_require
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
@@ -39,8 +39,11 @@ logger = logging.getLogger(__name__)
 def payout_request(*, provider: Organization, amount: Decimal, requested_by: User) -> Payout:
     """Request a payout of earnings. Raises DomainError (amount), PermissionDenied (not an approved provider or
     no billing role), InsufficientFunds (more than the earnings). Settlement is enqueued after commit."""
-    if not provider_is_approved(organization=provider):
-        raise PermissionDenied(_("Only approved providers have earnings to pay out."), code="provider_required")
+    if not organization_earns(organization=provider):
+        raise PermissionDenied(
+            _("Only approved providers and sellers of applications have earnings to pay out."),
+            code="provider_required",
+        )
     billing_manager_require(user=requested_by, organization=provider)
     if amount != round_to_minor_unit(amount) or amount < settings.PAYOUT_MIN_AMOUNT:
         raise DomainError(

@@ -49,6 +49,15 @@ logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 JSON = b"application/json"
+# Callers authenticate with a bearer token, never a cookie, so any origin may call (browsers: the site's try-it forms,
+# and applications' own web pages).
+ANY_ORIGIN = (b"access-control-allow-origin", b"*")
+PREFLIGHT_HEADERS = [
+    ANY_ORIGIN,
+    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+    (b"access-control-allow-headers", b"authorization, content-type, accept-language"),
+    (b"access-control-max-age", b"86400"),
+]
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 USAGE_PRESENT = re.compile(rb'"usage"\s*:\s*\{')
 # Upstream answers that are the caller's doing pass through as they are; the rest are the platform's problem.
@@ -98,7 +107,12 @@ class Call:
 
 
 async def respond(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", JSON), *headers]})
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", JSON), ANY_ORIGIN, *headers],
+    }
+    await send(start)
     await send({"type": "http.response.body", "body": body})
 
 
@@ -157,6 +171,9 @@ class Gateway:
         if scope["type"] == "lifespan":
             return await self.lifespan(receive, send)
         headers = dict(scope["headers"])
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204, "headers": PREFLIGHT_HEADERS})
+            return await send({"type": "http.response.body", "body": b""})
         self.requests_in_flight += 1
         try:
             await self.handle(scope, receive, send, headers)
@@ -516,6 +533,7 @@ class Gateway:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
+                    ANY_ORIGIN,
                     (b"x-request-id", call.call_id.encode()),
                 ],
             }

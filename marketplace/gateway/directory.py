@@ -12,10 +12,11 @@ from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core import signing
 from django.db.models import Q
 from django.utils.timezone import now
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, Membership
 from accounts.services import api_key_hash
 from billing.money import AMOUNT_PLACES
 from marketplace.models import Application, GatewayPolicy, ModelService
@@ -27,7 +28,7 @@ UNITS = 10**AMOUNT_PLACES  # money in the gateway is counted in integers of the 
 class Caller:
     """An active API key with what it may do: scopes, the zones it may be served in, its rate limits."""
 
-    api_key_id: int
+    api_key_id: int | None  # None: a signed-in member trying models on the site (a try-it token)
     organization_id: int
     secret_hash: str
     scopes: frozenset[str]
@@ -85,6 +86,16 @@ class AppListing:
         return 0
 
 
+TRY_IT_PREFIX = "mktry_"
+TRY_IT_SALT = "gateway-try-it"
+
+
+def try_it_token(*, user_id: int, organization_id: int) -> str:
+    """A bearer token the site's try-it forms call the gateway with, as the signed-in member for the organization:
+    signed, not stored, valid for GATEWAY_TRY_IT_SECONDS."""
+    return TRY_IT_PREFIX + signing.dumps([user_id, organization_id], salt=TRY_IT_SALT)
+
+
 def caller_load(*, prefix: str) -> Caller | None:
     key = (
         ApiKey.objects.select_related("created_by")
@@ -93,10 +104,20 @@ def caller_load(*, prefix: str) -> Caller | None:
     )
     if key is None:
         return None
-    policies = {
-        (policy.api_key_id is not None): policy
-        for policy in GatewayPolicy.objects.filter(Q(api_key=key) | Q(organization_id=key.organization_id))
-    }
+    return _caller(organization_id=key.organization_id, key=key)
+
+
+def try_it_caller_load(*, user_id: int, organization_id: int) -> Caller | None:
+    """The caller for a try-it token: an active member who may call models (billing members may not)."""
+    member = Membership.objects.filter(user_id=user_id, user__is_active=True, organization_id=organization_id).exclude(
+        role=Membership.Role.BILLING
+    )
+    return _caller(organization_id=organization_id, key=None) if member.exists() else None
+
+
+def _caller(*, organization_id: int, key: ApiKey | None) -> Caller:
+    owners = Q(organization_id=organization_id) | (Q(api_key=key) if key is not None else Q())
+    policies = {(policy.api_key_id is not None): policy for policy in GatewayPolicy.objects.filter(owners)}
     key_policy, organization_policy = policies.get(True), policies.get(False)
     pins = {policy.residency_zone for policy in (key_policy, organization_policy) if policy and policy.residency_zone}
     organization_limits = (
@@ -105,7 +126,7 @@ def caller_load(*, prefix: str) -> Caller | None:
     )
     limits = [
         (
-            f"org:{key.organization_id}",
+            f"org:{organization_id}",
             organization_limits[0] or settings.GATEWAY_DEFAULT_REQUESTS_PER_MINUTE,
             organization_limits[1] or settings.GATEWAY_DEFAULT_TOKENS_PER_MINUTE,
         )
@@ -113,14 +134,16 @@ def caller_load(*, prefix: str) -> Caller | None:
     if key_policy and (key_policy.requests_per_minute or key_policy.tokens_per_minute):
         limits.append((f"key:{key.pk}", key_policy.requests_per_minute, key_policy.tokens_per_minute))
     return Caller(
-        api_key_id=key.pk,
-        organization_id=key.organization_id,
-        secret_hash=key.secret_hash,
-        scopes=frozenset(key.scopes),
-        expires_at=key.expires_at,
+        api_key_id=key.pk if key else None,
+        organization_id=organization_id,
+        secret_hash=key.secret_hash if key else "",
+        scopes=frozenset(key.scopes) if key else frozenset({"gateway"}),
+        expires_at=key.expires_at if key else None,
         zones=(frozenset(pins) if len(pins) == 1 else frozenset()) if pins else None,
         limits=tuple(limits),
-        spend_limit_units=None if key.monthly_spend_limit is None else int(key.monthly_spend_limit * UNITS),
+        spend_limit_units=None
+        if key is None or key.monthly_spend_limit is None
+        else int(key.monthly_spend_limit * UNITS),
     )
 
 
@@ -180,7 +203,10 @@ class Directory:
         self._unhealthy_until: dict[int, float] = {}
 
     async def caller(self, raw_key: str) -> Caller | None:
-        """The caller for `mk_<env>_<id>_<secret>`, or None for any key that is not an active one."""
+        """The caller for `mk_<env>_<id>_<secret>` or a try-it token, or None for any key that is not an active
+        one."""
+        if raw_key.startswith(TRY_IT_PREFIX):
+            return await self.try_it_caller(raw_key[len(TRY_IT_PREFIX) :])
         parts = raw_key.split("_", 3)
         if len(parts) != 4 or parts[0] != "mk" or parts[1] != settings.API_KEY_ENVIRONMENT:
             return None
@@ -194,6 +220,18 @@ class Directory:
         if caller.expires_at is not None and caller.expires_at <= now():
             return None
         return caller
+
+    async def try_it_caller(self, token: str) -> Caller | None:
+        try:
+            user_id, organization_id = signing.loads(token, salt=TRY_IT_SALT, max_age=settings.GATEWAY_TRY_IT_SECONDS)
+        except (signing.BadSignature, ValueError, TypeError):
+            return None
+        cache_key = f"try:{user_id}:{organization_id}"
+        cached = self._callers.get(cache_key)
+        if cached is None or time.monotonic() - cached[0] > settings.GATEWAY_DIRECTORY_SECONDS:
+            caller = await sync_to_async(try_it_caller_load)(user_id=user_id, organization_id=organization_id)
+            cached = self._callers[cache_key] = (time.monotonic(), caller)
+        return cached[1]
 
     async def services(self) -> dict[str, list[Service]]:
         if time.monotonic() - self._services_read_at > settings.GATEWAY_DIRECTORY_SECONDS:

@@ -30,7 +30,7 @@ def provider_required(view):
     return wrapper
 
 
-def _form_error(form, error: DomainError) -> None:
+def form_error(form, error: DomainError) -> None:
     """Put a service's refusal next to the field it names, or above the form."""
     fields = error.extra.get("fields") or {}
     placed = False
@@ -90,7 +90,7 @@ def offering_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
                 services.offering_update(offering_id=offering.pk, actor=request.user, **form.cleaned_data)
                 messages.success(request, _("Offering saved."))
         except DomainError as error:
-            _form_error(form, error)
+            form_error(form, error)
         else:
             return redirect("console:home")
     return render(request, "marketplace/console_offering_form.html", {"form": form, "offering": offering})
@@ -118,7 +118,7 @@ def model_service_edit(request: HttpRequest, pk: int | None = None) -> HttpRespo
             else:
                 services.model_service_update(model_service_id=service.pk, actor=request.user, **form.cleaned_data)
         except DomainError as error:
-            _form_error(form, error)
+            form_error(form, error)
         else:
             messages.success(request, _("Model service saved."))
             return redirect("console:home")

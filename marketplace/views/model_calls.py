@@ -13,7 +13,7 @@ from marketplace.views.console import provider_required
 PAGE_SIZE = 50
 
 
-def _day_chart(days) -> dict:
+def day_chart(days) -> dict:
     return {
         "labels": [day.isoformat() for day, _calls, _amount in days],
         "calls": [calls for _day, calls, _amount in days],
@@ -32,7 +32,7 @@ def model_usage(request: HttpRequest) -> HttpResponse:
     calls = selectors.model_call_list(organization=organization).select_related("api_key")
     context = {
         "by_service": by_service,
-        "day_chart": _day_chart(selectors.model_usage_by_day(organization=organization)),
+        "day_chart": day_chart(selectors.model_usage_by_day(organization=organization)),
         "service_chart": _service_chart(by_service, "cost") if by_service else None,
         "page": Paginator(calls, PAGE_SIZE).get_page(request.GET.get("page")),
     }
@@ -67,7 +67,7 @@ def console_model_calls(request: HttpRequest) -> HttpResponse:
     by_service = selectors.provider_model_usage_by_service(provider=provider)
     context = {
         "by_service": by_service,
-        "day_chart": _day_chart(selectors.provider_model_usage_by_day(provider=provider)),
+        "day_chart": day_chart(selectors.provider_model_usage_by_day(provider=provider)),
         "service_chart": _service_chart(by_service, "earned") if by_service else None,
         "page": Paginator(selectors.provider_model_call_list(provider=provider), PAGE_SIZE).get_page(
             request.GET.get("page")

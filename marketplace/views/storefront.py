@@ -29,6 +29,7 @@ from marketplace.services.placement import (
     placement_quote,
     training_estimate,
 )
+from marketplace.views.applications import gateway_url, try_it
 
 PAGE_SIZE = 20
 RESERVED_TERM_LABELS = [_("Reserved 1 week"), _("Reserved 1 month"), _("Reserved 3 months")]
@@ -287,7 +288,11 @@ def model_service_list(request: HttpRequest) -> HttpResponse:
 
 def model_service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = get_object_or_404(catalogue.model_service_list(), pk=pk)
-    context = {"service": service, "gateway_url": request.build_absolute_uri("/v1")}
+    context = {
+        "service": service,
+        "gateway_url": gateway_url(request),
+        "try_it": try_it(request, model=f"{service.provider.slug}/{service.slug}", modality=service.modality),
+    }
     return render(request, "marketplace/model_service_detail.html", context)
 
 
