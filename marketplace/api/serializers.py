@@ -8,6 +8,11 @@ from marketplace.core.api import FieldsBuiltOnce, ReadOnlyModelSerializer, SlugR
 from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
+    Application,
+    ApplicationCategory,
+    ApplicationReview,
+    ApplicationSubscription,
+    ApplicationVersion,
     ModelCall,
     ModelService,
     Offering,
@@ -362,3 +367,119 @@ class ProviderModelCallSerializer(ReadOnlyModelSerializer):
             "prompt_tokens", "completion_tokens", "cost", "earnings", "latency_ms", "first_token_ms",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class ApplicationVersionSerializer(ReadOnlyModelSerializer):
+    """A version as buyers see it: what it runs on and costs, not its system prompt (the seller's work)."""
+
+    model_service = serializers.SerializerMethodField()
+    price = money_field(read_only=True)
+
+    class Meta:
+        model = ApplicationVersion
+        fields = [
+            "number", "notes", "model_service", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
+            "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_model_service(self, version: ApplicationVersion) -> str:
+        return f"{version.model_service.provider.slug}/{version.model_service.slug}"
+
+
+class SellerApplicationVersionSerializer(ApplicationVersionSerializer):
+    class Meta(ApplicationVersionSerializer.Meta):
+        fields = ["id", *ApplicationVersionSerializer.Meta.fields, "system_prompt"]
+        read_only_fields = fields
+
+
+class ApplicationSerializer(ReadOnlyModelSerializer):
+    """A published application in the storefront; callers name it `gateway_model` at the gateway."""
+
+    seller = serializers.CharField(source="seller.name", read_only=True)
+    version = ApplicationVersionSerializer(source="current_version", read_only=True)
+    rating = serializers.FloatField(read_only=True, allow_null=True, help_text="Mean stars, 1–5; null: no reviews.")
+    gateway_model = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Application
+        fields = [
+            "slug", "name", "icon", "tagline", "description", "category", "seller", "gateway_model", "rating",
+            "rating_count", "published_at", "version",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class SellerApplicationSerializer(ApplicationSerializer):
+    version = SellerApplicationVersionSerializer(source="current_version", read_only=True)
+
+    class Meta(ApplicationSerializer.Meta):
+        fields = ["id", "status", *ApplicationSerializer.Meta.fields, "created_at"]
+        read_only_fields = fields
+
+
+class ApplicationVersionWriteSerializer(serializers.ModelSerializer):
+    model_service = serializers.PrimaryKeyRelatedField(
+        queryset=ModelService.objects.filter(status=ModelService.Status.PUBLISHED, modality=ModelService.Modality.CHAT),
+        help_text="The id of a published chat model service.",
+    )
+    price = money_field(min_value=Decimal(0))
+
+    class Meta:
+        model = ApplicationVersion
+        fields = [
+            "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
+            "notes",
+        ]  # fmt: skip
+
+
+class ApplicationListingWriteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Application
+        fields = ["name", "icon", "tagline", "description", "category"]
+
+
+class ApplicationCreateSerializer(ApplicationListingWriteSerializer):
+    slug = serializers.SlugField(max_length=60, help_text="Callers name it app:<slug>; it cannot change.")
+    version = ApplicationVersionWriteSerializer()
+
+    class Meta(ApplicationListingWriteSerializer.Meta):
+        fields = ["slug", *ApplicationListingWriteSerializer.Meta.fields, "version"]
+
+
+class ApplicationStatusSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[Application.Status.PUBLISHED, Application.Status.UNPUBLISHED])
+
+
+class ApplicationReviewSerializer(ReadOnlyModelSerializer):
+    organization = serializers.CharField(source="organization.name", read_only=True)
+
+    class Meta:
+        model = ApplicationReview
+        fields = ["organization", "stars", "text", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ApplicationReviewWriteSerializer(serializers.Serializer):
+    stars = serializers.IntegerField(min_value=1, max_value=5)
+    text = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ApplicationSubscriptionSerializer(ReadOnlyModelSerializer):
+    application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    version = serializers.IntegerField(source="version.number", read_only=True)
+    price = money_field(read_only=True)
+
+    class Meta:
+        model = ApplicationSubscription
+        fields = [
+            "id", "application", "version", "price", "status", "period_start", "period_end", "end_reason",
+            "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class ApplicationSearchSerializer(serializers.Serializer):
+    q = serializers.CharField(required=False, max_length=100, default="")
+    category = serializers.ChoiceField(choices=ApplicationCategory.choices, required=False, default="")
+    sort = serializers.ChoiceField(choices=["rating", "reviews", "newest", "price"], required=False, default="rating")

@@ -11,6 +11,9 @@ router.register("model-services", views.ModelServiceViewSet, basename="model-ser
 router.register("rentals", views.RentalViewSet, basename="rental")
 router.register("model-calls", views.ModelCallViewSet, basename="model-call")
 router.register("provider/model-calls", views.ProviderModelCallViewSet, basename="provider-model-call")
+router.register("apps", views.ApplicationViewSet, basename="application")
+router.register("app-subscriptions", views.ApplicationSubscriptionViewSet, basename="application-subscription")
+router.register("seller/apps", views.SellerApplicationViewSet, basename="seller-application")
 router.register("provider/offerings", views.ProviderOfferingViewSet, basename="provider-offering")
 router.register("provider/model-services", views.ProviderModelServiceViewSet, basename="provider-model-service")
 

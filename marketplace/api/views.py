@@ -14,10 +14,21 @@ from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, Fas
 from marketplace.core.errors import DomainError
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
-from marketplace.models import ModelCall, ModelService, Offering, Rental, Site
+from marketplace.models import (
+    Application,
+    ApplicationCategory,
+    ApplicationSubscription,
+    ModelCall,
+    ModelService,
+    Offering,
+    Rental,
+    Site,
+)
+from marketplace.selectors import applications as application_selectors
 from marketplace.selectors import catalogue
 from marketplace.selectors import model_calls as model_call_selectors
 from marketplace.selectors import rentals as rental_selectors
+from marketplace.services import applications as application_services
 from marketplace.services import offerings as offering_services
 from marketplace.services import rentals as rental_services
 from marketplace.services.placement import EXCLUSION_REASONS, PlacementRequest, placement_quote, training_estimate
@@ -360,3 +371,162 @@ class UsageView(OrganizationScopedMixin, APIView):
                 for row in rental_selectors.usage_by_rental(organization=organization, days=days)
             ]
         return Response(serializers.UsageAggregateSerializer(rows, many=True).data)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Words in the name, tagline or description."),
+            OpenApiParameter("category", str, enum=[value for value, _label in ApplicationCategory.choices]),
+            OpenApiParameter("sort", str, enum=list(application_selectors.ORDERINGS), description="rating by default"),
+        ]
+    )
+)
+class ApplicationViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """Published applications in the storefront; call one at the gateway as its `gateway_model` (`app:<slug>`)."""
+
+    serializer_class = serializers.ApplicationSerializer
+    lookup_field = "slug"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
+    filter_backends: list = []
+    write_scope = None  # reviews and subscriptions: the services check the member's role
+
+    def get_queryset(self) -> QuerySet[Application]:
+        if self.action != "list":
+            return application_selectors.application_storefront_list()
+        search = serializers.ApplicationSearchSerializer(data=self.request.query_params)
+        search.is_valid(raise_exception=True)
+        data = search.validated_data
+        return application_selectors.application_storefront_list(
+            query=data["q"], category=data["category"], ordering=data["sort"]
+        )
+
+    @extend_schema(
+        methods=["GET"], responses=serializers.ApplicationReviewSerializer(many=True),
+        description="Its reviews, newest first.",
+    )  # fmt: skip
+    @extend_schema(
+        methods=["POST"], request=serializers.ApplicationReviewWriteSerializer,
+        responses=serializers.ApplicationReviewSerializer,
+        description="Write or rewrite your organization's review: only organizations that used it (403 not_used), "
+        "never its seller (403 own_application).",
+    )  # fmt: skip
+    @action(detail=True, methods=["get", "post"])
+    def reviews(self, request: Request, slug: str | None = None) -> Response:
+        application = self.get_object()
+        if request.method == "GET":
+            reviews = application_selectors.application_reviews(application=application)
+            page = self.paginate_queryset(reviews)
+            return self.get_paginated_response(serializers.ApplicationReviewSerializer(page, many=True).data)
+        payload = serializers.ApplicationReviewWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        review = application_services.application_review_save(
+            application=application, organization=self.organization, user=request.user, **payload.validated_data
+        )
+        return Response(serializers.ApplicationReviewSerializer(review).data)
+
+    @extend_schema(
+        request=None, responses={201: serializers.ApplicationSubscriptionSerializer},
+        description="Subscribe at the current version's monthly price; the first month is charged now (402 "
+        "insufficient_funds, 409 already_subscribed or not_by_subscription).",
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def subscribe(self, request: Request, slug: str | None = None) -> Response:
+        subscription = application_services.application_subscribe(
+            application=self.get_object(), organization=self.organization, user=request.user
+        )
+        body = serializers.ApplicationSubscriptionSerializer(subscription).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ApplicationSubscriptionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
+    """The organization's application subscriptions. Another organization's is 404."""
+
+    serializer_class = serializers.ApplicationSubscriptionSerializer
+    filterset_fields = ["status"]
+    write_scope = None
+
+    def get_queryset(self) -> QuerySet[ApplicationSubscription]:
+        if getattr(self, "swagger_fake_view", False):
+            return ApplicationSubscription.objects.none()
+        return application_selectors.subscription_list(organization=self.organization)
+
+    @extend_schema(request=None, description="Stop renewing; it runs to the end of the period paid for.")
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        subscription = application_services.application_subscription_cancel(
+            subscription=self.get_object(), user=request.user
+        )
+        return Response(self.get_serializer(subscription).data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=serializers.ApplicationCreateSerializer, responses={201: serializers.SellerApplicationSerializer}
+    ),
+    partial_update=extend_schema(request=serializers.ApplicationListingWriteSerializer),
+)
+class SellerApplicationViewSet(
+    OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The applications the organization sells, drafts included. Owners and admins make, version, publish and
+    unpublish them; another organization's is 404."""
+
+    serializer_class = serializers.SellerApplicationSerializer
+    filterset_fields = ["status", "category"]
+    ordering_fields = ["created_at", "name"]
+    write_scope = None
+
+    def get_queryset(self) -> QuerySet[Application]:
+        if getattr(self, "swagger_fake_view", False):
+            return Application.objects.none()
+        return application_selectors.seller_application_list(seller=self.organization).order_by("-created_at")
+
+    def _represent(self, pk: int, status_code: int = status.HTTP_200_OK) -> Response:
+        return Response(self.get_serializer(self.get_queryset().get(pk=pk)).data, status=status_code)
+
+    @idempotent
+    def create(self, request: Request) -> Response:
+        payload = serializers.ApplicationCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        listing = dict(payload.validated_data)
+        slug, version = listing.pop("slug"), listing.pop("version")
+        created = application_services.application_create(
+            seller=self.organization, user=request.user, slug=slug, listing=listing, version=version
+        )
+        return self._represent(created.pk, status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        application = self.get_object()
+        payload = serializers.ApplicationListingWriteSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        application_services.application_update_listing(
+            application=application, user=request.user, listing=payload.validated_data
+        )
+        return self._represent(application.pk)
+
+    @extend_schema(
+        request=serializers.ApplicationVersionWriteSerializer, responses={201: serializers.SellerApplicationSerializer},
+        description="A new current version: new calls and subscriptions get it; paid subscriptions keep theirs (and "
+        "its price) until they renew.",
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def versions(self, request: Request, pk: str | None = None) -> Response:
+        application = self.get_object()
+        payload = serializers.ApplicationVersionWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        application_services.application_version_create(
+            application=application, user=request.user, version=payload.validated_data
+        )
+        return self._represent(application.pk, status.HTTP_201_CREATED)
+
+    @extend_schema(request=serializers.ApplicationStatusSerializer, description="Publish or unpublish.")
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request: Request, pk: str | None = None) -> Response:
+        application = self.get_object()
+        payload = serializers.ApplicationStatusSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        application_services.application_status_set(
+            application=application, user=request.user, status=payload.validated_data["status"]
+        )
+        return self._represent(application.pk)

@@ -95,7 +95,9 @@ def subscription_spend(*, organization_id: int, start: datetime, end: datetime) 
 
 
 def seller_application_list(*, seller: Organization) -> QuerySet[Application]:
-    return Application.objects.filter(seller=seller).select_related("current_version__model_service__provider")
+    return Application.objects.filter(seller=seller).select_related(
+        "seller", "current_version__model_service__provider"
+    )
 
 
 def seller_application_get(*, seller: Organization, pk: int) -> Application | None:

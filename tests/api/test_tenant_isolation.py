@@ -12,15 +12,24 @@ from accounts import services
 from accounts.models import ApiKey, Invitation, Membership
 from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.selectors import wallet_get
-from marketplace.models import ModelService, Offering, Rental
+from marketplace.models import (
+    Application,
+    ApplicationSubscription,
+    ApplicationVersion,
+    ModelService,
+    Offering,
+    Rental,
+)
+from marketplace.services.applications import application_subscribe
 from marketplace.services.rentals import RentalRequest, rental_create
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
+from tests.factories.applications import published_application
 from tests.factories.billing import fund
 from tests.factories.marketplace import ModelCallFactory, ModelServiceFactory, OfferingFactory
 
 API_PREFIX = "api/v1/"
-PK_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
-NESTED_GROUP = re.compile(r"\(\?P<(?!pk>)(\w+)>[^)]*\)")
+PK_GROUP = re.compile(r"\(\?P<(?:pk|slug)>[^)]*\)")  # an object's own key: its id, or its slug
+NESTED_GROUP = re.compile(r"\(\?P<(?!pk>|slug>)(\w+)>[^)]*\)")
 
 
 def api_routes() -> list[tuple[str, object]]:
@@ -71,9 +80,14 @@ def tenants(db):
         request=RentalRequest(offering_id=cheap.pk, accelerators=1, starts_at=now() + timedelta(hours=1)),
     )  # holds one hour at ¥1
     model_call_a = ModelCallFactory(organization=organization_a, api_key=key_a, model_service=service_a)
+    application_a = published_application(seller=organization_a, slug="tenant-a-draft", publish=False)
+    sold_to_a = published_application(slug="sold-to-a", pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price="10.00")
+    subscription_a = application_subscribe(application=sold_to_a, organization=organization_a, user=user_a)
     return {
         "rental_a": rental_a,
         "model_call_a": model_call_a,
+        "application_a": application_a,
+        "subscription_a": subscription_a,
         "a": organization_a,
         "b": organization_b,
         "key_a": key_a,
@@ -94,7 +108,7 @@ def concrete_path(route: str, *, pk: int, tenants: dict) -> str:
 
 
 def resource_of(route: str) -> str:
-    return route.split("(?P<pk>")[0]
+    return PK_GROUP.split(route)[0]
 
 
 # Shared reference data that every tenant reads alike: no tenant owns a site or an accelerator model.
@@ -113,6 +127,9 @@ OBJECT_OF_A = {
     "rentals/": lambda t: t["rental_a"].pk,
     "model-calls/": lambda t: t["model_call_a"].pk,
     "provider/model-calls/": lambda t: t["model_call_a"].pk,  # a call on A's service
+    "apps/": lambda t: t["application_a"].slug,  # a draft: not in the storefront
+    "app-subscriptions/": lambda t: t["subscription_a"].pk,
+    "seller/apps/": lambda t: t["application_a"].pk,
 }
 
 
@@ -137,7 +154,7 @@ def test_other_organization_gets_404_on_every_detail_route_and_nothing_changes(t
         object_id = OBJECT_OF_A[resource](tenants)
         path = concrete_path(route, pk=object_id, tenants=tenants)
         methods = allowed_methods(callback)
-        if "GET" in methods and not resource.startswith(("offerings/", "model-services/")):
+        if "GET" in methods and not resource.startswith(("offerings/", "model-services/", "apps/")):
             assert client_a.get(path).status_code == 200, path  # the same path works for A itself
         for method in methods:
             response = getattr(client_b, method.lower())(path, data={"name": "hijack"}, format="json")
@@ -157,7 +174,14 @@ def assert_a_unchanged(tenants: dict) -> None:
     tenants["service_a"].refresh_from_db()
     assert tenants["offering_a"].name != "hijack" and tenants["offering_a"].status == Offering.Status.DRAFT
     assert tenants["service_a"].name != "hijack" and tenants["service_a"].status == ModelService.Status.DRAFT
-    assert wallet_get(organization=tenants["a"]).available == Decimal("99.00")  # ¥1 held for the rental
+    # ¥1 held for the rental, ¥10 paid for a month of an application
+    assert wallet_get(organization=tenants["a"]).available == Decimal("89.00")
+    application_a, subscription_a = tenants["application_a"], tenants["subscription_a"]
+    application_a.refresh_from_db()
+    subscription_a.refresh_from_db()
+    assert application_a.name != "hijack" and application_a.status == Application.Status.DRAFT
+    assert application_a.current_version.number == 1 and not application_a.reviews.exists()
+    assert subscription_a.status == ApplicationSubscription.Status.ACTIVE
     assert Rental.objects.get(pk=tenants["rental_a"].pk).status == Rental.Status.PENDING
     assert list(TopUp.objects.values_list("organization", flat=True)) == [tenants["a"].pk]
 

@@ -80,9 +80,7 @@ def test_the_application_page_offers_try_it_to_members_and_sign_in_to_visitors(c
     assert client.get("/apps/no-such-app/").status_code == 404
 
 
-def test_only_organizations_that_used_an_application_review_it_and_the_rating_follows(
-    signed_in, organization, service
-):
+def test_only_organizations_that_used_an_application_review_it_and_the_rating_follows(signed_in, organization, service):
     # given
     application = published_application(model_service=service)
     # when it reviews without having used it

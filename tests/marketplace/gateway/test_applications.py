@@ -1,6 +1,7 @@
 """Applications called through the gateway as `app:<slug>`: their version applied, their price charged as sold (per
 call, per 1K tokens, in a free trial, under a subscription), and each call's capture split four ways."""
 
+import http.client
 from decimal import Decimal
 
 import openai
@@ -8,6 +9,7 @@ import pytest
 
 from billing.models import AccountKind, LedgerTransaction
 from billing.services.holds import fee_split
+from marketplace.gateway.directory import try_it_token
 from marketplace.models import Application, ApplicationVersion, GatewayPolicy, ResidencyZone
 from marketplace.services.applications import application_status_set, application_subscribe
 from marketplace.services.model_calls import model_calls_capture
@@ -29,7 +31,9 @@ def call_app(gateway, key: str, slug: str = "contract-reviewer", **options):
 
 
 def postings_by_account(transaction: LedgerTransaction) -> dict[tuple[int | None, str], Decimal]:
-    return {(p.account.organization_id, p.account.kind): p.amount for p in transaction.postings.select_related("account")}
+    return {
+        (p.account.organization_id, p.account.kind): p.amount for p in transaction.postings.select_related("account")
+    }
 
 
 def test_a_per_call_application_runs_its_version_and_each_call_is_one_ledger_transaction_split_four_ways(
@@ -140,3 +144,33 @@ def test_an_unpublished_or_out_of_zone_application_is_not_found_and_models_lists
         call_app(gateway, buyer_key)
     assert unpublished.value.code == "model_not_found"
     assert written_calls(gateway) == []
+
+
+def test_a_try_it_token_calls_as_the_signed_in_member_and_browsers_may_call_from_any_origin(
+    gateway, buyer, chat_service
+):
+    # given a member's try-it token and a billing member's
+    member = MembershipFactory(organization=buyer, role="member").user
+    billing = MembershipFactory(organization=buyer, role="billing").user
+    token = try_it_token(user_id=member.pk, organization_id=buyer.pk)
+    # when the page calls the gateway with it (after the browser's preflight)
+    preflight = http_request(gateway, "OPTIONS", "/v1/chat/completions", headers={"Origin": "https://shop.example"})
+    answer = client_for(gateway, token).chat.completions.create(model=chat_service.slug, messages=MESSAGES)
+    # then the call is the organization's, made with no API key
+    assert preflight[0] == 204 and preflight[1]["access-control-allow-origin"] == "*"
+    assert "authorization" in preflight[1]["access-control-allow-headers"]
+    (call,) = written_calls(gateway)
+    assert answer.choices[0].message.content and (call.organization_id, call.api_key_id) == (buyer.pk, None)
+    # and a tampered token, or a billing member's, is refused
+    for refused in (token[:-2] + "xx", try_it_token(user_id=billing.pk, organization_id=buyer.pk)):
+        with pytest.raises(openai.AuthenticationError) as error:
+            client_for(gateway, refused).models.list()
+        assert error.value.code == "invalid_api_key"
+
+
+def http_request(gateway, method: str, path: str, headers: dict) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.request(method, path, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status, {name.lower(): value for name, value in response.getheaders()}
