@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from marketplace.core.regions import Region
-from marketplace.models import ModelService, Offering, Site, SiteTier
+from marketplace.models import Application, ModelService, Offering, Site, SiteTier
 from tests.factories.accounts import MembershipFactory
 from tests.factories.marketplace import (
     ModelServiceFactory,
@@ -22,15 +22,23 @@ from tests.factories.marketplace import (
 
 def test_seed_demo_is_idempotent_and_covers_every_region_and_tier(db):
     call_command("seed_demo", stdout=io.StringIO())
-    counts = (Site.objects.count(), Offering.objects.count(), ModelService.objects.count())
+    counts = (Site.objects.count(), Offering.objects.count(), ModelService.objects.count(), Application.objects.count())
     second_run = io.StringIO()
     call_command("seed_demo", stdout=second_run)
-    assert (Site.objects.count(), Offering.objects.count(), ModelService.objects.count()) == counts
+    assert (
+        Site.objects.count(), Offering.objects.count(), ModelService.objects.count(), Application.objects.count()
+    ) == counts  # fmt: skip
     assert "(0 new objects)" in second_run.getvalue()
     assert set(Site.objects.values_list("region", flat=True)) == set(Region.values)
     assert set(Site.objects.values_list("tier", flat=True)) == set(SiteTier.values)
     assert Offering.objects.filter(status="published", accelerator__is_domestic=True).count() >= 4
     assert set(ModelService.objects.values_list("status", flat=True)) == {"published"}  # the demo model serves them
+    # an application of each pricing, published, sold by the demo buyer
+    applications = Application.objects.select_related("current_version", "seller")
+    assert {app.current_version.pricing for app in applications} == {"per_call", "per_1k_tokens", "subscription"}
+    assert {(app.status, app.seller.memberships.get().user.email) for app in applications} == {
+        ("published", "buyer@demo.local")
+    }
 
 
 def test_offering_list_htmx_returns_the_results_fragment(db, client):

@@ -15,7 +15,17 @@ from accounts.models import Organization, ProviderProfile, User
 from billing.selectors import top_up_list
 from billing.services.topups import topup_test_credit, topup_test_mode
 from marketplace.core.regions import Region
-from marketplace.models import AcceleratorModel, ModelService, Offering, Rental, ResidencyZone, Site, SiteTier
+from marketplace.models import (
+    AcceleratorModel,
+    Application,
+    ModelService,
+    Offering,
+    Rental,
+    ResidencyZone,
+    Site,
+    SiteTier,
+)
+from marketplace.services import applications as application_services
 from marketplace.services import offerings as catalogue_services
 from marketplace.services import rentals as rental_services
 
@@ -73,6 +83,16 @@ MODEL_SERVICES = [
     ("west", "deepseek-v3", "DeepSeek V3", "deepseek", "chat", 65536, 8192, "fp8", "0.002", "0.008", ResidencyZone.CN_SOUTHWEST),
     ("edge", "glm-4-9b-chat", "GLM-4 9B Chat", "glm-4", "chat", 131072, 4096, "bf16", "0.0006", "0.0006", ResidencyZone.CN_SOUTH),
 ]  # fmt: skip
+# Applications the demo buyer sells on those services: slug, name, icon, category, provider/model, pricing, price,
+# free trial calls, tagline, system prompt.
+DEMO_APPLICATIONS = [
+    ("contract-reviewer", "合同审阅助手", "⚖️", "knowledge", ("east", "qwen2-5-72b-instruct"), "per_call", "0.05", 5,
+     "逐条找出合同里需要律师留意的条款", "你是一名资深法务。逐条指出合同中的风险条款，并给出修改建议。"),
+    ("weekly-report", "周报生成器", "📝", "writing", ("west", "deepseek-v3"), "per_1k_tokens", "0.002", 10,
+     "把零散的工作记录整理成一份周报", "把用户给出的工作记录整理成结构清晰的周报：本周完成、问题与风险、下周计划。"),
+    ("english-tutor", "英语口语陪练", "🎓", "education", ("edge", "glm-4-9b-chat"), "subscription", "29.90", 20,
+     "用英语聊天，顺手纠正你的语法", "You are a friendly English tutor. Reply in English and gently correct mistakes."),
+]  # fmt: skip
 # The demo buyer's rentals: site, accelerator, accelerators, hours ago it started, hours it ran (None: running).
 # The running one is billed by the worker from the moment `make run` starts, like any rental.
 DEMO_RENTALS = [
@@ -86,7 +106,10 @@ DEMO_UPSTREAM = "http://127.0.0.1:8001/v1"
 
 
 class Command(BaseCommand):
-    help = "Load demo users, providers, sites, offerings and model services (running it twice creates nothing new)."
+    help = (
+        "Load demo users, providers, sites, offerings, model services and applications (running it twice creates "
+        "nothing new)."
+    )
 
     def handle(self, *args, **options) -> None:
         with transaction.atomic():
@@ -193,6 +216,24 @@ class Command(BaseCommand):
                 rate_limit_rpm=600, rate_limit_tpm=1_000_000, residency_zone=zone, upstream_base_url=DEMO_UPSTREAM,
             )  # fmt: skip
             catalogue_services.model_service_set_status(model_service_id=service.pk, status="published", actor=owner)
+            created += 1
+
+        for slug, name, icon, category, (
+            provider_key,
+            model,
+        ), pricing, price, trial, tagline, prompt in DEMO_APPLICATIONS:
+            if Application.objects.filter(slug=slug).exists():
+                continue
+            application = application_services.application_create(
+                seller=buyer_organization, user=users["buyer"], slug=slug,
+                listing={"name": name, "icon": icon, "category": category, "tagline": tagline,
+                         "description": f"{tagline}。{prompt}"},
+                version={"model_service": ModelService.objects.get(provider=providers[provider_key][0], slug=model),
+                         "system_prompt": prompt, "pricing": pricing, "price": Decimal(price),
+                         "free_trial_calls": trial, "notes": "首个版本"},
+            )  # fmt: skip
+            application_services.application_status_set(application=application, user=users["buyer"],
+                                                         status=Application.Status.PUBLISHED)  # fmt: skip
             created += 1
 
         if topup_test_mode() and not Rental.objects.filter(organization=buyer_organization).exists():
