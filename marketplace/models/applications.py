@@ -141,7 +141,13 @@ class ApplicationSubscription(TimeStampedModel):
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.ACTIVE)
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("paid until"))
-    end_reason = models.CharField(_("why it ended"), max_length=200, blank=True)
+    class EndReason(models.TextChoices):
+        CANCELLED = "cancelled", _("Cancelled by the buyer.")
+        UNPUBLISHED = "unpublished", _("The seller unpublished the application.")
+        NOT_BY_SUBSCRIPTION = "not_by_subscription", _("The application is no longer sold by subscription.")
+        INSUFFICIENT_FUNDS = "insufficient_funds", _("Insufficient funds to renew.")
+
+    end_reason = models.CharField(_("why it ended"), max_length=24, choices=EndReason.choices, blank=True)
 
     class Meta:
         verbose_name = _("application subscription")

@@ -285,20 +285,20 @@ def _subscription_renew(*, subscription_id: int, moment: datetime) -> bool:
     if subscription is None:
         return False
     application, version = subscription.application, subscription.application.current_version
-    reason = ""
+    Ended = ApplicationSubscription.EndReason
     if subscription.status == ApplicationSubscription.Status.CANCELLED:
-        reason = _("Cancelled by the buyer.")
+        reason = Ended.CANCELLED
     elif application.status != Application.Status.PUBLISHED:
-        reason = _("The seller unpublished the application.")
+        reason = Ended.UNPUBLISHED
     elif version.pricing != Pricing.SUBSCRIPTION:
-        reason = _("The application is no longer sold by subscription.")
+        reason = Ended.NOT_BY_SUBSCRIPTION
     else:
         subscription.version, subscription.price = version, version.price
         try:
             with transaction.atomic():
                 _subscription_pay(subscription=subscription, period_start=subscription.period_end)
         except InsufficientFunds:
-            reason = _("Insufficient funds to renew.")
+            reason = Ended.INSUFFICIENT_FUNDS
         else:
             return True
     subscription.status, subscription.end_reason = ApplicationSubscription.Status.ENDED, reason

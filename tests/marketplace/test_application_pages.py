@@ -84,7 +84,9 @@ def test_only_organizations_that_used_an_application_review_it_and_the_rating_fo
     # given
     application = published_application(model_service=service)
     # when it reviews without having used it
-    refused = signed_in.post("/apps/contract-reviewer/review/", {"stars": 5, "text": "great"}, follow=True)
+    refused = signed_in.post(
+        "/apps/contract-reviewer/review/", {"stars": 5, "text": "great"}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+    )
     # then
     assert "Only organizations that used the application can review it" in refused.content.decode()
     # when it has had an answer from it, reviews, then changes its mind
@@ -143,7 +145,7 @@ def test_a_new_version_changes_a_subscription_price_only_at_renewal_and_short_fu
     assert application_subscriptions_renew(moment=subscription.period_end) == 0
     subscription.refresh_from_db()
     assert subscription.status == ApplicationSubscription.Status.ENDED
-    assert subscription.end_reason == "Insufficient funds to renew."
+    assert subscription.end_reason == ApplicationSubscription.EndReason.INSUFFICIENT_FUNDS
     assert list(SubscriptionPayment.objects.order_by("pk").values_list("amount", flat=True)) == [
         Decimal("10.00"), Decimal("12.00"),
     ]  # fmt: skip
