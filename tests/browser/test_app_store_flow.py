@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, seria
 def gateway(settings):
     """The demo model server and the gateway on loopback ports; the pages send their calls there."""
     upstream = DemoModelServer(
-        ("127.0.0.1", 0), DemoModelSettings(time_to_first_token=0, tokens_per_second=0, reply_tokens=24, api_key="sk-demo")
+        ("127.0.0.1", 0),
+        DemoModelSettings(time_to_first_token=0, tokens_per_second=0, reply_tokens=24, api_key="sk-demo"),
     )
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     settings.GATEWAY_REDIS_URL = ""  # the embedded default's counters: every call's record is written at once
@@ -59,7 +60,10 @@ def test_try_a_model_publish_an_application_another_buyer_uses_and_reviews_it_th
     fund(seller.organization, "50.00")
     fund(buyer.organization, "50.00")
     service = ModelServiceFactory(
-        name="Qwen2.5 72B", slug="qwen2-5-72b-instruct", upstream_base_url=gateway.upstream_url, upstream_api_key="sk-demo"
+        name="Qwen2.5 72B",
+        slug="qwen2-5-72b-instruct",
+        upstream_base_url=gateway.upstream_url,
+        upstream_api_key="sk-demo",
     )
 
     # when the first buyer tries the model from its page
