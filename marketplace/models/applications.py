@@ -134,6 +134,12 @@ class ApplicationSubscription(TimeStampedModel):
         CANCELLED = "cancelled", _("Cancelled")  # runs to the end of the period, then ends
         ENDED = "ended", _("Ended")
 
+    class EndReason(models.TextChoices):
+        CANCELLED = "cancelled", _("Cancelled by the buyer.")
+        UNPUBLISHED = "unpublished", _("The seller unpublished the application.")
+        NOT_BY_SUBSCRIPTION = "not_by_subscription", _("The application is no longer sold by subscription.")
+        INSUFFICIENT_FUNDS = "insufficient_funds", _("Insufficient funds to renew.")
+
     application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="subscriptions")
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
     version = models.ForeignKey(ApplicationVersion, on_delete=models.PROTECT, related_name="+")
@@ -141,12 +147,6 @@ class ApplicationSubscription(TimeStampedModel):
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.ACTIVE)
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("paid until"))
-    class EndReason(models.TextChoices):
-        CANCELLED = "cancelled", _("Cancelled by the buyer.")
-        UNPUBLISHED = "unpublished", _("The seller unpublished the application.")
-        NOT_BY_SUBSCRIPTION = "not_by_subscription", _("The application is no longer sold by subscription.")
-        INSUFFICIENT_FUNDS = "insufficient_funds", _("Insufficient funds to renew.")
-
     end_reason = models.CharField(_("why it ended"), max_length=24, choices=EndReason.choices, blank=True)
 
     class Meta:
