@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from marketplace.core.admin import ReadOnlyAdmin
-from marketplace.models import GatewayPolicy, ModelCall
+from marketplace.models import Application, ApplicationReview, ApplicationSubscription, GatewayPolicy, ModelCall
 
 
 @admin.register(GatewayPolicy)
@@ -20,3 +20,29 @@ class ModelCallAdmin(ReadOnlyAdmin):
     list_select_related = ["organization", "model_service"]
     search_fields = ["call_id", "organization__name", "requested_model"]
     date_hierarchy = "created_at"
+
+
+@admin.register(Application)
+class ApplicationAdmin(ReadOnlyAdmin):
+    """Sellers make and publish applications through their console; staff look."""
+
+    list_display = ["name", "slug", "seller", "category", "status", "rating_count", "published_at"]
+    list_filter = ["status", "category"]
+    list_select_related = ["seller"]
+    search_fields = ["name", "slug", "seller__name"]
+
+
+@admin.register(ApplicationSubscription)
+class ApplicationSubscriptionAdmin(ReadOnlyAdmin):
+    list_display = ["application", "organization", "price", "status", "period_end", "end_reason"]
+    list_filter = ["status", "end_reason"]
+    list_select_related = ["application", "organization"]
+    search_fields = ["application__name", "organization__name"]
+
+
+@admin.register(ApplicationReview)
+class ApplicationReviewAdmin(ReadOnlyAdmin):
+    list_display = ["application", "organization", "stars", "updated_at"]
+    list_filter = ["stars"]
+    list_select_related = ["application", "organization"]
+    search_fields = ["application__name", "organization__name", "text"]
