@@ -15,6 +15,7 @@ from marketplace.models import (
     ResidencyZone,
     Site,
 )
+from marketplace.services.applications import VERSION_FIELDS
 from marketplace.services.placement import PricingMode
 
 
@@ -144,10 +145,7 @@ class ApplicationVersionForm(forms.ModelForm):
 
     class Meta:
         model = ApplicationVersion
-        fields = [
-            "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
-            "notes",
-        ]  # fmt: skip
+        fields = list(VERSION_FIELDS)
         widgets = {"system_prompt": forms.Textarea(attrs={"rows": 5}), "notes": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs):

@@ -299,6 +299,8 @@ GATEWAY_DEFAULT_REQUESTS_PER_MINUTE = env_int("GATEWAY_DEFAULT_REQUESTS_PER_MINU
 GATEWAY_DEFAULT_TOKENS_PER_MINUTE = env_int("GATEWAY_DEFAULT_TOKENS_PER_MINUTE", 1_000_000)
 # The organization's standing hold for calls grows by this much at a time (less if it cannot spend that much).
 GATEWAY_HOLD_STEP = Decimal(os.environ.get("GATEWAY_HOLD_STEP", "20.00"))
+# An organization's gateway hold goes back to its available funds after this long without a model call.
+GATEWAY_HOLD_IDLE_SECONDS = env_int("GATEWAY_HOLD_IDLE_SECONDS", 1800)
 GATEWAY_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT_SECONDS", "5"))
 GATEWAY_READ_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_READ_TIMEOUT_SECONDS", "120"))
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000)
@@ -347,6 +349,8 @@ CELERY_BEAT_SCHEDULE = {
     "rental-lifecycle-tick": {"task": "marketplace.rental_lifecycle_tick", "schedule": 60.0},
     # every GATEWAY_CAPTURE_SECONDS: write buffered model calls and capture their costs in one transaction
     "gateway-calls-capture": {"task": "marketplace.model_calls_capture", "schedule": float(GATEWAY_CAPTURE_SECONDS)},
+    # */5 * * * *  idle organizations' gateway holds go back to their available funds
+    "gateway-holds-release-idle": {"task": "marketplace.gateway_holds_release_idle", "schedule": 300.0},
     # */5 * * * *  application subscriptions renew (or end) once their period is over; each period is paid once
     "application-subscriptions-renew": {"task": "marketplace.application_subscriptions_renew", "schedule": 300.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)

@@ -107,3 +107,13 @@ def application_subscriptions_renew_task() -> int:
     from marketplace.services.applications import application_subscriptions_renew
 
     return application_subscriptions_renew()
+
+
+@shared_task(name="marketplace.gateway_holds_release_idle")
+def gateway_holds_release_idle_task() -> int:
+    """Beat sends it every five minutes: give back the gateway holds of organizations that stopped calling."""
+    from marketplace.services.model_calls import gateway_holds_release_idle, model_calls_capture, model_calls_flush
+
+    model_calls_flush()
+    model_calls_capture()  # a hold is only released once every call on it is captured
+    return gateway_holds_release_idle()

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from billing.models import AccountKind, GatewayFunds, Hold, LedgerTransaction, TransactionKind
 from billing.money import quantize_amount
 from billing.selectors import wallet_get
-from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place
+from billing.services.holds import hold_increase, hold_increase_what_can_be, hold_place, hold_release
 from billing.services.ledger import ZERO, InsufficientFunds, ledger_post, organization_account, platform_account
 from billing.services.quotas import month_spend, quota_get
 from marketplace.core.errors import DomainError
@@ -110,6 +110,31 @@ def gateway_funds_reserve(*, organization_id: int, amount: Decimal, dry_run: boo
 
 def gateway_funds_give_back(*, organization_id: int, amount: Decimal) -> None:
     GatewayFunds.objects.filter(pk=organization_id).update(available=F("available") + amount)
+
+
+@transaction.atomic
+def gateway_funds_release(*, organization_id: int, expected_remaining: Decimal | None = None) -> Decimal:
+    """Give the organization's gateway hold back to its available funds when no call has anything reserved from it
+    and no written call waits for capture; returns what was released (zero when it was not).
+
+    On the embedded default nothing reserved means `available` is the whole remainder (the row lock keeps calls out
+    meanwhile). With Redis the caller has already zeroed the Redis funds, having seen nothing reserved there, and
+    passes the remainder it saw: a hold grown since then is kept."""
+    from marketplace.selectors.model_calls import model_calls_uncaptured_cost
+
+    funds = _funds_locked(organization_id)
+    hold = funds.hold
+    if hold is None or hold.status != Hold.Status.ACTIVE:
+        return ZERO
+    remaining = hold.remaining
+    if remaining != (funds.available if expected_remaining is None else expected_remaining):
+        return ZERO
+    if model_calls_uncaptured_cost(organization_id=organization_id) > 0:
+        return ZERO
+    hold_release(hold_id=hold.pk)
+    funds.hold, funds.available = None, ZERO
+    funds.save(update_fields=["hold", "available"])
+    return remaining
 
 
 def gateway_funds_held(*, organization_id: int) -> Decimal:

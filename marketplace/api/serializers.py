@@ -23,6 +23,7 @@ from marketplace.models import (
     ResidencyZone,
     Site,
 )
+from marketplace.services.applications import VERSION_FIELDS
 
 
 class ProviderRefSerializer(serializers.Serializer):
@@ -427,10 +428,7 @@ class ApplicationVersionWriteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApplicationVersion
-        fields = [
-            "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
-            "notes",
-        ]  # fmt: skip
+        fields = list(VERSION_FIELDS)
 
 
 class ApplicationListingWriteSerializer(serializers.ModelSerializer):

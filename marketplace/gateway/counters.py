@@ -90,6 +90,14 @@ end
 redis.call('RPUSH', KEYS[2], ARGV[4])
 return 0
 """
+# Zero an organization's free funds under a new epoch if they show nothing reserved (all ARGV[1] of the hold free,
+# or not in Redis at all: then no call can have reserved, and a later seed finds the key and leaves it).
+FUNDS_RETIRE = """
+local available = redis.call('HGET', KEYS[1], 'available')
+if available and available ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'available', 0, 'epoch', ARGV[2])
+return 1
+"""
 KEY_SPEND_SEED = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 return 0
@@ -280,3 +288,23 @@ class DatabaseCounters(Counters):
         await sync_to_async(model_call_settle_in_database)(
             record=record, give_back=units_to_amount(reservation.units - cost_units)
         )
+
+
+def funds_retire(*, url: str, organization_id: int, remaining: Decimal) -> str | None:
+    """Stop calls from reserving the organization's gateway hold before it is released: its Redis funds zeroed if
+    they show the whole `remaining` free (nothing reserved). Returns the new epoch, or None when something is
+    reserved. A call after this finds no funds and grows a new hold first."""
+    import redis
+
+    epoch = uuid.uuid4().hex
+    with redis.Redis.from_url(url) as client:
+        done = client.eval(FUNDS_RETIRE, 1, f"gw:funds:{organization_id}", int(remaining * UNITS), epoch)
+    return epoch if done else None
+
+
+def funds_restore(*, url: str, organization_id: int, epoch: str, remaining: Decimal) -> None:
+    """The hold was not released after all (it grew meanwhile): its free funds back, unless Redis was reseeded."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.eval(FUNDS_ADD, 1, f"gw:funds:{organization_id}", epoch, int(remaining * UNITS))

@@ -33,9 +33,10 @@ from marketplace.models import (
 logger = logging.getLogger(__name__)
 
 LISTING_FIELDS = {"name", "icon", "tagline", "description", "category"}
-VERSION_FIELDS = {
-    "notes", "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls",
-}  # fmt: skip
+# What a seller sets on a version, in the order forms show it.
+VERSION_FIELDS = (
+    "model_service", "system_prompt", "temperature", "max_tokens", "pricing", "price", "free_trial_calls", "notes",
+)  # fmt: skip
 Pricing = ApplicationVersion.Pricing
 
 
@@ -128,7 +129,9 @@ def application_status_set(*, application: Application, user: User, status: str)
     paid run to the end of their period."""
     _seller_require(user=user, application=application)
     locked = (
-        Application.objects.select_for_update().select_related("current_version__model_service").get(pk=application.pk)
+        Application.objects.select_for_update(of=("self",))
+        .select_related("current_version__model_service")
+        .get(pk=application.pk)
     )
     if status == Application.Status.PUBLISHED:
         service = locked.current_version.model_service

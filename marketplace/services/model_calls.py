@@ -8,21 +8,24 @@ crash leaves them for the next run, and two runs never take the same call (row l
 import logging
 import uuid
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils.timezone import now
 
 from accounts.models import Organization
 from accounts.services import api_keys_mark_used
+from billing.models import GatewayFunds, Hold
 from billing.services.gateway import (
     CallCharge,
     gateway_calls_capture,
     gateway_funds_give_back,
+    gateway_funds_held,
+    gateway_funds_release,
     gateway_funds_reserve,
 )
 from billing.services.holds import fee_split, platform_fee_percent
@@ -197,3 +200,31 @@ def _capture_batch() -> int:
     ModelCall.objects.bulk_update(calls, ["fee", "application_fee", "ledger_transaction"], batch_size=1000)
     logger.info("model calls captured", extra={"calls": len(calls)})
     return len(calls)
+
+
+def gateway_holds_release_idle() -> int:
+    """Give back the gateway holds of organizations that made no model call for GATEWAY_HOLD_IDLE_SECONDS, once
+    nothing is reserved from them and every call is captured, so idle funds do not stay held. Returns how many were
+    released; the next call holds again."""
+    from marketplace.gateway.counters import funds_restore, funds_retire
+
+    recent = ModelCall.objects.filter(
+        organization_id=OuterRef("pk"), created_at__gte=now() - timedelta(seconds=settings.GATEWAY_HOLD_IDLE_SECONDS)
+    )
+    idle = GatewayFunds.objects.filter(hold__status=Hold.Status.ACTIVE).exclude(Exists(recent))
+    url, released = settings.GATEWAY_REDIS_URL, 0
+    for organization_id in idle.values_list("pk", flat=True):
+        if not url:
+            released += gateway_funds_release(organization_id=organization_id) > 0
+            continue
+        remaining = gateway_funds_held(organization_id=organization_id)
+        epoch = funds_retire(url=url, organization_id=organization_id, remaining=remaining)
+        if epoch is None:
+            continue
+        if gateway_funds_release(organization_id=organization_id, expected_remaining=remaining):
+            released += 1
+        else:
+            funds_restore(url=url, organization_id=organization_id, epoch=epoch, remaining=remaining)
+    if released:
+        logger.info("idle gateway holds released", extra={"holds": released})
+    return released

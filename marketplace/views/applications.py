@@ -50,10 +50,15 @@ def application_list(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/application_list.html", {"form": form, "page": page})
 
 
-def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def _published(slug: str) -> Application:
     application = selectors.application_get_published(slug=slug)
     if application is None:
         raise Http404
+    return application
+
+
+def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    application = _published(slug)
     organization = getattr(request, "organization", None)
     context = {
         "application": application,
@@ -76,9 +81,7 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @organization_required
 @require_POST
 def application_subscribe(request: HttpRequest, slug: str) -> HttpResponse:
-    application = selectors.application_get_published(slug=slug)
-    if application is None:
-        raise Http404
+    application = _published(slug)
     try:
         services.application_subscribe(application=application, organization=request.organization, user=request.user)
     except DomainError as error:
@@ -109,9 +112,7 @@ def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 @organization_required
 @require_POST
 def application_review(request: HttpRequest, slug: str) -> HttpResponse:
-    application = selectors.application_get_published(slug=slug)
-    if application is None:
-        raise Http404
+    application = _published(slug)
     form = ApplicationReviewForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Give 1 to 5 stars."))
@@ -200,7 +201,7 @@ def seller_application(request: HttpRequest, pk: int) -> HttpResponse:
 def seller_version_create(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)
     current = application.current_version
-    initial = {field: getattr(current, field) for field in services.VERSION_FIELDS - {"notes"}}
+    initial = {field: getattr(current, field) for field in services.VERSION_FIELDS if field != "notes"}
     form = ApplicationVersionForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
