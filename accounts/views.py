@@ -8,7 +8,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import translation
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -16,13 +15,7 @@ from accounts import forms, selectors, services
 from accounts.middleware import SESSION_ORGANIZATION_KEY
 from accounts.models import Membership, ProviderProfile
 from marketplace.core.errors import DomainError, RateLimited
-
-
-def _safe_next(request: HttpRequest, default: str) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return target
-    return default
+from marketplace.core.redirects import safe_next
 
 
 def _apply_language(response: HttpResponse, language: str) -> HttpResponse:
@@ -51,7 +44,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, _("Welcome! Your personal workspace is ready."))
-            return redirect(_safe_next(request, reverse("storefront:home")))
+            return redirect(safe_next(request, reverse("storefront:home")))
     return render(request, "accounts/signup.html", {"form": form, "next": request.GET.get("next", "")})
 
 
@@ -74,7 +67,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             else:
                 services.login_success_record(email=email, ip_address=ip_address)
                 login(request, user)
-                response = redirect(_safe_next(request, reverse("storefront:home")))
+                response = redirect(safe_next(request, reverse("storefront:home")))
                 return _apply_language(response, user.preferred_language)
     response = render(
         request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status
@@ -147,7 +140,7 @@ def organization_switch(request: HttpRequest) -> HttpResponse:
     organization = get_object_or_404(selectors.organization_list(user=request.user), pk=int(chosen))
     _activate(request, organization)
     messages.info(request, _("Now working in %(name)s.") % {"name": organization.name})
-    return redirect(_safe_next(request, reverse("storefront:home")))
+    return redirect(safe_next(request, reverse("storefront:home")))
 
 
 @login_required

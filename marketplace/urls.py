@@ -18,6 +18,7 @@ storefront_patterns = (
         path("apps/<slug:slug>/", applications.application_detail, name="application-detail"),
         path("apps/<slug:slug>/subscribe/", applications.application_subscribe, name="application-subscribe"),
         path("apps/<slug:slug>/review/", applications.application_review, name="application-review"),
+        path("subscriptions/", applications.subscription_list, name="subscription-list"),
         path("subscriptions/<int:pk>/cancel/", applications.subscription_cancel, name="subscription-cancel"),
         path("placement/", storefront.placement, name="placement"),
         path("estimator/", storefront.estimator, name="estimator"),

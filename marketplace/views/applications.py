@@ -5,11 +5,13 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import organization_required
 from marketplace.core.errors import DomainError
+from marketplace.core.redirects import safe_next
 from marketplace.forms import (
     ApplicationListingForm,
     ApplicationReviewForm,
@@ -92,6 +94,13 @@ def application_subscribe(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @organization_required
+def subscription_list(request: HttpRequest) -> HttpResponse:
+    subscriptions = selectors.subscription_list(organization=request.organization)
+    page = Paginator(subscriptions, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "marketplace/subscription_list.html", {"page": page})
+
+
+@organization_required
 @require_POST
 def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     subscription = get_object_or_404(
@@ -106,7 +115,7 @@ def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         ends = f"{subscription.period_end:%Y-%m-%d}"
         messages.success(request, _("The subscription ends on %(day)s; it will not renew.") % {"day": ends})
-    return redirect("storefront:application-detail", slug=subscription.application.slug)
+    return redirect(safe_next(request, reverse("storefront:subscription-list")))
 
 
 @organization_required

@@ -110,10 +110,14 @@ def test_subscribing_from_the_page_charges_the_month_and_cancelling_stops_the_re
     # then
     assert "Subscribed to Tutor" in page and "renews on" in page
     assert subscription.payments.get().amount == Decimal("29.90")
-    # when it cancels
-    signed_in.post(f"/subscriptions/{subscription.pk}/cancel/")
+    listed = signed_in.get("/subscriptions/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Tutor" in listed and "¥29.90" in listed
+    # when it cancels from the application's page (a `next` outside the site would go to the list instead)
+    cancelled = signed_in.post(f"/subscriptions/{subscription.pk}/cancel/", {"next": "/apps/tutor/"})
+    elsewhere = signed_in.post(f"/subscriptions/{subscription.pk}/cancel/", {"next": "https://evil.example/"})
     subscription.refresh_from_db()
     assert subscription.status == ApplicationSubscription.Status.CANCELLED
+    assert (cancelled.url, elsewhere.url) == ("/apps/tutor/", "/subscriptions/")
     # then at the end of the period it ends instead of renewing
     assert application_subscriptions_renew(moment=subscription.period_end + timedelta(seconds=1)) == 0
     subscription.refresh_from_db()
