@@ -1,3 +1,5 @@
+import re
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -14,6 +16,12 @@ class Precision(models.TextChoices):
     INT8 = "int8", "INT8"
 
 
+class AcceleratorKind(models.TextChoices):
+    GPU = "gpu", _("GPU")
+    NPU = "npu", _("NPU / AI accelerator")
+    CPU = "cpu", _("CPU only")
+
+
 def _peak_field(verbose_name):
     return models.DecimalField(verbose_name, max_digits=8, decimal_places=2, null=True, blank=True)
 
@@ -23,6 +31,10 @@ class AcceleratorModel(TimeStampedModel):
 
     vendor = models.CharField(_("vendor"), max_length=60, db_index=True)
     name = models.CharField(_("name"), max_length=80)
+    kind = models.CharField(_("kind"), max_length=8, choices=AcceleratorKind.choices, default=AcceleratorKind.GPU)
+    # How the provider agent recognises it: a regular expression matched (case-insensitive) against the name NVML or
+    # nvidia-smi reports, e.g. "NVIDIA H100 80GB HBM3". Empty: the agent cannot detect it (not an NVIDIA device).
+    detection_pattern = models.CharField(_("detection pattern"), max_length=200, blank=True)
     slug = models.SlugField(_("slug"), max_length=80, unique=True)
     memory_gb = models.PositiveIntegerField(_("memory (GB)"))
     memory_bandwidth_gbps = models.PositiveIntegerField(_("memory bandwidth (GB/s)"))
@@ -48,3 +60,8 @@ class AcceleratorModel(TimeStampedModel):
 
     def peak_tflops(self, precision: str):
         return getattr(self, f"tflops_{precision}")
+
+    def detects(self, reported_name: str) -> bool:
+        return (
+            bool(self.detection_pattern) and re.search(self.detection_pattern, reported_name, re.IGNORECASE) is not None
+        )
