@@ -257,6 +257,9 @@ SPECTACULAR_SETTINGS = {
         "MembershipRoleEnum": "accounts.models.Membership.Role",
         "RentalStatusEnum": "marketplace.models.rentals.RentalStatus",
         "RentalModeEnum": "marketplace.models.rentals.RentalMode",
+        "NodeStatusEnum": "marketplace.models.nodes.NodeStatus",
+        "JobStatusEnum": "marketplace.models.nodes.JobStatus",
+        "JobEndStatusEnum": "marketplace.services.jobs.FINISH_STATUS_CHOICES",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -287,6 +290,21 @@ QUOTA_DEFAULT_MONTHLY_SPEND_CAP = Decimal(_spend_cap) if _spend_cap else None  #
 QUOTA_DEFAULT_ALERT_THRESHOLDS = [
     int(p) for p in os.environ.get("QUOTA_DEFAULT_ALERT_THRESHOLDS", "50,80,100").split(",") if p.strip()
 ]
+
+# --- Provider nodes and their agent ---
+NODE_HEARTBEAT_SECONDS = env_int("NODE_HEARTBEAT_SECONDS", 15)  # what agents are told to keep to
+# A node whose agent has not been heard from for this long is offline: its rentals move or fail (beat).
+NODE_OFFLINE_AFTER_SECONDS = env_int("NODE_OFFLINE_AFTER_SECONDS", 60)
+NODE_SWEEP_SECONDS = env_int("NODE_SWEEP_SECONDS", 15)
+# A benchmark below this share of the datasheet's dense peak, at any precision both have, holds the node for review.
+NODE_BENCHMARK_MIN_RATIO = Decimal(os.environ.get("NODE_BENCHMARK_MIN_RATIO", "0.5"))
+# The published rule for a node outage: the rental is credited this many times the price of the time lost.
+NODE_OUTAGE_CREDIT_MULTIPLIER = Decimal(os.environ.get("NODE_OUTAGE_CREDIT_MULTIPLIER", "2"))
+NODE_RELIABILITY_WINDOW_DAYS = env_int("NODE_RELIABILITY_WINDOW_DAYS", 30)
+JOB_FILES_MAX_BYTES = env_int("JOB_FILES_MAX_BYTES", 1024 * 1024)  # a job's working files, decoded, in all
+JOB_LOG_MAX_BYTES = env_int("JOB_LOG_MAX_BYTES", 10 * 1024 * 1024)  # output kept per job; the rest is dropped
+JOB_DEFAULT_TIME_LIMIT_SECONDS = env_int("JOB_DEFAULT_TIME_LIMIT_SECONDS", 3600)
+JOB_MAX_TIME_LIMIT_SECONDS = env_int("JOB_MAX_TIME_LIMIT_SECONDS", 7 * 24 * 3600)
 
 # --- Model gateway (/v1/) ---
 # Rate-limit counters and the funds calls may reserve live in Redis, shared by every web worker; without Redis
@@ -351,6 +369,8 @@ CELERY_BEAT_SCHEDULE = {
     "gateway-calls-capture": {"task": "marketplace.model_calls_capture", "schedule": float(GATEWAY_CAPTURE_SECONDS)},
     # */5 * * * *  idle organizations' gateway holds go back to their available funds
     "gateway-holds-release-idle": {"task": "marketplace.gateway_holds_release_idle", "schedule": 300.0},
+    # every NODE_SWEEP_SECONDS: nodes whose agent went quiet go offline; their rentals move to a free node or fail
+    "nodes-sweep": {"task": "marketplace.nodes_sweep", "schedule": float(NODE_SWEEP_SECONDS)},
     # */5 * * * *  application subscriptions renew (or end) once their period is over; each period is paid once
     "application-subscriptions-renew": {"task": "marketplace.application_subscriptions_renew", "schedule": 300.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)

@@ -117,3 +117,19 @@ def gateway_holds_release_idle_task() -> int:
     model_calls_flush()
     model_calls_capture()  # a hold is only released once every call on it is captured
     return gateway_holds_release_idle()
+
+
+@shared_task(name="marketplace.nodes_sweep")
+def nodes_sweep_task() -> int:
+    """Every NODE_SWEEP_SECONDS: nodes whose agent went quiet go offline; their rentals move or fail, with credit.
+    Each node in its own transaction; one that fails is logged and tried again next sweep."""
+    from marketplace.services.nodes import node_mark_offline, nodes_gone_quiet
+
+    marked = 0
+    for node_id in nodes_gone_quiet():
+        try:
+            node_mark_offline(node_id=node_id)
+            marked += 1
+        except Exception:
+            logger.exception("node sweep failed", extra={"node_id": node_id})
+    return marked

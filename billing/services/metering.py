@@ -237,17 +237,24 @@ def _rentals_reported(*, provider_id: int, rental_ids: set[int]) -> list[Reporte
 
 @transaction.atomic
 def usage_events_record(
-    *, provider: Organization, events: list, api_key: ApiKey | None = None, moment: datetime | None = None
+    *,
+    provider: Organization,
+    events: list,
+    api_key: ApiKey | None = None,
+    moment: datetime | None = None,
+    rental_ids: set[int] | None = None,
 ) -> list[EventResult]:
     """Record a batch of usage events reported by a provider (or its agent) for rentals on its offerings.
 
     Every event gets a result: accepted, duplicate (its key was recorded before: nothing changes) or rejected
     with a code. Valid events are stored even when others in the batch are rejected; the source is the
-    provider, so keys are unique per provider.
+    provider, so keys are unique per provider. `rental_ids` narrows what may be reported (a node's agent reports
+    only the rentals placed on its node); any other rental is not found.
     """
     moment = moment or now()
     source = f"provider:{provider.pk}"
-    rental_ids = {_rental_id(raw) for raw in events if isinstance(raw, dict)} - {None}
+    reported = {_rental_id(raw) for raw in events if isinstance(raw, dict)} - {None}
+    rental_ids = reported if rental_ids is None else reported & rental_ids
     rentals = {rental.pk: rental for rental in _rentals_reported(provider_id=provider.pk, rental_ids=rental_ids)}
     window = (moment - timedelta(hours=settings.USAGE_EVENT_MAX_AGE_HOURS), moment + CLOCK_SKEW)
     results: dict[int, EventResult] = {}

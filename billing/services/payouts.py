@@ -218,6 +218,14 @@ def usage_charge_refund(*, charge_id: int, amount: Decimal, idempotency_key: str
     )  # fmt: skip
 
 
+def usage_charge_refundable(*, charge_id: int) -> Decimal:
+    """What is left to refund of a usage charge."""
+    charge = UsageCharge.objects.get(pk=charge_id)
+    if charge.ledger_transaction_id is None:
+        return Decimal(0)
+    return charge.amount - _refunded(capture_id=charge.ledger_transaction_id, usage_charge_ids=[charge.pk])
+
+
 def _refunded(*, capture_id: int | None, usage_charge_ids: list[int]) -> Decimal:
     """What was refunded of a charge so far, by its capture or by its usage charge."""
     references = [f"usage-charge:{pk}" for pk in usage_charge_ids]

@@ -41,7 +41,7 @@ from billing.services.holds import (
     hold_release,
 )
 from billing.services.metering import rental_accrue, rental_commitment_accrue
-from billing.services.payouts import usage_charge_refund
+from billing.services.payouts import usage_charge_refund, usage_charge_refundable
 from billing.services.quotas import (
     over_spend_limits,
     quota_accelerators_release,
@@ -56,6 +56,7 @@ from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessab
 from marketplace.core.guarded import Expression, GuardedStatement
 from marketplace.core.queries import PreparedQuery
 from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.services.nodes import rental_nodes_release
 from marketplace.services.placement import offering_price
 
 logger = logging.getLogger(__name__)
@@ -429,8 +430,12 @@ def rentals_provision_due(*, moment: datetime | None = None) -> int:
 
 @transaction.atomic
 def rental_provision(*, rental_id: int, moment: datetime | None = None) -> Rental:
-    """Bring a due rental's nodes up. Until providers run the agent, nodes are taken as up at once: the rental
-    goes pending → provisioning → running, and the platform's clock starts. Idempotent."""
+    """Bring a due rental's nodes up; the one step the provider agent takes over. On a node-backed offering the
+    rental is placed on free live nodes and runs once their agents take it up (`rental_nodes_ready`), or fails
+    when too few are left (nothing was delivered, nothing is charged). On an offering without nodes they are taken
+    as up at once: pending → provisioning → running, and the platform's clock starts. Idempotent."""
+    from marketplace.services.nodes import offering_is_node_backed, rental_nodes_assign
+
     moment = moment or now()
     rental = _rental_lock(rental_id)
     if rental.status != Rental.Status.PENDING or rental.starts_at > moment:
@@ -438,10 +443,46 @@ def rental_provision(*, rental_id: int, moment: datetime | None = None) -> Renta
     _rental_transition(
         rental=rental, to=Rental.Status.PROVISIONING, moment=moment, reason=gettext_lazy("Start time reached")
     )
+    if not offering_is_node_backed(offering_id=rental.offering_id):
+        _rental_running(rental=rental, moment=moment)
+    elif not rental_nodes_assign(rental=rental, moment=moment):
+        reason = gettext_lazy("Too few of the offering's nodes were live at the start")
+        return rental_fail(rental_id=rental.pk, reason=reason, moment=moment)
+    return rental
+
+
+def _rental_running(*, rental: Rental, moment: datetime) -> None:
     _rental_transition(rental=rental, to=Rental.Status.RUNNING, moment=moment, reason=gettext_lazy("Nodes ready"))
     rental.started_at = rental.metered_until = moment
     rental.save(update_fields=["started_at", "metered_until"])
-    return rental
+
+
+@transaction.atomic
+def rental_nodes_ready(*, placement_id: int, moment: datetime | None = None) -> None:
+    """A node's agent took up the rental placed on it; once all the rental's nodes have, it runs. Idempotent."""
+    from marketplace.models import RentalNode
+
+    moment = moment or now()
+    rental_id = RentalNode.objects.filter(pk=placement_id).values_list("rental_id", flat=True).first()
+    rental = _rental_lock(rental_id)
+    RentalNode.objects.filter(pk=placement_id, ready_at__isnull=True).update(ready_at=moment)
+    waiting = RentalNode.objects.filter(rental=rental, released_at__isnull=True, ready_at__isnull=True).exists()
+    if rental.status == Rental.Status.PROVISIONING and not waiting:
+        _rental_running(rental=rental, moment=moment)
+
+
+def rental_moved(*, rental_id: int, from_node: str, to_node: str, moment: datetime) -> None:
+    """Tell the buyer that a lost node was replaced (the rental keeps running; jobs on the lost node were lost)."""
+    rental = Rental.objects.select_related("organization").get(pk=rental_id)
+    notification_send(
+        organization=rental.organization,
+        kind="rental_moved",
+        title=_("Rental #%(id)d moved to another node") % {"id": rental.pk},
+        body=_("Node %(old)s went offline at %(time)s; the rental continues on node %(new)s. Jobs that were running "
+               "there were lost; you are credited for the time lost.")
+        % {"old": from_node, "new": to_node, "time": moment.strftime("%Y-%m-%d %H:%M:%S %Z")},
+        link=reverse("rentals:detail", args=[rental.pk]),
+    )  # fmt: skip
 
 
 # --- Ending ---
@@ -463,6 +504,7 @@ def _rental_end(*, rental: Rental, to: Rental.Status, moment: datetime, reason: 
     quota_accelerators_release(organization_id=rental.organization_id, accelerators=rental.accelerators)
     rental_rate(rental=rental)
     hold_release(hold_id=rental.hold_id)
+    rental_nodes_release(rental=rental, moment=moment, reason=reason)
     _nodes_release(rental)
 
 
@@ -522,19 +564,12 @@ def rental_fail(*, rental_id: int, reason: str, actor: User | None = None, momen
     moment = moment or now()
     rental = _rental_lock(rental_id)
     _rental_end(rental=rental, to=Rental.Status.FAILED, moment=moment, reason=reason, actor=actor)
-    credit = min(rental.price_per_hour * settings.RENTAL_FAILURE_CREDIT_HOURS, rental.charged_amount)
-    charges = UsageCharge.objects.filter(rental=rental, ledger_transaction__isnull=False).order_by("-pk")
-    for charge in charges:  # newest first, each charge refunded at most in full
-        if credit <= 0:
-            break
-        part = min(credit, charge.amount)
-        usage_charge_refund(
-            charge_id=charge.pk,
-            amount=part,
-            idempotency_key=f"rental-failure-credit:{rental.pk}:{charge.pk}",
-            reason=_("Compensation for rental #%(id)d (provider fault)") % {"id": rental.pk},
-        )
-        credit -= part
+    rental_credit(
+        rental_id=rental.pk,
+        amount=rental.price_per_hour * settings.RENTAL_FAILURE_CREDIT_HOURS,
+        key=f"rental-failure-credit:{rental.pk}",
+        reason=_("Compensation for rental #%(id)d (provider fault)") % {"id": rental.pk},
+    )
     notification_send(
         organization=rental.organization,
         kind="rental_failed",
@@ -544,6 +579,22 @@ def rental_fail(*, rental_id: int, reason: str, actor: User | None = None, momen
         link=reverse("rentals:detail", args=[rental.pk]),
     )
     return rental
+
+
+def rental_credit(*, rental_id: int, amount: Decimal, key: str, reason: str) -> Decimal:
+    """Give a buyer `amount` back from what its rental was charged, newest charges first, at most what is left to
+    refund of each (so never more than it paid); it comes out of the provider's earnings and the platform fee in
+    their proportion. `key` names the credit: each charge's refund is idempotent under it. Returns what was given."""
+    given = ZERO
+    charges = UsageCharge.objects.filter(rental_id=rental_id, ledger_transaction__isnull=False).order_by("-pk")
+    for charge in charges:
+        if given >= amount:
+            break
+        part = min(amount - given, usage_charge_refundable(charge_id=charge.pk))
+        if part > 0:
+            usage_charge_refund(charge_id=charge.pk, amount=part, idempotency_key=f"{key}:{charge.pk}", reason=reason)
+            given += part
+    return given
 
 
 @transaction.atomic

@@ -16,11 +16,14 @@ from marketplace.models import (
     Application,
     ApplicationSubscription,
     ApplicationVersion,
+    Job,
     ModelService,
+    Node,
     Offering,
     Rental,
 )
 from marketplace.services.applications import application_subscribe
+from marketplace.services.nodes import node_create
 from marketplace.services.rentals import RentalRequest, rental_create
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, ProviderProfileFactory, api_key_for
 from tests.factories.applications import published_application
@@ -42,7 +45,8 @@ def api_routes() -> list[tuple[str, object]]:
             if isinstance(pattern, URLResolver):
                 walk(pattern.url_patterns, text)
             elif isinstance(pattern, URLPattern) and text.startswith(API_PREFIX) and "format" not in text:
-                found.append((text[len(API_PREFIX) :], pattern.callback))
+                if not text[len(API_PREFIX) :].startswith(AGENT_PREFIX):
+                    found.append((text[len(API_PREFIX) :], pattern.callback))
 
     walk(get_resolver().url_patterns, "")
     return found
@@ -83,7 +87,11 @@ def tenants(db):
     application_a = published_application(seller=organization_a, slug="tenant-a-draft", publish=False)
     sold_to_a = published_application(slug="sold-to-a", pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price="10.00")
     subscription_a = application_subscribe(application=sold_to_a, organization=organization_a, user=user_a)
+    node_a, _token = node_create(provider=organization_a, offering_id=offering_a.pk, name="node-a", actor=user_a)
+    job_a = Job.objects.create(organization=organization_a, rental=rental_a, command=["true"], time_limit_seconds=60)
     return {
+        "node_a": node_a,
+        "job_a": job_a,
         "rental_a": rental_a,
         "model_call_a": model_call_a,
         "application_a": application_a,
@@ -130,7 +138,12 @@ OBJECT_OF_A = {
     "apps/": lambda t: t["application_a"].slug,  # a draft: not in the storefront
     "app-subscriptions/": lambda t: t["subscription_a"].pk,
     "seller/apps/": lambda t: t["application_a"].pk,
+    "provider/nodes/": lambda t: t["node_a"].pk,
+    "jobs/": lambda t: t["job_a"].pk,
 }
+# The provider agent's routes take a node token, never an API key: tests/marketplace/api/test_agent_api.py walks
+# them with another provider's node.
+AGENT_PREFIX = "agent/"
 
 
 def test_every_api_route_is_covered_by_the_isolation_walk():
@@ -184,6 +197,13 @@ def assert_a_unchanged(tenants: dict) -> None:
     assert subscription_a.status == ApplicationSubscription.Status.ACTIVE
     assert Rental.objects.get(pk=tenants["rental_a"].pk).status == Rental.Status.PENDING
     assert list(TopUp.objects.values_list("organization", flat=True)) == [tenants["a"].pk]
+    node_a = Node.objects.get(pk=tenants["node_a"].pk)
+    assert (node_a.name, node_a.status, node_a.token_prefix) == (
+        "node-a",
+        Node.Status.AWAITING,
+        tenants["node_a"].token_prefix,
+    )
+    assert Job.objects.get(pk=tenants["job_a"].pk).status == Job.Status.QUEUED
 
 
 def test_nested_objects_of_a_are_404_under_bs_own_organization(tenants, api_client_for):
