@@ -45,8 +45,9 @@ def api_routes() -> list[tuple[str, object]]:
             if isinstance(pattern, URLResolver):
                 walk(pattern.url_patterns, text)
             elif isinstance(pattern, URLPattern) and text.startswith(API_PREFIX) and "format" not in text:
-                if not text[len(API_PREFIX) :].startswith(AGENT_PREFIX):
-                    found.append((text[len(API_PREFIX) :], pattern.callback))
+                route = text[len(API_PREFIX) :]
+                if not route.startswith(AGENT_PREFIX):
+                    found.append((route, pattern.callback))
 
     walk(get_resolver().url_patterns, "")
     return found
