@@ -94,7 +94,9 @@ class Agent:
             try:
                 answer = self.register()
                 break
-            except Unreachable as error:
+            except (Unreachable, PlatformError) as error:
+                if isinstance(error, PlatformError) and error.status in (401, 403):
+                    raise
                 logger.warning("cannot register yet: %s", error)
                 time.sleep(self.args.heartbeat_seconds or 15)
         if answer.get("benchmark_wanted"):
@@ -105,6 +107,10 @@ class Agent:
                 self.step()
             except Unreachable as error:
                 logger.warning("heartbeat missed: %s", error)
+            except PlatformError as error:
+                if error.status in (401, 403):
+                    raise
+                logger.error("heartbeat refused: %s", error)  # kept going: the next one may pass
             time.sleep(max(self.heartbeat_seconds - (time.monotonic() - started), 0.05))
 
 

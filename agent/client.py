@@ -13,11 +13,9 @@ import urllib.request
 
 logger = logging.getLogger("agent")
 
-RETRY_STATUSES = {502, 503, 504}
-
 
 class PlatformError(Exception):
-    """The platform refused the request (4xx): retrying would not help."""
+    """The platform refused the request (4xx), or kept failing (5xx) through every retry."""
 
     def __init__(self, status: int, body: dict):
         error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -54,7 +52,7 @@ class PlatformClient:
                     raw = response.read()
                     return json.loads(raw) if raw else None
             except urllib.error.HTTPError as error:
-                if error.code not in RETRY_STATUSES:
+                if error.code < 500 or attempt == self.retries:  # a refusal, or a server error that persists
                     raise PlatformError(error.code, _json(error.read())) from None
                 reason = f"HTTP {error.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as error:

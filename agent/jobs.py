@@ -22,13 +22,19 @@ KILL_GRACE_SECONDS = 5  # after SIGTERM, before SIGKILL
 READ_BYTES = 4096
 
 
+def _micros(moment: float) -> int:
+    return round(moment * 1_000_000)
+
+
 def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="microseconds")
+    """The moment to the microsecond, rounded as `_seconds_between` rounds it."""
+    seconds, micros = divmod(_micros(moment), 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).isoformat(timespec="microseconds")
 
 
 def _seconds_between(start: float, end: float) -> Decimal:
-    """Exactly what the platform computes from the two ISO times (microseconds)."""
-    return Decimal(round(end * 1e6) - round(start * 1e6)) / Decimal(10**6)
+    """Exactly what the platform computes from the two ISO times."""
+    return Decimal(_micros(end) - _micros(start)) / Decimal(1_000_000)
 
 
 class JobRun:
