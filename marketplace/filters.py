@@ -86,6 +86,7 @@ class OfferingFilterSet(LeanFilterSet):
         ("-price", _("Price: high to low")),
         ("price_per_tflops", _("Price per TFLOPS at the chosen precision")),
         ("-memory", _("Memory: most first")),
+        ("-reliability", _("Reliability: most first")),
     ]
 
     q = django_filters.CharFilter(method="filter_text", label=_("Search"))
@@ -165,6 +166,8 @@ class OfferingFilterSet(LeanFilterSet):
     def filter_sort(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         if value == "-price":
             return queryset.order_by("-on_demand_price", "-pk")
+        if value == "-reliability":
+            return queryset.order_by(F("reliability").desc(nulls_last=True), "on_demand_price", "pk")
         if value == "-memory":
             return queryset.order_by("-accelerator__memory_gb", "on_demand_price", "pk")
         if value == "price_per_tflops":

@@ -371,6 +371,11 @@ CELERY_BEAT_SCHEDULE = {
     "gateway-holds-release-idle": {"task": "marketplace.gateway_holds_release_idle", "schedule": 300.0},
     # every NODE_SWEEP_SECONDS: nodes whose agent went quiet go offline; their rentals move to a free node or fail
     "nodes-sweep": {"task": "marketplace.nodes_sweep", "schedule": float(NODE_SWEEP_SECONDS)},
+    # 7 * * * *  node-backed offerings' reliability (uptime over the window) for ranking
+    "offerings-reliability-refresh": {
+        "task": "marketplace.offerings_reliability_refresh",
+        "schedule": crontab(minute=7),
+    },
     # */5 * * * *  application subscriptions renew (or end) once their period is over; each period is paid once
     "application-subscriptions-renew": {"task": "marketplace.application_subscriptions_renew", "schedule": 300.0},
     # 0 2 1 * *  close last month's statements (a second trigger finds them closed)

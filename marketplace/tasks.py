@@ -133,3 +133,11 @@ def nodes_sweep_task() -> int:
         except Exception:
             logger.exception("node sweep failed", extra={"node_id": node_id})
     return marked
+
+
+@shared_task(name="marketplace.offerings_reliability_refresh")
+def offerings_reliability_refresh_task() -> int:
+    """Hourly: node-backed offerings' reliability as the window moves on (status changes refresh it at once)."""
+    from marketplace.services.nodes import offerings_reliability_refresh
+
+    return offerings_reliability_refresh()

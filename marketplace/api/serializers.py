@@ -63,7 +63,7 @@ class OfferingSerializer(serializers.ModelSerializer):
             "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps", "capacity_nodes", "free_nodes",
             "on_demand_price", "interruptible_price", "reserved_1w_discount_percent", "reserved_1m_discount_percent",
             "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours", "status", "published_at",
-            "is_verified", "verified_at", "verified_tflops",
+            "is_verified", "verified_at", "verified_tflops", "reliability",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -136,6 +136,7 @@ def _offering_row(row: dict, zone: tzinfo) -> dict:
         "is_verified": row["verified_at"] is not None,
         "verified_at": _datetime_or_none(row["verified_at"], zone),
         "verified_tflops": row["verified_tflops"],
+        "reliability": _decimal(row["reliability"]),
     }
 
 

@@ -65,6 +65,9 @@ class Offering(TimeStampedModel):
     # Filled by the provider agent's benchmarks; until then the storefront says "unverified".
     verified_tflops = models.JSONField(_("verified TFLOPS per precision"), default=dict, blank=True)
     verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    # The mean uptime of its agents' nodes over the reliability window (marketplace.services.nodes), kept here for
+    # ranking; empty until a node has registered.
+    reliability = models.DecimalField(_("reliability"), max_digits=5, decimal_places=4, null=True, blank=True)
 
     class Meta:
         verbose_name = _("compute offering")

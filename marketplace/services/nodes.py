@@ -176,6 +176,25 @@ def offering_capacity_sync(*, offering_id: int) -> None:
         offering_id=offering_id, status=Node.Status.ONLINE, verified_at__isnull=False, needs_review=False
     ).count()
     Offering.objects.filter(pk=offering_id).update(capacity_nodes=Greatest(Value(live), F("rented_nodes")))
+    offering_reliability_refresh(offering_ids=[offering_id])
+
+
+def offering_reliability_refresh(*, offering_ids: list[int], moment: datetime | None = None) -> None:
+    """Keep the offerings' reliability (the mean uptime of their nodes) where ranking reads it."""
+    from marketplace.selectors.nodes import offering_reliability
+
+    scores = offering_reliability(offering_ids=offering_ids, moment=moment)
+    for offering_id in offering_ids:
+        score = scores.get(offering_id)
+        reliability = Decimal(score).quantize(Decimal("0.0001")) if score is not None else None
+        Offering.objects.filter(pk=offering_id).update(reliability=reliability)
+
+
+def offerings_reliability_refresh(*, moment: datetime | None = None) -> int:
+    """Every node-backed offering's reliability, as the window moves on (beat, hourly)."""
+    offering_ids = sorted(set(Node.objects.values_list("offering_id", flat=True)))
+    offering_reliability_refresh(offering_ids=offering_ids, moment=moment)
+    return len(offering_ids)
 
 
 def offering_is_node_backed(*, offering_id: int) -> bool:

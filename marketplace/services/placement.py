@@ -1,7 +1,7 @@
 """Placement (算力调度): match a request to published offerings, price it, and say why the rest do not fit.
 
 Rentals take whole nodes: a request for N accelerators on nodes of K takes ceil(N / K) nodes and pays
-for every accelerator on them. Quotes rank by total price, then by peak TFLOPS per yuan.
+for every accelerator on them. Quotes rank by total price, then by reliability, then by peak TFLOPS per yuan.
 """
 
 import math
@@ -135,6 +135,12 @@ def _exclusion_reason(request: PlacementRequest, nodes_needed, unit_price) -> Ca
     return Case(*rules, default=Value(""), output_field=CharField())
 
 
+def _quote_rank(quote: Quote) -> tuple:
+    """Cheapest first; on a tie, the more reliable offering, then the more performance per yuan."""
+    offering = quote.offering
+    return (quote.total_price, -(offering.reliability or 0), -(quote.peak_tflops_per_yuan_hour or 0), offering.pk)
+
+
 def placement_quote(
     *, request: PlacementRequest, offerings: QuerySet[Offering], limit: int = QUOTE_LIMIT
 ) -> PlacementResult:
@@ -174,7 +180,7 @@ def placement_quote(
                 else None,
             )
         )
-    result.quotes.sort(key=lambda q: (q.total_price, -(q.peak_tflops_per_yuan_hour or 0), q.offering.pk))
+    result.quotes.sort(key=_quote_rank)
     result.quotes = result.quotes[:limit]
     excluded = classified.exclude(exclusion="")
     result.excluded_counts = dict(
