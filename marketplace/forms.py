@@ -1,3 +1,4 @@
+import shlex
 from decimal import Decimal
 
 from django import forms
@@ -174,3 +175,48 @@ class ApplicationSearchForm(forms.Form):
         choices=[("rating", _("Best rated")), ("reviews", _("Most reviewed")), ("newest", _("Newest")),
                  ("price", _("Lowest price"))],
     )  # fmt: skip
+
+
+class NodeForm(forms.Form):
+    """A node for one of the provider's offerings; its agent's token is shown once it is made."""
+
+    offering = forms.ModelChoiceField(queryset=None, label=_("Offering"))
+    name = forms.CharField(max_length=100, label=_("Name"), help_text=_("e.g. the host name or its rack position"))
+
+    def __init__(self, *args, offerings, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["offering"].queryset = offerings
+
+
+class JobForm(forms.Form):
+    """A job as a person types it: a command line (split as a POSIX shell would, but run without one)."""
+
+    command = forms.CharField(
+        max_length=10_000, label=_("Command"), widget=forms.TextInput(attrs={"class": "font-monospace"}),
+        help_text=_('Run without a shell, e.g. python -c "print(42)"'),
+    )  # fmt: skip
+    environment = forms.CharField(
+        required=False, label=_("Environment variables"), widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("One NAME=value per line"),
+    )  # fmt: skip
+    time_limit_minutes = forms.IntegerField(min_value=1, initial=60, label=_("Time limit (minutes)"))
+
+    def clean_command(self) -> list[str]:
+        try:
+            argv = shlex.split(self.cleaned_data["command"])
+        except ValueError as error:
+            raise forms.ValidationError(_("The command cannot be read: %(e)s.") % {"e": error}) from None
+        if not argv:
+            raise forms.ValidationError(_("Type a command."))
+        return argv
+
+    def clean_environment(self) -> dict[str, str]:
+        environment = {}
+        for line in self.cleaned_data["environment"].splitlines():
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise forms.ValidationError(_("Write each variable as NAME=value."))
+            environment[name.strip()] = value
+        return environment

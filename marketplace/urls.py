@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from marketplace.views import applications, console, health, model_calls, rentals, storefront
+from marketplace.views import applications, console, health, model_calls, nodes, rentals, storefront
 
 storefront_patterns = (
     [
@@ -36,6 +36,9 @@ console_patterns = (
         path("model-services/<int:pk>/status/", console.model_service_status, name="model-service-status"),
         path("rentals/", rentals.console_rentals, name="rental-list"),
         path("model-calls/", model_calls.console_model_calls, name="model-calls"),
+        path("nodes/", nodes.node_list, name="nodes"),
+        path("nodes/<int:pk>/", nodes.node_detail, name="node-detail"),
+        path("nodes/<int:pk>/<slug:action>/", nodes.node_action, name="node-action"),
     ],
     "console",
 )
@@ -55,6 +58,9 @@ rental_patterns = (
         path("order/<int:offering_pk>/", rentals.rental_order, name="order"),
         path("<int:pk>/", rentals.rental_detail, name="detail"),
         path("<int:pk>/live/", rentals.rental_live, name="live"),
+        path("<int:pk>/jobs/", rentals.job_submit, name="job-submit"),
+        path("<int:pk>/jobs/<int:job_pk>/", rentals.job_log, name="job"),
+        path("<int:pk>/jobs/<int:job_pk>/cancel/", rentals.job_cancel, name="job-cancel"),
         path("<int:pk>/<slug:action>/", rentals.rental_action, name="action"),
         path("usage/", rentals.usage, name="usage"),
         path("usage.csv", rentals.usage_csv, name="usage-csv"),

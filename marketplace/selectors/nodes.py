@@ -34,9 +34,15 @@ def _window_changes(node_ids: list[int], moment: datetime) -> dict[int, list[Nod
     return changes
 
 
-def node_reliability(*, node: Node, moment: datetime | None = None) -> float | None:
+def nodes_reliability(*, nodes: list[Node], moment: datetime | None = None) -> dict[int, float | None]:
+    """Each node's uptime share over the window, from one read of their status changes."""
     moment = moment or now()
-    return node_uptime(node=node, changes=_window_changes([node.pk], moment)[node.pk], moment=moment)
+    changes = _window_changes([node.pk for node in nodes], moment)
+    return {node.pk: node_uptime(node=node, changes=changes[node.pk], moment=moment) for node in nodes}
+
+
+def node_reliability(*, node: Node, moment: datetime | None = None) -> float | None:
+    return nodes_reliability(nodes=[node], moment=moment)[node.pk]
 
 
 def offering_reliability(*, offering_ids: list[int], moment: datetime | None = None) -> dict[int, float]:

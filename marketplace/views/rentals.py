@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -13,16 +14,20 @@ from accounts.decorators import organization_required
 from billing.money import round_to_minor_unit
 from marketplace.core.csv_export import streaming_csv_response
 from marketplace.core.errors import DomainError
-from marketplace.forms import RentalOrderForm
-from marketplace.models import Rental
+from marketplace.forms import JobForm, RentalOrderForm
+from marketplace.models import Job, Rental
 from marketplace.selectors import catalogue
+from marketplace.selectors import nodes as node_selectors
 from marketplace.selectors import rentals as selectors
+from marketplace.services import jobs as job_services
 from marketplace.services import rentals as services
-from marketplace.views.console import provider_required
+from marketplace.views.console import form_error, provider_required
 
 PAGE_SIZE = 20
 # While a rental can still change on its own, its status fragment polls (htmx) this often.
 POLL_SECONDS = 5
+JOB_LOG_POLL_SECONDS = 2  # a running job's log
+JOBS_SHOWN = 10
 
 
 @organization_required
@@ -77,16 +82,73 @@ def _chart(rental: Rental) -> dict:
 
 
 @organization_required
-def rental_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def rental_detail(request: HttpRequest, pk: int, job_form: JobForm | None = None) -> HttpResponse:
     rental = _rental_or_404(request, pk)
+    placements = list(node_selectors.rental_placements(rental=rental))
     context = {
         "rental": rental,
         "timeline": selectors.rental_timeline(rental=rental),
         "chart": _chart(rental),
         "poll_seconds": POLL_SECONDS,
         "billed_statuses": [Rental.Status(s).label for s in Rental.BILLED_STATUSES],
+        "placements": placements,
+        "jobs": list(node_selectors.rental_jobs(rental=rental)[:JOBS_SHOWN]) if placements else [],
+        "job_form": job_form or JobForm(),
+        "log_poll_seconds": JOB_LOG_POLL_SECONDS,
     }
-    return render(request, "marketplace/rental_detail.html", context)
+    return render(request, "marketplace/rental_detail.html", context, status=400 if job_form else 200)
+
+
+@organization_required
+@require_POST
+def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    form = JobForm(request.POST)
+    if form.is_valid():
+        try:
+            job = job_services.job_submit(
+                organization=request.organization,
+                rental_id=pk,
+                command=form.cleaned_data["command"],
+                environment=form.cleaned_data["environment"],
+                time_limit_seconds=form.cleaned_data["time_limit_minutes"] * 60,
+                created_by=request.user,
+            )
+        except DomainError as error:
+            if error.status_code == 404:
+                raise Http404 from None
+            form_error(form, error)
+        else:
+            messages.success(request, _("Job #%(id)d is queued; its node picks it up within seconds.") % {"id": job.pk})
+            return redirect(f"{reverse('rentals:detail', args=[pk])}#job-{job.pk}")
+    return rental_detail(request, pk, job_form=form)
+
+
+def _job_or_404(request: HttpRequest, pk: int, job_pk: int) -> Job:
+    job = node_selectors.job_list(organization=request.organization).filter(pk=job_pk, rental_id=pk).first()
+    if job is None:
+        raise Http404
+    return job
+
+
+@organization_required
+def job_log(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    """The htmx fragment of a job: its status and its whole log so far; it polls while the job runs."""
+    job = _job_or_404(request, pk, job_pk)
+    context = {"job": job, "log": node_selectors.job_log(job=job), "log_poll_seconds": JOB_LOG_POLL_SECONDS}
+    return render(request, "marketplace/partials/_job.html", context)
+
+
+@organization_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    job = _job_or_404(request, pk, job_pk)
+    try:
+        job_services.job_cancel(organization=request.organization, job_id=job.pk)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, _("Job #%(id)d is being stopped.") % {"id": job.pk})
+    return redirect(f"{reverse('rentals:detail', args=[pk])}#job-{job.pk}")
 
 
 @organization_required
