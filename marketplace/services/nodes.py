@@ -603,6 +603,8 @@ def node_uptime(*, node: Node, changes: list[NodeStatusChange], moment: datetime
         return 1.0
     online, status, since = 0.0, None, start
     for change in changes:
+        if change.to_status == Node.Status.AWAITING:  # made in the console: before registration, not downtime
+            continue
         at = min(max(change.at, start), moment)
         if status == Node.Status.ONLINE:
             online += (at - since).total_seconds()

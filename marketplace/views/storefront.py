@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -247,8 +248,25 @@ def offering_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "peaks": [
             (p, offering.accelerator.peak_tflops(p)) for p in ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
         ],
+        "verified": _verified_rows(offering),
+        "reliability_percent": (offering.reliability * 100).quantize(Decimal("0.1")) if offering.reliability else None,
+        "reliability_window_days": settings.NODE_RELIABILITY_WINDOW_DAYS,
     }
     return render(request, "marketplace/offering_detail.html", context)
+
+
+def _verified_rows(offering) -> list[tuple[str, Decimal, Decimal | None, Decimal]]:
+    """(precision, verified TFLOPS per accelerator, share of the datasheet, yuan per verified TFLOPS-hour)."""
+    rows = []
+    for precision in Precision.values:
+        measured = offering.verified_tflops.get(precision)
+        if not measured:
+            continue
+        measured = Decimal(str(measured))
+        peak = offering.accelerator.peak_tflops(precision)
+        share = (measured / peak * 100).quantize(Decimal("1")) if peak else None
+        rows.append((precision, measured, share, (offering.on_demand_price / measured).quantize(Decimal("0.0001"))))
+    return rows
 
 
 def offering_price_calculator(request: HttpRequest, pk: int) -> HttpResponse:

@@ -1,13 +1,17 @@
 """Node pages of the provider console and the jobs on a rental's page, through Django's test client."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now
 
 from marketplace.models import Job, JobLogChunk, Metering, Node
+from marketplace.selectors.catalogue import offering_list
 from marketplace.services import nodes as node_services
 from marketplace.services import rentals as rental_services
+from marketplace.services.placement import PlacementRequest, placement_quote
 from tests.factories.accounts import MembershipFactory, OrganizationFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import accelerator
@@ -164,3 +168,35 @@ def test_the_rental_page_costs_the_same_queries_for_one_job_or_many(buyer_on_a_n
         buyer_on_a_node.get(f"/rentals/{rental.pk}/")
 
     assert len(many) == len(one)
+
+
+def test_the_offering_page_shows_verified_figures_price_per_verified_tflops_and_reliability(client):
+    offering = cpu_offering(accelerator=accelerator("nvidia-h100-sxm"), vcpu_per_node=8, on_demand_price="20.05")
+    live_node(offering)
+
+    page = client.get(f"/offerings/{offering.pk}/").content.decode()
+
+    assert 'data-testid="verified-figures"' in page
+    assert "802.0 TFLOPS" in page and "81%" in page  # BF16 against 989.4
+    assert "¥0.0250" in page  # ¥20.05 / 802 TFLOPS
+    assert 'data-testid="reliability"' in page and "100.0%" in page
+
+
+def test_the_catalogue_sorts_by_reliability_and_quotes_break_price_ties_by_it():
+    steady, shaky = cpu_offering(on_demand_price="5.00"), cpu_offering(on_demand_price="5.00")
+    start = now() - timedelta(hours=10)
+    live_node(steady, moment=start)
+    node, _token = live_node(shaky, moment=start)
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=start)
+    node_services.node_mark_offline(node_id=node.pk, moment=start + timedelta(hours=5))
+    node_services.node_heartbeat(node_id=node.pk, telemetry={})
+
+    ranked = list(offering_list(filters={"sort": "-reliability"}).filter(pk__in=[steady.pk, shaky.pk]))
+    quotes = placement_quote(
+        request=PlacementRequest(accelerators=1, hours=1),
+        offerings=offering_list().filter(pk__in=[shaky.pk, steady.pk]),
+    ).quotes
+
+    assert [o.pk for o in ranked] == [steady.pk, shaky.pk]
+    assert ranked[1].reliability < ranked[0].reliability == 1
+    assert [q.offering.pk for q in quotes] == [steady.pk, shaky.pk]
