@@ -1,7 +1,19 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.admin import ReadOnlyAdmin
-from marketplace.models import Application, ApplicationReview, ApplicationSubscription, GatewayPolicy, ModelCall
+from marketplace.models import (
+    Application,
+    ApplicationReview,
+    ApplicationSubscription,
+    GatewayPolicy,
+    Job,
+    ModelCall,
+    Node,
+    NodeAccelerator,
+    NodeBenchmark,
+)
+from marketplace.services.nodes import node_review_clear
 
 
 @admin.register(GatewayPolicy)
@@ -46,3 +58,53 @@ class ApplicationReviewAdmin(ReadOnlyAdmin):
     list_filter = ["stars"]
     list_select_related = ["application", "organization"]
     search_fields = ["application__name", "organization__name", "text"]
+
+
+class NodeAcceleratorInline(admin.TabularInline):
+    model = NodeAccelerator
+    extra = 0
+    can_delete = False
+    readonly_fields = ["index", "name", "uuid", "memory_mib", "driver_version", "cuda_version", "compute_capability",
+                       "power_limit_w", "mig_enabled"]  # fmt: skip
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class NodeBenchmarkInline(admin.TabularInline):
+    model = NodeBenchmark
+    extra = 0
+    can_delete = False
+    readonly_fields = ["measured_at", "backend", "tflops", "datasheet_ratios", "below_datasheet",
+                       "memory_bandwidth_gbps"]  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Node)
+class NodeAdmin(ReadOnlyAdmin):
+    """Providers make nodes and their agents report them; staff look, and clear nodes held for review."""
+
+    list_display = ["name", "provider", "offering", "status", "needs_review", "verified_at", "last_heartbeat_at"]
+    list_filter = ["status", "needs_review"]
+    list_select_related = ["provider", "offering"]
+    search_fields = ["name", "hostname", "provider__name", "token_prefix"]
+    exclude = ["token_hash"]
+    inlines = [NodeAcceleratorInline, NodeBenchmarkInline]
+    actions = ["clear_review"]
+
+    @admin.action(description=_("Clear review: verified by staff from now"))
+    def clear_review(self, request, queryset) -> None:
+        for node in queryset.filter(needs_review=True).exclude(status=Node.Status.RETIRED):
+            node_review_clear(node_id=node.pk, actor=request.user)
+            self.message_user(request, _("“%(name)s” is cleared.") % {"name": node.name}, messages.SUCCESS)
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "organization", "rental", "node", "status", "exit_code", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["organization", "node"]
+    search_fields = ["organization__name"]

@@ -149,6 +149,22 @@ def node_retire(*, provider: Organization, node_id: int, actor: User) -> Node:
     return node
 
 
+@transaction.atomic
+def node_review_clear(*, node_id: int, actor: User) -> Node:
+    """Staff vouch for a node held for review (e.g. an accelerator the agent cannot detect, checked by hand): it is
+    verified from now and gives capacity while it is online."""
+    node = Node.objects.select_for_update().get(pk=node_id)
+    if node.status == Node.Status.RETIRED:
+        raise Conflict(_("A retired node cannot be cleared."), code="node_retired")
+    reasons = "; ".join(r.get("code", "") for r in node.review_reasons)
+    node.needs_review, node.review_reasons, node.verified_at = False, [], now()
+    node.save(update_fields=["needs_review", "review_reasons", "verified_at", "updated_at"])
+    logger.info("node review cleared", extra={"node_id": node.pk, "actor_id": actor.pk, "reasons": reasons})
+    _offering_verified_figures(offering_id=node.offering_id)
+    offering_capacity_sync(offering_id=node.offering_id)
+    return node
+
+
 def node_authenticate(*, raw_token: str) -> Node:
     """The node for `mkn_<id>_<secret>`; InvalidToken with one message for every failure."""
     invalid = InvalidToken(_("Invalid or retired node token."))

@@ -12,7 +12,7 @@ from marketplace.selectors.catalogue import offering_list
 from marketplace.services import nodes as node_services
 from marketplace.services import rentals as rental_services
 from marketplace.services.placement import PlacementRequest, placement_quote
-from tests.factories.accounts import MembershipFactory, OrganizationFactory
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import accelerator
 from tests.factories.nodes import cpu_offering, h100_facts, h100_figures, live_node, node_for
@@ -200,3 +200,21 @@ def test_the_catalogue_sorts_by_reliability_and_quotes_break_price_ties_by_it():
     assert [o.pk for o in ranked] == [steady.pk, shaky.pk]
     assert ranked[1].reliability < ranked[0].reliability == 1
     assert [q.offering.pk for q in quotes] == [steady.pk, shaky.pk]
+
+
+def test_staff_see_nodes_in_the_admin_and_clear_one_held_for_review(client):
+    offering = cpu_offering(accelerator=accelerator("huawei-ascend-910b"), vcpu_per_node=1)
+    node, _token = node_for(offering)
+    node_services.node_register(node_id=node.pk, facts=h100_facts(accelerators=[{"index": 0, "name": "Ascend910B"}]))
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    listed = client.get("/admin/marketplace/node/")
+    shown = client.get(f"/admin/marketplace/node/{node.pk}/change/")
+    cleared = client.post("/admin/marketplace/node/", {"action": "clear_review", "_selected_action": [node.pk]})
+
+    assert listed.status_code == shown.status_code == 200 and "token_hash" not in shown.content.decode()
+    assert cleared.status_code == 302
+    node.refresh_from_db()
+    assert not node.needs_review and node.verified_at is not None
+    offering.refresh_from_db()
+    assert offering.capacity_nodes == 1
