@@ -7,9 +7,11 @@ from pathlib import Path
 from django.utils.timezone import now
 
 from accounts.models import User
-from marketplace.models import Node, Offering
+from marketplace.models import Metering, Node, Offering, Rental
 from marketplace.services import nodes as services
-from tests.factories.accounts import MembershipFactory
+from marketplace.services import rentals as rental_services
+from tests.factories.accounts import MembershipFactory, OrganizationFactory
+from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory, accelerator
 
 FIXTURES = Path(__file__).parent.parent / "agent" / "fixtures"
@@ -79,3 +81,18 @@ def live_node(offering: Offering, *, name: str = "node", moment: datetime | None
     node.refresh_from_db()
     assert node.is_live, node.review_reasons
     return node, token
+
+
+def rental_on_node(offering: Offering | None = None, *, funds: str = "100.00") -> tuple[Rental, Node, str]:
+    """A buyer's rental running on a live node (CPU-only, metered by reports unless `offering` says otherwise): the
+    node's agent has taken it up. Returns the rental, the node and the node's token."""
+    offering = offering or cpu_offering(metering=Metering.REPORTED)
+    node, token = live_node(offering)
+    buyer = OrganizationFactory()
+    fund(buyer, funds)
+    order = rental_services.RentalRequest(offering_id=offering.pk, accelerators=1)
+    rental = rental_services.rental_create(organization=buyer, request=order)
+    rental_services.rental_provision(rental_id=rental.pk)
+    services.node_heartbeat(node_id=node.pk, telemetry={})
+    rental.refresh_from_db()
+    return rental, node, token

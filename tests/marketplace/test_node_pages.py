@@ -10,12 +10,10 @@ from django.utils.timezone import now
 from marketplace.models import Job, JobLogChunk, Metering, Node
 from marketplace.selectors.catalogue import offering_list
 from marketplace.services import nodes as node_services
-from marketplace.services import rentals as rental_services
 from marketplace.services.placement import PlacementRequest, placement_quote
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
-from tests.factories.billing import fund
 from tests.factories.marketplace import accelerator
-from tests.factories.nodes import cpu_offering, h100_facts, h100_figures, live_node, node_for
+from tests.factories.nodes import cpu_offering, h100_facts, h100_figures, live_node, node_for, rental_on_node
 
 pytestmark = pytest.mark.django_db
 
@@ -97,15 +95,8 @@ def test_the_node_list_costs_the_same_queries_for_one_node_or_many(provider_clie
 
 @pytest.fixture
 def buyer_on_a_node(client):
-    offering = cpu_offering(metering=Metering.REPORTED)
-    node, _token = live_node(offering)
-    buyer = OrganizationFactory()
-    fund(buyer, "100.00")
-    order = rental_services.RentalRequest(offering_id=offering.pk, accelerators=1)
-    rental = rental_services.rental_create(organization=buyer, request=order)
-    rental_services.rental_provision(rental_id=rental.pk)
-    node_services.node_heartbeat(node_id=node.pk, telemetry={})
-    client.force_login(MembershipFactory(organization=buyer).user)
+    rental, node, _token = rental_on_node()
+    client.force_login(MembershipFactory(organization=rental.organization).user)
     client.rental, client.node = rental, node
     return client
 

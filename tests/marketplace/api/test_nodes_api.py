@@ -11,11 +11,7 @@ from rest_framework.test import APIClient
 
 from billing.models import UsageEvent
 from marketplace.models import Job, JobLogChunk, Metering, Node
-from marketplace.services import nodes as node_services
-from marketplace.services import rentals as rental_services
-from tests.factories.accounts import OrganizationFactory
-from tests.factories.billing import fund
-from tests.factories.nodes import cpu_facts, cpu_figures, cpu_offering, live_node, node_for
+from tests.factories.nodes import cpu_facts, cpu_figures, cpu_offering, live_node, node_for, rental_on_node
 from tests.factories.rentals import reported_rental
 
 pytestmark = pytest.mark.django_db
@@ -28,16 +24,8 @@ def agent(token: str) -> APIClient:
 @pytest.fixture
 def running(db):
     """A reported-metered rental running on a live CPU node, its buyer, and the node's agent client."""
-    offering = cpu_offering(metering=Metering.REPORTED)
-    node, token = live_node(offering)
-    buyer = OrganizationFactory()
-    fund(buyer, "100.00")
-    order = rental_services.RentalRequest(offering_id=offering.pk, accelerators=1)
-    rental = rental_services.rental_create(organization=buyer, request=order)
-    rental_services.rental_provision(rental_id=rental.pk)
-    node_services.node_heartbeat(node_id=node.pk, telemetry={})
-    rental.refresh_from_db()
-    return {"offering": offering, "node": node, "agent": agent(token), "rental": rental, "buyer": buyer}
+    rental, node, token = rental_on_node()
+    return {"node": node, "agent": agent(token), "rental": rental, "buyer": rental.organization}
 
 
 # --- Agent authentication ---
