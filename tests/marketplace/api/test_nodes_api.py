@@ -69,7 +69,9 @@ def test_garbage_registration_is_a_clear_400_not_a_server_error():
     offering = cpu_offering()
     _node, token = live_node(offering)
 
-    response = agent(token).post("/api/v1/agent/register", {"accelerators": [{"index": "zero"}]}, format="json")
+    response = agent(token).post(
+        "/api/v1/agent/register", {"accelerators": [{"index": "zero"}]}, format="json", HTTP_ACCEPT_LANGUAGE="en"
+    )
 
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "Each accelerator needs an index and a name."
