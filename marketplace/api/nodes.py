@@ -108,6 +108,13 @@ class AgentRegisteredSerializer(serializers.Serializer):
     review_reasons = ReviewReasonSerializer(many=True)
 
 
+def _review_reasons(node: Node) -> list[dict]:
+    return [
+        {"kind": reason["kind"], "code": reason["code"], "message": message}
+        for reason, message in zip(node.review_reasons, node.review_messages, strict=True)
+    ]
+
+
 def _object(data) -> dict:
     if not isinstance(data, dict):
         raise exceptions.ValidationError({"non_field_errors": [_("Send a JSON object.")]})
@@ -128,7 +135,7 @@ class AgentRegisterView(AgentView):
                 "heartbeat_seconds": settings.NODE_HEARTBEAT_SECONDS,
                 "benchmark_wanted": node.benchmark_requested_at is not None,
                 "needs_review": node.needs_review,
-                "review_reasons": node.review_reasons,
+                "review_reasons": _review_reasons(node),
             }
         )
 
@@ -325,7 +332,11 @@ class NodeAcceleratorSerializer(ReadOnlyModelSerializer):
 class NodeSerializer(ReadOnlyModelSerializer):
     accelerators = NodeAcceleratorSerializer(many=True, read_only=True)
     is_live = serializers.BooleanField(read_only=True)
-    review_reasons = ReviewReasonSerializer(many=True, read_only=True)
+    review_reasons = serializers.SerializerMethodField()
+
+    @extend_schema_field(ReviewReasonSerializer(many=True))
+    def get_review_reasons(self, node: Node) -> list[dict]:
+        return _review_reasons(node)
 
     class Meta:
         model = Node

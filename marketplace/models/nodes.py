@@ -64,6 +64,13 @@ class Node(TimeStampedModel):
         return self.name
 
     @property
+    def review_messages(self) -> list[str]:
+        """Why it is held for review, in the active language."""
+        from marketplace.services.nodes import review_reason_message
+
+        return [review_reason_message(reason) for reason in self.review_reasons]
+
+    @property
     def is_live(self) -> bool:
         """Online, registered, verified and not held for review: it provides capacity."""
         return self.status == NodeStatus.ONLINE and self.verified_at is not None and not self.needs_review

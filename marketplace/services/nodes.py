@@ -262,8 +262,34 @@ def _accelerators_parse(raw: object) -> list[NodeAccelerator]:
     return accelerators
 
 
-def _reason(kind: str, code: str, message: str) -> dict:
-    return {"kind": kind, "code": code, "message": str(message)}
+# Why a node is held for review, by code: stored as the code and its values, worded in the reader's language.
+REVIEW_MESSAGES = {
+    "detection_failed": gettext_lazy("The agent could not read the accelerators: %(e)s"),
+    "undetectable_accelerator": gettext_lazy(
+        "%(model)s cannot be detected by the agent; staff check the node by hand."
+    ),
+    "accelerators_mismatch": gettext_lazy("The offering lists %(n)d × %(model)s per node; the agent found %(found)s."),
+    "mig_enabled": gettext_lazy("MIG is on for accelerator %(i)d: a partitioned GPU is not a whole accelerator."),
+    "cpu_mismatch": gettext_lazy("The offering lists %(n)d vCPU per node; the node has %(m)d."),
+    "ram_mismatch": gettext_lazy("The offering lists %(n)d GB of RAM per node; the node has %(m)s GB."),
+    "benchmark_failed": gettext_lazy("The benchmark could not run: %(e)s"),
+    "gpu_not_benchmarked": gettext_lazy(
+        "The node's GPUs were not benchmarked (PyTorch with CUDA is needed on the node)."
+    ),
+    "below_datasheet": gettext_lazy("Below %(share)s%% of the datasheet at %(precisions)s."),
+}
+
+
+def _reason(kind: str, code: str, **params) -> dict:
+    return {"kind": kind, "code": code, "params": params}
+
+
+def review_reason_message(reason: dict) -> str:
+    """A stored review reason in the active language."""
+    template = REVIEW_MESSAGES.get(reason.get("code", ""))
+    if template is None:
+        return reason.get("code", "")
+    return str(template) % reason.get("params", {}) if reason.get("params") else str(template)
 
 
 def _hardware_reasons(*, node: Node, accelerators: list[NodeAccelerator], detection_error: str) -> list[dict]:
@@ -271,39 +297,20 @@ def _hardware_reasons(*, node: Node, accelerators: list[NodeAccelerator], detect
     offering, model = node.offering, node.offering.accelerator
     reasons = []
     if detection_error:
-        message = _("The agent could not read the accelerators: %(e)s") % {"e": detection_error}
-        reasons.append(_reason("hardware", "detection_failed", message))
+        reasons.append(_reason("hardware", "detection_failed", e=detection_error))
     if model.kind != AcceleratorKind.CPU:
         matching = [a for a in accelerators if model.detects(a.name)]
         if not model.detection_pattern:
-            message = _("%(model)s cannot be detected by the agent; staff check the node by hand.") % {"model": model}
-            reasons.append(_reason("hardware", "undetectable_accelerator", message))
+            reasons.append(_reason("hardware", "undetectable_accelerator", model=str(model)))
         elif len(matching) < offering.accelerators_per_node:
-            found = ", ".join(a.name for a in accelerators) or _("none")
-            message = _("The offering lists %(n)d × %(model)s per node; the agent found %(found)s.") % {
-                "n": offering.accelerators_per_node,
-                "model": model,
-                "found": found,
-            }
-            reasons.append(_reason("hardware", "accelerators_mismatch", message))
-        for accelerator in matching:
-            if accelerator.mig_enabled:
-                message = _("MIG is on for accelerator %(i)d: a partitioned GPU is not a whole accelerator.") % {
-                    "i": accelerator.index
-                }
-                reasons.append(_reason("hardware", "mig_enabled", message))
+            found = ", ".join(a.name for a in accelerators) or "—"
+            n = offering.accelerators_per_node
+            reasons.append(_reason("hardware", "accelerators_mismatch", n=n, model=str(model), found=found))
+        reasons += [_reason("hardware", "mig_enabled", i=a.index) for a in matching if a.mig_enabled]
     if node.cpu_cores is not None and node.cpu_cores < offering.vcpu_per_node:
-        message = _("The offering lists %(n)d vCPU per node; the node has %(m)d.") % {
-            "n": offering.vcpu_per_node,
-            "m": node.cpu_cores,
-        }
-        reasons.append(_reason("hardware", "cpu_mismatch", message))
+        reasons.append(_reason("hardware", "cpu_mismatch", n=offering.vcpu_per_node, m=node.cpu_cores))
     if node.ram_gb is not None and node.ram_gb < offering.ram_gb_per_node * RAM_TOLERANCE:
-        message = _("The offering lists %(n)d GB of RAM per node; the node has %(m)s GB.") % {
-            "n": offering.ram_gb_per_node,
-            "m": node.ram_gb,
-        }
-        reasons.append(_reason("hardware", "ram_mismatch", message))
+        reasons.append(_reason("hardware", "ram_mismatch", n=offering.ram_gb_per_node, m=str(node.ram_gb)))
     return reasons
 
 
@@ -364,17 +371,13 @@ def _figure(value: object) -> Decimal | None:
 def _benchmark_reasons(*, node: Node, benchmark: NodeBenchmark, error: str) -> list[dict]:
     model = node.offering.accelerator
     if error or not benchmark.tflops:
-        message = _("The benchmark could not run: %(e)s") % {"e": error or _("no figures")}
-        return [_reason("benchmark", "benchmark_failed", message)]
+        return [_reason("benchmark", "benchmark_failed", e=error or "—")]
     if model.kind != AcceleratorKind.CPU and benchmark.backend.endswith("(cpu)"):
-        message = _("The node's GPUs were not benchmarked (PyTorch with CUDA is needed on the node).")
-        return [_reason("benchmark", "gpu_not_benchmarked", message)]
+        return [_reason("benchmark", "gpu_not_benchmarked")]
     if benchmark.below_datasheet:
-        message = _("Below %(share)s%% of the datasheet at %(precisions)s.") % {
-            "share": int(settings.NODE_BENCHMARK_MIN_RATIO * 100),
-            "precisions": ", ".join(p.upper() for p in benchmark.below_datasheet),
-        }
-        return [_reason("benchmark", "below_datasheet", message)]
+        share = int(settings.NODE_BENCHMARK_MIN_RATIO * 100)
+        precisions = ", ".join(p.upper() for p in benchmark.below_datasheet)
+        return [_reason("benchmark", "below_datasheet", share=share, precisions=precisions)]
     return []
 
 

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from accounts.models import Organization, User
 from accounts.selectors import provider_is_approved
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
-from marketplace.models import AcceleratorModel, ModelService, Offering, OfferingPriceChange, Site
+from marketplace.models import AcceleratorModel, ModelService, Node, Offering, OfferingPriceChange, Site
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,10 @@ def offering_update(*, offering_id: int, actor: User, **fields) -> Offering:
     offering = Offering.objects.select_for_update().get(pk=offering_id)
     if offering.status == Offering.Status.RETIRED:
         raise Conflict(_("A retired offering cannot be changed."), code="offering_retired")
+    capacity = fields.get("capacity_nodes", offering.capacity_nodes)
+    if capacity != offering.capacity_nodes and Node.objects.filter(offering=offering).exists():
+        message = _("This offering's capacity is its live nodes: add or retire nodes to change it.")
+        raise _validation_error("capacity_nodes", message)
     old_prices = (offering.on_demand_price, offering.interruptible_price)
     for name, value in fields.items():
         setattr(offering, name, value)

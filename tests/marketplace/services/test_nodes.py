@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import translation
 from django.utils.timezone import now
 
 from billing.models import UsageCharge
@@ -11,6 +12,7 @@ from marketplace.models import Job, Metering, Node, Offering, Rental, RentalNode
 from marketplace.selectors.nodes import node_reliability, offering_reliability
 from marketplace.services import nodes as services
 from marketplace.services import rentals as rental_services
+from marketplace.services.offerings import offering_update
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
@@ -162,7 +164,10 @@ def test_a_comparable_precision_far_below_the_datasheet_holds_the_node():
     assert benchmark.below_datasheet == ["bf16"]
     node.refresh_from_db()
     assert node.needs_review and node.verified_at is None
-    assert node.review_reasons[0]["message"] == "Below 50% of the datasheet at BF16."
+    with translation.override("en"):
+        assert node.review_messages == ["Below 50% of the datasheet at BF16."]
+    with translation.override("zh-hans"):
+        assert node.review_messages == ["BF16 低于标称值的 50%。"]
 
 
 def test_a_benchmark_far_below_the_datasheet_holds_the_node_and_gives_no_capacity():
@@ -327,3 +332,16 @@ def test_reliability_is_the_share_of_the_window_online():
     assert offering_reliability(offering_ids=[offering.pk], moment=start + timedelta(hours=10)) == {
         offering.pk: pytest.approx(0.8)
     }
+
+
+def test_a_node_backed_offerings_capacity_cannot_be_set_by_hand():
+    offering = cpu_offering()
+    live_node(offering)
+
+    with pytest.raises(services.DomainError) as refused:
+        offering_update(offering_id=offering.pk, actor=provider_user(offering), capacity_nodes=10)
+    offering_update(offering_id=offering.pk, actor=provider_user(offering), capacity_nodes=1, name="Renamed")
+
+    assert "capacity_nodes" in refused.value.extra["fields"]
+    offering.refresh_from_db()
+    assert (offering.capacity_nodes, offering.name) == (1, "Renamed")
