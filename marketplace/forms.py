@@ -10,6 +10,7 @@ from marketplace.models import (
     Application,
     ApplicationCategory,
     ApplicationVersion,
+    Metering,
     ModelService,
     Offering,
     Precision,
@@ -70,6 +71,10 @@ class OfferingForm(forms.ModelForm):
     accelerator = forms.ModelChoiceField(
         label=_("Accelerator model"), queryset=AcceleratorModel.objects.order_by("vendor", "name")
     )
+    metering = forms.ChoiceField(
+        label=_("Metering"), choices=Metering.choices, initial=Metering.LIFECYCLE, required=False,
+        help_text=_("Provider usage reports: rentals are billed for the accelerator-seconds your agents report."),
+    )  # fmt: skip
 
     class Meta:
         model = Offering
@@ -77,10 +82,13 @@ class OfferingForm(forms.ModelForm):
             "name", "description", "site", "accelerator", "accelerators_per_node", "vcpu_per_node",
             "ram_gb_per_node", "disk_gb_per_node", "network_gbps", "capacity_nodes", "on_demand_price",
             "interruptible_price", "reserved_1w_discount_percent", "reserved_1m_discount_percent",
-            "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours",
+            "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours", "metering",
         ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 3})}
         labels = {"vcpu_per_node": _("vCPU per node")}  # capfirst would print "VCPU"
+
+    def clean_metering(self) -> str:
+        return self.cleaned_data["metering"] or Metering.LIFECYCLE
 
 
 class ModelServiceForm(forms.ModelForm):

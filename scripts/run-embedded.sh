@@ -12,16 +12,18 @@ CELERY=.venv/bin/celery
 echo "==> Migrating the database"
 $PY manage.py migrate --noinput -v 0
 echo "==> Loading demo data"
-$PY manage.py seed_demo
+NODE_TOKEN_FILE=var/demo-node-token
+$PY manage.py seed_demo --node-token-file "${NODE_TOKEN_FILE}"
 
 pids=()
 demo_model_pid=
+demo_agent_pid=
 stop() {
   trap - INT TERM EXIT
   echo
-  echo "==> Stopping web server, worker, beat and the demo model"
-  kill -TERM "${pids[@]}" ${demo_model_pid} 2>/dev/null || true
-  wait "${pids[@]}" ${demo_model_pid} 2>/dev/null || true
+  echo "==> Stopping web server, worker, beat, the demo model and the demo node's agent"
+  kill -TERM "${pids[@]}" ${demo_model_pid} ${demo_agent_pid} 2>/dev/null || true
+  wait "${pids[@]}" ${demo_model_pid} ${demo_agent_pid} 2>/dev/null || true
   echo "==> Stopped."
 }
 trap stop INT TERM EXIT
@@ -41,6 +43,12 @@ demo_model_pid=$!
 .venv/bin/uvicorn marketplace.asgi:application --host 127.0.0.1 --port "${PORT}" --lifespan on &
 pids+=($!)
 
+echo "==> Starting the demo node's provider agent (a CPU node on this machine)"
+# A demo provider's node, not the platform: it registers, benchmarks with NumPy and runs the jobs rented on it.
+$PY -m agent --url "http://127.0.0.1:${PORT}" --token "$(cat "${NODE_TOKEN_FILE}")" --work-dir var/agent-work \
+  --benchmark-size 1024 >var/demo-agent.log 2>&1 &
+demo_agent_pid=$!
+
 sleep 2
 cat <<MSG
 
@@ -48,6 +56,7 @@ cat <<MSG
   API docs: http://127.0.0.1:${PORT}/api/docs/   health: http://127.0.0.1:${PORT}/healthz
   Model gateway (OpenAI-compatible, a key with the gateway scope): http://127.0.0.1:${PORT}/v1
   Demo model (OpenAI-compatible upstream of the demo model services): http://127.0.0.1:${DEMO_MODEL_PORT}/v1
+  Demo node: its agent logs to var/demo-agent.log; rent "CPU 演示节点" and run commands from the rental page
   Demo logins (password demo-pass-2026): buyer@demo.local, provider@demo.local, staff@demo.local (admin)
   Press Ctrl-C to stop.
 

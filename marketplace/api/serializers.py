@@ -13,6 +13,7 @@ from marketplace.models import (
     ApplicationReview,
     ApplicationSubscription,
     ApplicationVersion,
+    Metering,
     ModelCall,
     ModelService,
     Offering,
@@ -63,7 +64,7 @@ class OfferingSerializer(serializers.ModelSerializer):
             "vcpu_per_node", "ram_gb_per_node", "disk_gb_per_node", "network_gbps", "capacity_nodes", "free_nodes",
             "on_demand_price", "interruptible_price", "reserved_1w_discount_percent", "reserved_1m_discount_percent",
             "reserved_3m_discount_percent", "min_rental_hours", "max_rental_hours", "status", "published_at",
-            "is_verified", "verified_at", "verified_tflops", "reliability",
+            "is_verified", "verified_at", "verified_tflops", "reliability", "metering",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -137,6 +138,7 @@ def _offering_row(row: dict, zone: tzinfo) -> dict:
         "verified_at": _datetime_or_none(row["verified_at"], zone),
         "verified_tflops": row["verified_tflops"],
         "reliability": _decimal(row["reliability"]),
+        "metering": row["metering"],
     }
 
 
@@ -158,6 +160,7 @@ class OfferingWriteSerializer(serializers.Serializer):
     reserved_3m_discount_percent = serializers.DecimalField(5, 2, required=False, allow_null=True, default=None)
     min_rental_hours = serializers.IntegerField(min_value=1, required=False, default=1)
     max_rental_hours = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    metering = serializers.ChoiceField(choices=Metering.choices, required=False, default=Metering.LIFECYCLE)
 
 
 class StatusChangeSerializer(serializers.Serializer):

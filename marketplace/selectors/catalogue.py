@@ -37,7 +37,7 @@ OFFERING_ROW_FIELDS = (
     "network_gbps", "capacity_nodes", "rented_nodes", "on_demand_price", "interruptible_price",
     "reserved_1w_discount_percent", "reserved_1m_discount_percent", "reserved_3m_discount_percent",
     "min_rental_hours", "max_rental_hours", "status", "published_at", "verified_at", "verified_tflops",
-    "reliability", "provider__id", "provider__name",
+    "reliability", "metering", "provider__id", "provider__name",
     "site__id", "site__name", "site__slug", "site__region", "site__tier", "site__residency_zone", "site__operator",
     "site__pue",
     "accelerator__id", "accelerator__slug", "accelerator__vendor", "accelerator__name", "accelerator__memory_gb",

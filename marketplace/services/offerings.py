@@ -18,7 +18,7 @@ OFFERING_FIELDS = {
     "name", "description", "site", "accelerator", "accelerators_per_node", "vcpu_per_node", "ram_gb_per_node",
     "disk_gb_per_node", "network_gbps", "capacity_nodes", "on_demand_price", "interruptible_price",
     "reserved_1w_discount_percent", "reserved_1m_discount_percent", "reserved_3m_discount_percent",
-    "min_rental_hours", "max_rental_hours",
+    "min_rental_hours", "max_rental_hours", "metering",
 }  # fmt: skip
 MODEL_SERVICE_FIELDS = {
     "name", "slug", "model_family", "description", "modality", "context_length", "max_output_tokens", "precision",
@@ -78,8 +78,8 @@ def _offering_validate(offering: Offering) -> None:
 
 def _offering_validate_publishable(offering: Offering) -> None:
     missing = [field for field in ("description",) if not getattr(offering, field).strip()]
-    if offering.capacity_nodes < 1:
-        missing.append("capacity_nodes")
+    if offering.capacity_nodes < 1 and not Node.objects.filter(offering=offering).exists():
+        missing.append("capacity_nodes")  # a node-backed offering's capacity comes as its nodes go live
     if missing:
         raise DomainError(
             _("Complete these fields before publishing: %(fields)s.") % {"fields": ", ".join(missing)},

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from marketplace.core.regions import Region
 from marketplace.models import Application, ModelService, Offering, Site, SiteTier
+from marketplace.services.nodes import node_authenticate
 from tests.factories.accounts import MembershipFactory
 from tests.factories.marketplace import (
     ModelServiceFactory,
@@ -39,6 +40,18 @@ def test_seed_demo_is_idempotent_and_covers_every_region_and_tier(db):
     assert {(app.status, app.seller.memberships.get().user.email) for app in applications} == {
         ("published", "buyer@demo.local")
     }
+
+
+def test_seed_demo_makes_a_node_for_the_demo_agent_and_writes_its_token(db, tmp_path):
+    token_file = tmp_path / "demo-node-token"
+
+    call_command("seed_demo", node_token_file=str(token_file), stdout=io.StringIO())
+    call_command("seed_demo", node_token_file=str(token_file), stdout=io.StringIO())  # each run: a new token
+
+    node = node_authenticate(raw_token=token_file.read_text())
+    assert (node.name, node.status, node.offering.status) == ("demo-node-1", "awaiting", "published")
+    assert node.offering.metering == "reported" and node.offering.accelerator.slug == "cpu-node"
+    assert oct(token_file.stat().st_mode)[-3:] == "600"
 
 
 def test_offering_list_htmx_returns_the_results_fragment(db, client):

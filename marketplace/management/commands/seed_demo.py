@@ -5,6 +5,7 @@ Idempotent: everything is looked up by a natural key first, so a second run crea
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -18,7 +19,9 @@ from marketplace.core.regions import Region
 from marketplace.models import (
     AcceleratorModel,
     Application,
+    Metering,
     ModelService,
+    Node,
     Offering,
     Rental,
     ResidencyZone,
@@ -26,6 +29,7 @@ from marketplace.models import (
     SiteTier,
 )
 from marketplace.services import applications as application_services
+from marketplace.services import nodes as node_services
 from marketplace.services import offerings as catalogue_services
 from marketplace.services import rentals as rental_services
 
@@ -103,6 +107,9 @@ DEMO_RENTALS = [
 # The demo model server (`serve_demo_model`, which `make run` starts) answers here for every service above, so they
 # are published: callable through the gateway at /v1/.
 DEMO_UPSTREAM = "http://127.0.0.1:8001/v1"
+# A CPU node whose agent `make run` starts on this machine: rent it and run jobs on it from the rental page.
+DEMO_NODE_OFFERING = "CPU 演示节点 · 上海临港 (agent demo)"
+DEMO_NODE_NAME = "demo-node-1"
 
 
 class Command(BaseCommand):
@@ -111,10 +118,18 @@ class Command(BaseCommand):
         "nothing new)."
     )
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--node-token-file",
+            help="give the demo node a new agent token and write it to this file (make run starts its agent with it)",
+        )
+
     def handle(self, *args, **options) -> None:
         with transaction.atomic():
             created = self._seed()
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} new objects)."))
+        if options["node_token_file"]:
+            self._write_node_token(Path(options["node_token_file"]))
         for key in ("buyer", "provider", "staff"):
             self.stdout.write(f"  {key:<9} {DEMO_USERS[key][0]:<22} password: {DEMO_PASSWORD}")
 
@@ -238,7 +253,31 @@ class Command(BaseCommand):
 
         if topup_test_mode() and not Rental.objects.filter(organization=buyer_organization).exists():
             created += self._seed_rentals(buyer_organization, users["buyer"])
-        return created
+        return created + self._seed_node(*providers["east"])
+
+    def _seed_node(self, provider: Organization, owner: User) -> int:
+        """The demo node's offering (CPU, billed by the agent's usage reports) and the node, awaiting its agent."""
+        offering = Offering.objects.filter(provider=provider, name=DEMO_NODE_OFFERING).first()
+        if offering is not None:
+            return 0
+        offering = catalogue_services.offering_create(
+            provider=provider, actor=owner, site=Site.objects.get(slug="sh-lingang"),
+            accelerator=AcceleratorModel.objects.get(slug="cpu-node"), name=DEMO_NODE_OFFERING,
+            description="本机上的演示节点：make run 启动它的提供方代理。租用后可在租用页面运行命令。",
+            accelerators_per_node=1, vcpu_per_node=1, ram_gb_per_node=1, disk_gb_per_node=10, network_gbps=1,
+            capacity_nodes=0, on_demand_price=Decimal("1.80"), metering=Metering.REPORTED,
+        )  # fmt: skip
+        node_services.node_create(provider=provider, offering_id=offering.pk, name=DEMO_NODE_NAME, actor=owner)
+        catalogue_services.offering_set_status(offering_id=offering.pk, status="published", actor=owner)
+        return 2
+
+    def _write_node_token(self, path: Path) -> None:
+        node = Node.objects.select_related("provider").get(name=DEMO_NODE_NAME, offering__name=DEMO_NODE_OFFERING)
+        owner = User.objects.get(email=DEMO_USERS["provider"][0])
+        _node, token = node_services.node_token_rotate(provider=node.provider, node_id=node.pk, actor=owner)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(token)
+        path.chmod(0o600)
 
     def _seed_rentals(self, organization: Organization, buyer: User) -> int:
         """A rental history through the real services (admission, provisioning, metering, stop) at past moments."""
