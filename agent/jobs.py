@@ -150,7 +150,10 @@ class JobRun:
             return self._finish("failed", None, started, time.time())
         started = time.time()
         self._usage_from = started
-        self.client.post(f"jobs/{self.job_id}/start", {"started_at": _iso(started)})
+        try:
+            self.client.post(f"jobs/{self.job_id}/start", {"started_at": _iso(started)})
+        except (PlatformError, Unreachable) as error:  # the finish report carries the start time too
+            logger.warning("job %s: start not recorded: %s", self.job_id, error)
         readers = [
             threading.Thread(target=self._reader, args=(process.stdout, "stdout"), daemon=True),
             threading.Thread(target=self._reader, args=(process.stderr, "stderr"), daemon=True),
