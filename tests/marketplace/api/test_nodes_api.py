@@ -279,3 +279,19 @@ def test_stopping_the_rental_stops_its_jobs_and_frees_its_node(running, api_clie
     assert Job.objects.get(pk=job["id"]).status == Job.Status.CANCELLED
     node = Node.objects.get(pk=running["node"].pk)
     assert not node.placements.filter(released_at__isnull=True).exists()
+
+
+def test_a_node_token_opens_nothing_but_the_agent_routes(running):
+    job = Job.objects.create(organization=running["buyer"], rental=running["rental"], command=["true"],
+                             time_limit_seconds=9)  # fmt: skip
+    client = running["agent"]
+
+    rental, node = running["rental"].pk, running["node"].pk
+    for path in ["/api/v1/rentals/", f"/api/v1/rentals/{rental}/", f"/api/v1/jobs/{job.pk}/",
+                 f"/api/v1/jobs/{job.pk}/log/", "/api/v1/provider/nodes/", f"/api/v1/provider/nodes/{node}/",
+                 "/api/v1/wallet/"]:  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    assert client.post(f"/api/v1/jobs/{job.pk}/cancel/").status_code == 401
+    assert Job.objects.get(pk=job.pk).status == Job.Status.QUEUED
