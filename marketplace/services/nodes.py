@@ -30,7 +30,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, gettext_noop, override
 
 from accounts.models import Organization, User
 from accounts.services import api_key_hash
@@ -67,8 +67,16 @@ def _provider_offering(*, provider: Organization, offering_id: int) -> Offering:
     return offering
 
 
-def _status_change(*, node: Node, to: str, moment: datetime, reason: str = "") -> None:
-    NodeStatusChange.objects.create(node=node, from_status=node.status, to_status=to, at=moment, reason=reason[:255])
+# Why a node's status changed: stored in English, shown in the reader's language (the history translates them).
+MADE_IN_CONSOLE = gettext_noop("Made in the console")
+REGISTERED = gettext_noop("Registered by its agent")
+HEARD_AGAIN = gettext_noop("Its agent was heard from again")
+WENT_QUIET = gettext_noop("No heartbeat within the time-out")
+RETIRED = gettext_noop("Retired by the provider")
+
+
+def _status_change(*, node: Node, to: str, moment: datetime, reason: str) -> None:
+    NodeStatusChange.objects.create(node=node, from_status=node.status, to_status=to, at=moment, reason=reason)
     node.status, node.status_changed_at = to, moment
 
 
@@ -93,7 +101,7 @@ def node_create(*, provider: Organization, offering_id: int, name: str, actor: U
                     status_changed_at=moment,
                 )
                 node.save()
-                NodeStatusChange.objects.create(node=node, to_status=node.status, at=moment, reason="created")
+                NodeStatusChange.objects.create(node=node, to_status=node.status, at=moment, reason=MADE_IN_CONSOLE)
             break
         except IntegrityError:  # a prefix collision: draw again
             continue
@@ -143,7 +151,8 @@ def node_retire(*, provider: Organization, node_id: int, actor: User) -> Node:
         return node
     if RentalNode.objects.filter(node=node, released_at__isnull=True).exists():
         raise Conflict(_("This node is serving a rental; retire it when the rental has ended."), code="node_in_use")
-    _status_change(node=node, to=Node.Status.RETIRED, moment=now(), reason=f"retired by {actor.email}")
+    _status_change(node=node, to=Node.Status.RETIRED, moment=now(), reason=RETIRED)
+    logger.info("node retired", extra={"node_id": node.pk, "actor_id": actor.pk})
     node.save(update_fields=["status", "status_changed_at", "updated_at"])
     offering_capacity_sync(offering_id=node.offering_id)
     return node
@@ -350,7 +359,7 @@ def node_register(*, node_id: int, facts: dict, moment: datetime | None = None) 
     if before != [(a.index, a.uuid, a.name) for a in accelerators] or not node.benchmarks.exists():
         node.benchmark_requested_at, node.verified_at = moment, None  # other hardware: prove it again
     if node.status != Node.Status.ONLINE:
-        _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason="registered")
+        _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason=REGISTERED)
     node.save()
     offering_capacity_sync(offering_id=node.offering_id)
     logger.info("node registered", extra={"node_id": node.pk, "accelerators": len(accelerators)})
@@ -459,7 +468,7 @@ def node_heartbeat(*, node_id: int, telemetry: dict, moment: datetime | None = N
         came_back = node.status == Node.Status.OFFLINE
         node.last_heartbeat_at, node.telemetry = moment, telemetry if isinstance(telemetry, dict) else {}
         if came_back:
-            _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason="heartbeat")
+            _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason=HEARD_AGAIN)
         node.save(update_fields=["last_heartbeat_at", "telemetry", "status", "status_changed_at", "updated_at"])
         if came_back:
             offering_capacity_sync(offering_id=node.offering_id)
@@ -530,10 +539,16 @@ def rental_nodes_assign(
     return RentalNode.objects.bulk_create(placements)
 
 
+def _source_text(reason) -> str:
+    """A lazy (platform) reason as its untranslated text, so that each reader sees it in their own language."""
+    with override(None):
+        return str(reason)[:255]
+
+
 def rental_nodes_release(*, rental: Rental, moment: datetime, reason: str) -> None:
     """A rental has ended: its nodes are free, its queued jobs cancelled and its running jobs told to stop."""
     RentalNode.objects.filter(rental=rental, released_at__isnull=True).update(
-        released_at=moment, release_reason=str(reason)[:255]
+        released_at=moment, release_reason=_source_text(reason)
     )
     Job.objects.filter(rental=rental, status=Job.Status.QUEUED).update(
         status=Job.Status.CANCELLED, finished_at=moment, updated_at=moment
@@ -573,7 +588,7 @@ def node_mark_offline(*, node_id: int, moment: datetime | None = None) -> Node:
     if node.status != Node.Status.ONLINE or (node.last_heartbeat_at and node.last_heartbeat_at >= cutoff):
         return node
     lost_from = node.last_heartbeat_at or moment
-    _status_change(node=node, to=Node.Status.OFFLINE, moment=moment, reason="no heartbeat")
+    _status_change(node=node, to=Node.Status.OFFLINE, moment=moment, reason=WENT_QUIET)
     node.save(update_fields=["status", "status_changed_at", "updated_at"])
     Job.objects.filter(node=node, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).update(
         status=Job.Status.LOST, finished_at=moment, updated_at=moment
@@ -585,7 +600,7 @@ def node_mark_offline(*, node_id: int, moment: datetime | None = None) -> Node:
             .get(pk=placement.rental_id)
         )
         credit = _outage_credit(rental=rental, lost_from=lost_from, moment=moment)
-        placement.released_at, placement.release_reason = moment, "node offline"
+        placement.released_at, placement.release_reason = moment, WENT_QUIET
         placement.save(update_fields=["released_at", "release_reason"])
         replacement = rental_nodes_assign(
             rental=rental,

@@ -209,3 +209,13 @@ def test_staff_see_nodes_in_the_admin_and_clear_one_held_for_review(client):
     assert not node.needs_review and node.verified_at is not None
     offering.refresh_from_db()
     assert offering.capacity_nodes == 1
+
+
+def test_the_node_history_reads_in_the_readers_language(provider_client):
+    node, _token = live_node(provider_client.offering)
+
+    english = provider_client.get(f"/console/nodes/{node.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    chinese = provider_client.get(f"/console/nodes/{node.pk}/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+
+    assert "(Registered by its agent)" in english and "(Made in the console)" in english
+    assert "(由其代理注册)" in chinese and "(在控制台创建)" in chinese
