@@ -1,7 +1,9 @@
+import base64
 import shlex
 from decimal import Decimal
 
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.core.regions import Region
@@ -196,6 +198,23 @@ class NodeForm(forms.Form):
         self.fields["offering"].queryset = offerings
 
 
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one field (Django's documented pattern): cleans to a list."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None) -> list:
+        if isinstance(data, list | tuple):
+            return [super(MultipleFileField, self).clean(item, initial) for item in data]
+        return [super().clean(data, initial)] if data else []
+
+
 class JobForm(forms.Form):
     """A job as a person types it: a command line (split as a POSIX shell would, but run without one)."""
 
@@ -208,6 +227,17 @@ class JobForm(forms.Form):
         help_text=_("One NAME=value per line"),
     )  # fmt: skip
     time_limit_minutes = forms.IntegerField(min_value=1, initial=60, label=_("Time limit (minutes)"))
+    files = MultipleFileField(
+        required=False, label=_("Working files"), help_text=_("Put in the job's directory; 1 MiB in all by default")
+    )
+
+    def clean_files(self) -> dict[str, str]:
+        """name → base64 content, as the API takes them; the total is checked before anything is read."""
+        uploads = self.cleaned_data["files"]
+        if sum(upload.size for upload in uploads) > settings.JOB_FILES_MAX_BYTES:
+            message = _("Working files may hold at most %(n)d bytes in all.") % {"n": settings.JOB_FILES_MAX_BYTES}
+            raise forms.ValidationError(message)
+        return {upload.name: base64.b64encode(upload.read()).decode() for upload in uploads}
 
     def clean_command(self) -> list[str]:
         try:

@@ -102,7 +102,7 @@ def rental_detail(request: HttpRequest, pk: int, job_form: JobForm | None = None
 @organization_required
 @require_POST
 def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
-    form = JobForm(request.POST)
+    form = JobForm(request.POST, request.FILES)
     if form.is_valid():
         try:
             job = job_services.job_submit(
@@ -110,6 +110,7 @@ def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
                 rental_id=pk,
                 command=form.cleaned_data["command"],
                 environment=form.cleaned_data["environment"],
+                files=form.cleaned_data["files"],
                 time_limit_seconds=form.cleaned_data["time_limit_minutes"] * 60,
                 created_by=request.user,
             )

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now
@@ -219,3 +220,22 @@ def test_the_node_history_reads_in_the_readers_language(provider_client):
 
     assert "(Registered by its agent)" in english and "(Made in the console)" in english
     assert "(由其代理注册)" in chinese and "(在控制台创建)" in chinese
+
+
+def test_working_files_go_with_a_job_from_the_page_within_the_limit(buyer_on_a_node, settings):
+    rental = buyer_on_a_node.rental
+    settings.JOB_FILES_MAX_BYTES = 10
+
+    accepted = buyer_on_a_node.post(
+        f"/rentals/{rental.pk}/jobs/",
+        {"command": "python main.py", "time_limit_minutes": 1,
+         "files": [SimpleUploadedFile("main.py", b"print(1)"), SimpleUploadedFile("a.txt", b"x")]},
+    )  # fmt: skip
+    refused = buyer_on_a_node.post(
+        f"/rentals/{rental.pk}/jobs/",
+        {"command": "true", "time_limit_minutes": 1, "files": [SimpleUploadedFile("big.bin", b"0" * 11)]},
+    )
+
+    assert accepted.status_code == 302
+    assert Job.objects.get().files == {"main.py": "cHJpbnQoMSk=", "a.txt": "eA=="}
+    assert refused.status_code == 400 and Job.objects.count() == 1
