@@ -466,6 +466,9 @@ def node_heartbeat(*, node_id: int, telemetry: dict, moment: datetime | None = N
     with transaction.atomic():
         node = Node.objects.select_for_update().get(pk=node_id)
         came_back = node.status == Node.Status.OFFLINE
+        # A sweep that took the lock first may have marked it offline at a later moment than this heartbeat's:
+        # the history stays in order.
+        moment = max(moment, node.status_changed_at)
         node.last_heartbeat_at, node.telemetry = moment, telemetry if isinstance(telemetry, dict) else {}
         if came_back:
             _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason=HEARD_AGAIN)

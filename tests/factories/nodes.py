@@ -72,8 +72,8 @@ def node_for(offering: Offering, name: str = "node") -> tuple[Node, str]:
 
 def live_node(offering: Offering, *, name: str = "node", moment: datetime | None = None) -> tuple[Node, str]:
     """A node that registered and passed its benchmark: it gives the offering one node of capacity."""
-    moment = moment or now()
     node, token = node_for(offering, name)
+    moment = moment or now()  # after it was made: its history stays in time order
     cpu = offering.accelerator.slug == "cpu-node"
     facts = cpu_facts() if cpu else h100_facts(offering.accelerators_per_node)
     services.node_register(node_id=node.pk, facts=facts, moment=moment)
