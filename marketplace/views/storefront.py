@@ -174,6 +174,7 @@ def _offering_rows_html(rows: list[dict], precision: str) -> str:
     unverified_badge = format_html('<span class="badge text-bg-light border">{}</span>', unverified)
     sold_out = format_html('<span class="text-danger">{}</span>', gettext("sold out"))
     interruptible = gettext("interruptible")
+    reliability_title = gettext("Reliability: the share of time its nodes were online")
     # One reverse() for the whole table: resolving the URL per row cost more than writing the row.
     detail_prefix, detail_suffix = reverse("storefront:offering-detail", args=[URL_ID_SENTINEL]).split(
         str(URL_ID_SENTINEL)
@@ -188,7 +189,14 @@ def _offering_rows_html(rows: list[dict], precision: str) -> str:
             f"{detail_prefix}{row['id']}{detail_suffix}", row["name"], row["provider__name"],
             row["accelerator__vendor"], row["accelerator__name"], row["accelerators_per_node"],
             domestic if row["accelerator__is_domestic"] else "",
-            verified_badge if row["verified_at"] else unverified_badge,
+            format_html(
+                '{}<span class="small text-muted" title="{}"> {}%</span>',
+                verified_badge if row["verified_at"] else unverified_badge,
+                reliability_title,
+                (row["reliability"] * 100).quantize(Decimal("0.1")),
+            )
+            if row["reliability"] is not None
+            else (verified_badge if row["verified_at"] else unverified_badge),
             row["accelerator__memory_gb"], "—" if peak is None else peak,
             regions.get(row["site__region"], row["site__region"]), tiers.get(row["site__tier"], row["site__tier"]),
             zones.get(row["site__residency_zone"], row["site__residency_zone"]),

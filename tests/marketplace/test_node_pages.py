@@ -239,3 +239,12 @@ def test_working_files_go_with_a_job_from_the_page_within_the_limit(buyer_on_a_n
     assert accepted.status_code == 302
     assert Job.objects.get().files == {"main.py": "cHJpbnQoMSk=", "a.txt": "eA=="}
     assert refused.status_code == 400 and Job.objects.count() == 1
+
+
+def test_the_catalogue_shows_each_offerings_reliability(client):
+    offering = cpu_offering(name="Steady CPU")
+    live_node(offering)
+
+    page = client.get("/offerings/?q=Steady", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    assert "Steady CPU" in page and "verified</span><span" in page and " 100.0%</span>" in page
