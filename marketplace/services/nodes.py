@@ -332,11 +332,12 @@ def _review_set(node: Node, *, kind: str, reasons: list[dict]) -> None:
 @transaction.atomic
 def node_register(*, node_id: int, facts: dict, moment: datetime | None = None) -> Node:
     """Record what the agent found on the node and bring it online. Registering again (an agent restart) updates
-    the same node; a benchmark is asked for the first time, and whenever the accelerators changed."""
+    the same node. The hardware is checked against the offering, and a benchmark asked for, the first time and
+    whenever the hardware changed; the same hardware again keeps its verdict (a node staff cleared stays cleared)."""
     moment = moment or now()
     node = Node.objects.select_for_update().select_related("offering__accelerator").get(pk=node_id)
     accelerators = _accelerators_parse(facts.get("accelerators", []))
-    before = list(node.accelerators.values_list("index", "uuid", "name"))
+    before = (list(node.accelerators.values_list("index", "uuid", "name")), node.cpu_cores, node.ram_gb)
     node.hostname = _text(facts.get("hostname"), 255)
     node.cpu_model = _text(facts.get("cpu_model"), 255)
     node.cpu_cores = _count(facts.get("cpu_cores"))
@@ -344,20 +345,19 @@ def node_register(*, node_id: int, facts: dict, moment: datetime | None = None) 
     node.disk_gb = _decimal(facts.get("disk_gb"))
     node.os = _text(facts.get("os"), 255)
     node.agent_version = _text(facts.get("agent_version"), 40)
-    node.registered_at = node.registered_at or moment
     node.last_heartbeat_at = moment
     node.accelerators.all().delete()
     for accelerator in accelerators:
         accelerator.node = node
     NodeAccelerator.objects.bulk_create(accelerators)
+    after = ([(a.index, a.uuid, a.name) for a in accelerators], node.cpu_cores, node.ram_gb)
     detection_error = _text(facts.get("error"), 500)
-    _review_set(
-        node,
-        kind="hardware",
-        reasons=_hardware_reasons(node=node, accelerators=accelerators, detection_error=detection_error),
-    )
-    if before != [(a.index, a.uuid, a.name) for a in accelerators] or not node.benchmarks.exists():
-        node.benchmark_requested_at, node.verified_at = moment, None  # other hardware: prove it again
+    if node.registered_at is None or before != after or detection_error:
+        reasons = _hardware_reasons(node=node, accelerators=accelerators, detection_error=detection_error)
+        _review_set(node, kind="hardware", reasons=reasons)
+    if before != after or (node.verified_at is None and not node.benchmarks.exists()):
+        node.benchmark_requested_at, node.verified_at = moment, None  # new or other hardware: prove it
+    node.registered_at = node.registered_at or moment
     if node.status != Node.Status.ONLINE:
         _status_change(node=node, to=Node.Status.ONLINE, moment=moment, reason=REGISTERED)
     node.save()

@@ -65,7 +65,7 @@ def test_make_a_node_rent_it_and_watch_a_job_run(page, screenshot, monkeypatch):
     # when: the buyer runs a command from the page
     job_form = page.get_by_test_id("job-form")
     job_form.get_by_label("Command").fill("python -c \"print('hello from rack-7')\"")
-    job_form.get_by_role("button").click()
+    job_form.get_by_role("button", name="Run on the node").click()
     job = Job.objects.get(rental=rental)
     card = page.get_by_test_id(f"job-{job.pk}")
     expect(card.get_by_test_id("job-status")).to_have_text("Queued")

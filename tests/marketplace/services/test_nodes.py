@@ -15,7 +15,7 @@ from marketplace.services import rentals as rental_services
 from marketplace.services.offerings import offering_update
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
-from tests.factories.marketplace import OfferingFactory
+from tests.factories.marketplace import OfferingFactory, accelerator
 from tests.factories.nodes import (
     cpu_facts,
     cpu_figures,
@@ -345,3 +345,19 @@ def test_a_node_backed_offerings_capacity_cannot_be_set_by_hand():
     assert "capacity_nodes" in refused.value.extra["fields"]
     offering.refresh_from_db()
     assert (offering.capacity_nodes, offering.name) == (1, "Renamed")
+
+
+def test_a_node_staff_cleared_stays_cleared_when_its_agent_restarts_on_the_same_hardware():
+    offering = cpu_offering(accelerator=accelerator("huawei-ascend-910b"))
+    node, _token = node_for(offering)
+    ascend = h100_facts(accelerators=[{"index": 0, "name": "Ascend910B", "uuid": "npu-0"}])
+    services.node_register(node_id=node.pk, facts=ascend)
+    services.node_review_clear(node_id=node.pk, actor=provider_user(offering))
+
+    services.node_register(node_id=node.pk, facts=ascend)  # the agent restarts
+    cleared = Node.objects.get(pk=node.pk)
+    services.node_register(node_id=node.pk, facts={**ascend, "cpu_cores": 4})  # other hardware: checked again
+
+    assert not cleared.needs_review and cleared.is_live
+    node.refresh_from_db()
+    assert node.needs_review and {r["code"] for r in node.review_reasons} == {"undetectable_accelerator"}
