@@ -38,7 +38,8 @@ def _best_seconds(run: Callable[[], None], *, min_seconds: float, max_repeats: i
 
 
 def _round(value: float) -> float:
-    return round(value, 3 if value < 10 else 1)
+    """Four significant digits: 1465.0 TFLOPS on a GPU, 0.1036 on a small CPU."""
+    return float(f"{value:.4g}")
 
 
 # --- CPU: NumPy ---
