@@ -21,8 +21,8 @@ from billing.models import UsageEvent
 from billing.selectors import wallet_get
 from billing.services.rating import usage_rate_pending
 from marketplace.models import Job, Metering, Node, Offering, Rental
-from marketplace.services.nodes import node_mark_offline
 from marketplace.services.rentals import rentals_provision_due
+from marketplace.tasks import nodes_sweep_task
 from tests.conftest import skip_or_fail
 from tests.factories.accounts import MembershipFactory, OrganizationFactory, api_key_for
 from tests.factories.billing import fund
@@ -167,7 +167,7 @@ def test_a_killed_agent_takes_its_node_offline_the_rental_fails_with_credit_and_
     time.sleep(1.5)
     charged = Rental.objects.get(pk=rental.pk).charged_amount
     available = wallet_get(organization=platform["buyer_org"]).available
-    node_mark_offline(node_id=node_id)
+    assert nodes_sweep_task() == 1  # what beat runs every NODE_SWEEP_SECONDS
 
     # then: the node is offline, the rental failed (no other node), the job is lost and the buyer credited
     node = Node.objects.get(pk=node_id)
