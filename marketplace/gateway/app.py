@@ -60,6 +60,7 @@ PREFLIGHT_HEADERS = [
 ]
 EVENT_END = re.compile(rb"\r?\n\r?\n")
 USAGE_PRESENT = re.compile(rb'"usage"\s*:\s*\{')
+STREAM_END = re.compile(rb"^data:\s*\[DONE\]", re.MULTILINE)  # OpenAI's last event of a stream
 # Upstream answers that are the caller's doing pass through as they are; the rest are the platform's problem.
 PASSED_THROUGH = {400, 413, 422}
 
@@ -540,6 +541,9 @@ class Gateway:
         )
         hung_up = asyncio.ensure_future(receive())  # completes only with http.disconnect
         pending, events, usage = b"", [], None
+        # A caller that hangs up once it has the whole answer (the end event) got it all: only events it missed
+        # make the call a hang-up (499).
+        missed, delivered_end = False, False
         # Chunks name the service as whole answers do, not the upstream's own model name.
         upstream_name = re.compile(rb'"model"\s*:\s*"' + re.escape(call.service.upstream_model.encode()) + rb'"')
         own_name = b'"model": ' + orjson.dumps(call.answer_model)
@@ -559,9 +563,14 @@ class Gateway:
                             continue
                     forward.append(upstream_name.sub(own_name, event, count=1))
                 if forward and not hung_up.done():
-                    await send({"type": "http.response.body", "body": b"".join(forward), "more_body": True})
-            call.status = 499 if hung_up.done() else 200
-            call.error_code = "client_closed_request" if hung_up.done() else ""
+                    body = b"".join(forward)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    delivered_end = delivered_end or STREAM_END.search(body) is not None
+                elif forward:
+                    missed = True
+            closed_early = missed or (hung_up.done() and not delivered_end)
+            call.status = 499 if closed_early else 200
+            call.error_code = "client_closed_request" if closed_early else ""
             tail = b""
         except (aiohttp.ClientError, TimeoutError):
             call.status, call.error_code = 502, "upstream_stream_broken"

@@ -149,3 +149,49 @@ def test_a_caller_that_hangs_up_mid_stream_is_billed_what_the_upstream_generated
     paced.server_close()
     assert (call.model_service_id, call.status_code, call.error_code) == (service.pk, 499, "client_closed_request")
     assert (call.prompt_tokens, call.completion_tokens, call.tokens_estimated) == (23, 20, False)
+
+
+class LingeringUpstream:
+    """An upstream that sends a whole stream, [DONE] included, then keeps the response open a while before ending
+    it: a caller may hang up in between, having had everything."""
+
+    def __init__(self, linger: float = 0.5):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port, self.linger = self.listener.getsockname()[1], linger
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        connection, _address = self.listener.accept()
+        with connection:
+            connection.recv(65536)
+            events = [
+                {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": "Hello there"}, "finish_reason": None}]},
+                {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [
+                    {"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [],
+                 "usage": {"prompt_tokens": 23, "completion_tokens": 2, "total_tokens": 25}},
+            ]  # fmt: skip
+            body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + f"{len(body):x}\r\n".encode()
+                + body
+                + b"\r\n"
+            )
+            time.sleep(self.linger)
+            connection.sendall(b"0\r\n\r\n")
+
+
+def test_a_caller_that_hangs_up_after_the_end_of_the_stream_had_it_all(gateway, client):
+    upstream = LingeringUpstream()
+    service = ModelServiceFactory(slug="lingering", upstream_base_url=f"http://127.0.0.1:{upstream.port}/v1")
+
+    with client.chat.completions.create(model="lingering", messages=MESSAGES, stream=True) as stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    time.sleep(upstream.linger + 0.5)
+
+    [call] = written_calls(gateway)
+    assert text == "Hello there"
+    assert (call.model_service_id, call.status_code, call.error_code) == (service.pk, 200, "")
+    assert (call.prompt_tokens, call.completion_tokens) == (23, 2)
