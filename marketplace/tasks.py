@@ -121,18 +121,10 @@ def gateway_holds_release_idle_task() -> int:
 
 @shared_task(name="marketplace.nodes_sweep")
 def nodes_sweep_task() -> int:
-    """Every NODE_SWEEP_SECONDS: nodes whose agent went quiet go offline; their rentals move or fail, with credit.
-    Each node in its own transaction; one that fails is logged and tried again next sweep."""
-    from marketplace.services.nodes import node_mark_offline, nodes_gone_quiet
+    """Every NODE_SWEEP_SECONDS: nodes whose agent went quiet go offline; their rentals move or fail, with credit."""
+    from marketplace.services.nodes import nodes_sweep
 
-    marked = 0
-    for node_id in nodes_gone_quiet():
-        try:
-            node_mark_offline(node_id=node_id)
-            marked += 1
-        except Exception:
-            logger.exception("node sweep failed", extra={"node_id": node_id})
-    return marked
+    return nodes_sweep()
 
 
 @shared_task(name="marketplace.offerings_reliability_refresh")

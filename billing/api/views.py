@@ -1,5 +1,3 @@
-from collections import Counter
-
 from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -13,7 +11,7 @@ from billing.api import serializers
 from billing.filters import TopUpFilterSet, TransactionFilterSet
 from billing.models import LedgerTransaction, Payout, Statement, TopUp
 from billing.services.holds import platform_fee_percent
-from billing.services.metering import usage_events_record
+from billing.services.metering import usage_events_record, usage_events_summary
 from billing.services.payouts import payout_request
 from billing.services.quotas import quota_usage
 from billing.services.topups import topup_start, topup_test_mode
@@ -144,15 +142,7 @@ class UsageEventView(ApprovedProviderMixin, APIView):
             events=payload.validated_data["events"],
             api_key=getattr(request, "api_key", None),
         )
-        counts = Counter(result.status for result in results)
-        # Plain data, already in the documented shape: a serializer per result would cost more than the insert.
-        body = {
-            "accepted": counts["accepted"],
-            "duplicates": counts["duplicate"],
-            "rejected": counts["rejected"],
-            "results": [vars(result) for result in results],
-        }
-        return Response(body)
+        return Response(usage_events_summary(results))
 
 
 class QuotaView(OrganizationScopedMixin, APIView):

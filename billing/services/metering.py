@@ -5,7 +5,7 @@ which rates them).
 """
 
 import logging
-from collections import namedtuple
+from collections import Counter, namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -91,6 +91,18 @@ class EventResult:
     idempotency_key: str = ""
     code: str = ""
     message: str = ""
+
+
+def usage_events_summary(results: list[EventResult]) -> dict:
+    """A batch's answer: counts by outcome and a result per event (plain data, already in the documented shape: a
+    serializer per result would cost more than the insert)."""
+    counts = Counter(result.status for result in results)
+    return {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": [vars(result) for result in results],
+    }
 
 
 def _rejected(index: int, key: str, code: str, message: str) -> EventResult:

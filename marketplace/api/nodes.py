@@ -1,21 +1,19 @@
 """Nodes and jobs in the API: the agent's endpoints (authenticated by a node token, never an API key), the provider's
 nodes (tokens shown once) and the buyer's jobs on its rentals."""
 
-from collections import Counter
-
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import authentication, exceptions, mixins, permissions, serializers, status, viewsets
+from rest_framework import authentication, exceptions, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.services.metering import usage_events_record
+from billing.services.metering import usage_events_record, usage_events_summary
 from marketplace.core.api import ApprovedProviderMixin, OrganizationScopedMixin, ReadOnlyModelSerializer
 from marketplace.core.errors import DomainError
 from marketplace.models import Job, JobLogChunk, Node, NodeAccelerator, NodeBenchmark, RentalNode
@@ -308,15 +306,7 @@ class AgentUsageEventsView(AgentView):
                 "n": settings.USAGE_EVENT_BATCH_MAX}]})  # fmt: skip
         rentals = set(RentalNode.objects.filter(node=self.node).values_list("rental_id", flat=True))
         results = usage_events_record(provider=self.node.provider, events=events, rental_ids=rentals)
-        counts = Counter(result.status for result in results)
-        return Response(
-            {
-                "accepted": counts["accepted"],
-                "duplicates": counts["duplicate"],
-                "rejected": counts["rejected"],
-                "results": [vars(result) for result in results],
-            }
-        )
+        return Response(usage_events_summary(results))
 
 
 # --- The provider's nodes ---
@@ -457,7 +447,7 @@ class JobLogEntrySerializer(ReadOnlyModelSerializer):
         fields = ["seq", "stream", "text", "at"]
 
 
-class JobViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet, mixins.CreateModelMixin):
+class JobViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Jobs on your rentals' nodes: submit a command, read its output as it comes, cancel it."""
 
     write_scope = "rent"

@@ -18,10 +18,26 @@ class NodeStatus(models.TextChoices):
     RETIRED = "retired", _("Retired")
 
 
+# Why a node is held for review, by code: stored as the code and its values, worded in the reader's language.
+REVIEW_MESSAGES = {
+    "detection_failed": _("The agent could not read the accelerators: %(e)s"),
+    "undetectable_accelerator": _("%(model)s cannot be detected by the agent; staff check the node by hand."),
+    "accelerators_mismatch": _("The offering lists %(n)d × %(model)s per node; the agent found %(found)s."),
+    "mig_enabled": _("MIG is on for accelerator %(i)d: a partitioned GPU is not a whole accelerator."),
+    "cpu_mismatch": _("The offering lists %(n)d vCPU per node; the node has %(m)d."),
+    "ram_mismatch": _("The offering lists %(n)d GB of RAM per node; the node has %(m)s GB."),
+    "benchmark_failed": _("The benchmark could not run: %(e)s"),
+    "gpu_not_benchmarked": _("The node's GPUs were not benchmarked (PyTorch with CUDA is needed on the node)."),
+    "below_datasheet": _("Below %(share)s%% of the datasheet at %(precisions)s."),
+}
+
+
 class Node(TimeStampedModel):
     """One machine of a provider, in one offering. Its token authenticates its agent; only the hash is kept."""
 
     Status = NodeStatus
+    # Live: it gives its offering capacity (see `is_live`).
+    LIVE = Q(status=NodeStatus.ONLINE, verified_at__isnull=False, needs_review=False)
 
     provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="nodes")
     offering = models.ForeignKey("marketplace.Offering", on_delete=models.PROTECT, related_name="nodes")
@@ -66,9 +82,12 @@ class Node(TimeStampedModel):
     @property
     def review_messages(self) -> list[str]:
         """Why it is held for review, in the active language."""
-        from marketplace.services.nodes import review_reason_message
-
-        return [review_reason_message(reason) for reason in self.review_reasons]
+        messages = []
+        for reason in self.review_reasons:
+            template = REVIEW_MESSAGES.get(reason.get("code", ""))
+            params = reason.get("params") or {}
+            messages.append(str(template) % params if template and params else str(template or reason.get("code")))
+        return messages
 
     @property
     def is_live(self) -> bool:

@@ -9,7 +9,6 @@ from django.utils.timezone import now
 from accounts.models import Organization
 from marketplace.models import Job, JobLogChunk, Node, Rental, RentalNode
 from marketplace.models.nodes import NodeStatusChange
-from marketplace.services.nodes import node_uptime
 
 
 def node_list_for_provider(*, provider: Organization) -> QuerySet[Node]:
@@ -19,6 +18,26 @@ def node_list_for_provider(*, provider: Organization) -> QuerySet[Node]:
         .prefetch_related("accelerators")
         .order_by("-created_at", "-pk")
     )
+
+
+def node_uptime(*, node: Node, changes: list[NodeStatusChange], moment: datetime) -> float | None:
+    """Seconds online over seconds in the window (marketplace.services.nodes); None before the node registered."""
+    if node.registered_at is None:
+        return None
+    start = max(moment - timedelta(days=settings.NODE_RELIABILITY_WINDOW_DAYS), node.registered_at)
+    if moment <= start:
+        return 1.0
+    online, status, since = 0.0, None, start
+    for change in changes:
+        if change.to_status == Node.Status.AWAITING:  # made in the console: before registration, not downtime
+            continue
+        at = min(max(change.at, start), moment)
+        if status == Node.Status.ONLINE:
+            online += (at - since).total_seconds()
+        status, since = change.to_status, at
+    if status == Node.Status.ONLINE:
+        online += (moment - since).total_seconds()
+    return online / (moment - start).total_seconds()
 
 
 def _window_changes(node_ids: list[int], moment: datetime) -> dict[int, list[NodeStatusChange]]:

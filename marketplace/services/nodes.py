@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
@@ -38,6 +38,7 @@ from billing.money import quantize_amount
 from marketplace.core.errors import Conflict, DomainError, NotFound
 from marketplace.models import AcceleratorKind, Job, Node, NodeAccelerator, NodeBenchmark, Offering, Rental, RentalNode
 from marketplace.models.nodes import NodeStatusChange
+from marketplace.selectors.nodes import offering_reliability
 from marketplace.services.offerings import provider_require
 
 logger = logging.getLogger(__name__)
@@ -192,27 +193,25 @@ def node_authenticate(*, raw_token: str) -> Node:
 
 
 def offering_capacity_sync(*, offering_id: int) -> None:
-    """A node-backed offering's capacity is its live nodes, never less than what is rented. The offering row is
-    locked before its nodes are counted, so concurrent syncs each count what the previous one committed."""
+    """A node-backed offering's capacity is its live nodes, never less than what is rented; its reliability is
+    refreshed with it (both change with a node's status). The offering row is locked before its nodes are counted,
+    so concurrent syncs each count what the previous one committed."""
     offering = Offering.objects.select_for_update().filter(pk=offering_id).first()
     if offering is None or not offering_is_node_backed(offering_id=offering_id):
         return
-    live = Node.objects.filter(
-        offering_id=offering_id, status=Node.Status.ONLINE, verified_at__isnull=False, needs_review=False
-    ).count()
+    live = Node.objects.filter(Node.LIVE, offering_id=offering_id).count()
     Offering.objects.filter(pk=offering_id).update(capacity_nodes=Greatest(Value(live), F("rented_nodes")))
     offering_reliability_refresh(offering_ids=[offering_id])
 
 
 def offering_reliability_refresh(*, offering_ids: list[int], moment: datetime | None = None) -> None:
     """Keep the offerings' reliability (the mean uptime of their nodes) where ranking reads it."""
-    from marketplace.selectors.nodes import offering_reliability
-
     scores = offering_reliability(offering_ids=offering_ids, moment=moment)
-    for offering_id in offering_ids:
-        score = scores.get(offering_id)
-        reliability = Decimal(score).quantize(Decimal("0.0001")) if score is not None else None
-        Offering.objects.filter(pk=offering_id).update(reliability=reliability)
+    offerings = [
+        Offering(pk=pk, reliability=Decimal(scores[pk]).quantize(Decimal("0.0001")) if pk in scores else None)
+        for pk in offering_ids
+    ]
+    Offering.objects.bulk_update(offerings, ["reliability"], batch_size=500)
 
 
 def offerings_reliability_refresh(*, moment: datetime | None = None) -> int:
@@ -271,34 +270,8 @@ def _accelerators_parse(raw: object) -> list[NodeAccelerator]:
     return accelerators
 
 
-# Why a node is held for review, by code: stored as the code and its values, worded in the reader's language.
-REVIEW_MESSAGES = {
-    "detection_failed": gettext_lazy("The agent could not read the accelerators: %(e)s"),
-    "undetectable_accelerator": gettext_lazy(
-        "%(model)s cannot be detected by the agent; staff check the node by hand."
-    ),
-    "accelerators_mismatch": gettext_lazy("The offering lists %(n)d × %(model)s per node; the agent found %(found)s."),
-    "mig_enabled": gettext_lazy("MIG is on for accelerator %(i)d: a partitioned GPU is not a whole accelerator."),
-    "cpu_mismatch": gettext_lazy("The offering lists %(n)d vCPU per node; the node has %(m)d."),
-    "ram_mismatch": gettext_lazy("The offering lists %(n)d GB of RAM per node; the node has %(m)s GB."),
-    "benchmark_failed": gettext_lazy("The benchmark could not run: %(e)s"),
-    "gpu_not_benchmarked": gettext_lazy(
-        "The node's GPUs were not benchmarked (PyTorch with CUDA is needed on the node)."
-    ),
-    "below_datasheet": gettext_lazy("Below %(share)s%% of the datasheet at %(precisions)s."),
-}
-
-
 def _reason(kind: str, code: str, **params) -> dict:
     return {"kind": kind, "code": code, "params": params}
-
-
-def review_reason_message(reason: dict) -> str:
-    """A stored review reason in the active language."""
-    template = REVIEW_MESSAGES.get(reason.get("code", ""))
-    if template is None:
-        return reason.get("code", "")
-    return str(template) % reason.get("params", {}) if reason.get("params") else str(template)
 
 
 def _hardware_reasons(*, node: Node, accelerators: list[NodeAccelerator], detection_error: str) -> list[dict]:
@@ -441,18 +414,18 @@ def node_benchmark_record(*, node_id: int, figures: dict, moment: datetime | Non
 def _offering_verified_figures(*, offering_id: int) -> None:
     """The offering's verified figures: per precision, the lowest of its verified nodes' latest benchmarks (what
     every node reaches), dated by the latest verification."""
+    latest_benchmark = NodeBenchmark.objects.filter(node=OuterRef("pk")).order_by("-measured_at", "-pk").values("pk")
     nodes = Node.objects.filter(offering_id=offering_id, verified_at__isnull=False, needs_review=False).exclude(
         status=Node.Status.RETIRED
     )
+    verified = dict(
+        nodes.annotate(benchmark_id=Subquery(latest_benchmark[:1])).values_list("benchmark_id", "verified_at")
+    )
     figures: dict[str, float] = {}
-    latest = None
-    for node in nodes:
-        benchmark = node.benchmarks.order_by("-measured_at", "-pk").first()
-        if benchmark is None:
-            continue
-        for precision, value in benchmark.tflops.items():
+    for tflops in NodeBenchmark.objects.filter(pk__in=[pk for pk in verified if pk]).values_list("tflops", flat=True):
+        for precision, value in tflops.items():
             figures[precision] = min(figures.get(precision, value), value)
-        latest = max(latest or node.verified_at, node.verified_at)
+    latest = max((at for pk, at in verified.items() if pk), default=None)
     Offering.objects.filter(pk=offering_id).update(verified_tflops=figures, verified_at=latest)
 
 
@@ -504,8 +477,7 @@ def node_heartbeat(*, node_id: int, telemetry: dict, moment: datetime | None = N
 
 def _free_live_nodes(*, offering_id: int, exclude: set[int] = frozenset()):
     return (
-        Node.objects.filter(offering_id=offering_id, status=Node.Status.ONLINE, verified_at__isnull=False)
-        .filter(needs_review=False)
+        Node.objects.filter(Node.LIVE, offering_id=offering_id)
         .exclude(pk__in=exclude)
         .exclude(pk__in=RentalNode.objects.filter(released_at__isnull=True).values("node_id"))
         .order_by("-last_heartbeat_at", "pk")
@@ -562,6 +534,19 @@ def rental_nodes_release(*, rental: Rental, moment: datetime, reason: str) -> No
 
 
 # --- Nodes that go quiet ---
+
+
+def nodes_sweep(*, moment: datetime | None = None) -> int:
+    """Mark every node gone quiet offline, each in its own transaction (its rentals move or fail with credit); one
+    that fails is logged and tried again next sweep. Returns how many went offline."""
+    marked = 0
+    for node_id in nodes_gone_quiet(moment=moment):
+        try:
+            node_mark_offline(node_id=node_id, moment=moment)
+            marked += 1
+        except Exception:
+            logger.exception("node sweep failed", extra={"node_id": node_id})
+    return marked
 
 
 def nodes_gone_quiet(*, moment: datetime | None = None) -> list[int]:
@@ -626,26 +611,3 @@ def node_mark_offline(*, node_id: int, moment: datetime | None = None) -> Node:
     offering_capacity_sync(offering_id=node.offering_id)
     logger.warning("node offline", extra={"node_id": node.pk, "last_heartbeat": lost_from.isoformat()})
     return node
-
-
-# --- Reliability ---
-
-
-def node_uptime(*, node: Node, changes: list[NodeStatusChange], moment: datetime) -> float | None:
-    """Seconds online over seconds in the window (module docstring); None before the node registered."""
-    if node.registered_at is None:
-        return None
-    start = max(moment - timedelta(days=settings.NODE_RELIABILITY_WINDOW_DAYS), node.registered_at)
-    if moment <= start:
-        return 1.0
-    online, status, since = 0.0, None, start
-    for change in changes:
-        if change.to_status == Node.Status.AWAITING:  # made in the console: before registration, not downtime
-            continue
-        at = min(max(change.at, start), moment)
-        if status == Node.Status.ONLINE:
-            online += (at - since).total_seconds()
-        status, since = change.to_status, at
-    if status == Node.Status.ONLINE:
-        online += (moment - since).total_seconds()
-    return online / (moment - start).total_seconds()

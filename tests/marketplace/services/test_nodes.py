@@ -361,3 +361,19 @@ def test_a_node_staff_cleared_stays_cleared_when_its_agent_restarts_on_the_same_
     assert not cleared.needs_review and cleared.is_live
     node.refresh_from_db()
     assert node.needs_review and {r["code"] for r in node.review_reasons} == {"undetectable_accelerator"}
+
+
+def test_the_offerings_verified_figures_are_the_lowest_of_each_nodes_latest_benchmark():
+    offering = h100_offering()
+    first, _token = live_node(offering, name="first")
+    second, _token = live_node(offering, name="second")
+    slower = h100_figures()
+    slower["devices"][0]["tflops"]["bf16"] = 700.0
+    services.node_benchmark_record(node_id=second.pk, figures=slower)
+    offering.refresh_from_db()
+    assert offering.verified_tflops["bf16"] == 700.0
+
+    services.node_benchmark_record(node_id=second.pk, figures=h100_figures())  # its latest replaces the earlier
+
+    offering.refresh_from_db()
+    assert offering.verified_tflops["bf16"] == 802.0 and offering.capacity_nodes == 2
