@@ -16,7 +16,11 @@ afterwards. Each round times, interleaved:
   ceiling (the stricter target);
 - peer: the events streamed through a named cursor and summed per rental in Python, then priced;
 - product: the `billing.usage_rate` task sent to a worker, until its charges are committed: the full run over all
-  events, then `--incremental` new events COPY'd and rated by the next run. The ratings are undone between rounds.
+  events, then `--incremental` new events COPY'd and rated by the next run. The ratings are undone between rounds;
+- floor of the incremental run: before the product rates the new events, the least that any design capturing each
+  minute's usage from each rental's hold must write for them, run and rolled back: the new events summed per rental
+  (an index range), every touched rental's hold moved, one posting and one balance per buyer's held funds, and the
+  foreign-key checks a commit would run. No charge rows, watermarks or locks: a floor, not a design.
 
 Checks after each product run: every rental's charges equal an independent SQL recomputation to the fen (and to the
 ledger's 8 places), each ledger transaction's postings sum to zero, every balance equals its postings, every hold
@@ -48,6 +52,29 @@ QUEUE = "bench-billing"
 ORGANIZATIONS, OFFERINGS, PROVIDERS = 5000, 200, 20
 DAYS = 30
 TARGETS = {"full_vs_ceiling": 2.0, "incremental_vs_full": 0.05}  # at most
+
+# The incremental floor (module docstring), in order; each rental's cost rounded to the ledger's places.
+FLOOR_STATEMENTS = [
+    """CREATE TEMPORARY TABLE floor_usage ON COMMIT DROP AS
+       SELECT r.hold_id, r.organization_id, round(u.quantity * r.price_per_accelerator_hour / 3600, 8) AS cost
+       FROM (SELECT rental_id, sum(quantity) AS quantity FROM billing_usageevent WHERE id > %(since)s
+             GROUP BY rental_id) u
+       JOIN marketplace_rental r ON r.id = u.rental_id""",
+    "UPDATE billing_hold h SET captured_amount = h.captured_amount + u.cost FROM floor_usage u WHERE h.id = u.hold_id",
+    # Each buyer's held funds out, and all of it in to one account, so that the transaction balances.
+    """CREATE TEMPORARY TABLE floor_posting ON COMMIT DROP AS
+       SELECT a.id AS account_id, -sum(u.cost) AS amount FROM floor_usage u JOIN billing_ledgeraccount a
+         ON a.organization_id = u.organization_id AND a.kind = 'held' GROUP BY a.id
+       UNION ALL
+       SELECT (SELECT id FROM billing_ledgeraccount WHERE kind = 'platform_revenue'), sum(cost) FROM floor_usage""",
+    "UPDATE billing_ledgeraccount a SET balance = a.balance + p.amount FROM floor_posting p WHERE a.id = p.account_id",
+    """INSERT INTO billing_ledgertransaction (idempotency_key, kind, memo, organization_id, reference, created_at)
+       VALUES ('bench-floor', 'capture', '', NULL, '', now())""",
+    """INSERT INTO billing_posting (transaction_id, account_id, amount)
+       SELECT currval(pg_get_serial_sequence('billing_ledgertransaction', 'id')), account_id, amount
+       FROM floor_posting""",
+    "SET CONSTRAINTS ALL IMMEDIATE",  # the deferred foreign-key checks run now, as a commit would run them
+]
 EVENTS_PER_TASK = 10_000  # at least
 EVENT_COLUMNS = ["organization_id", "rental_id", "source", "idempotency_key", "dimension", "quantity", "period_start",
                  "period_end", "received_at"]  # fmt: skip
@@ -271,6 +298,20 @@ def run_peer() -> float:
     return elapsed
 
 
+def run_incremental_floor(since: int) -> float:
+    """The incremental floor's statements over the events past `since`, rolled back; seconds."""
+    from django.db import connection, transaction
+
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in FLOOR_STATEMENTS:
+            cursor.execute(statement, {"since": since})
+        elapsed = time.perf_counter() - started
+        transaction.set_rollback(True)
+    log(f"floor    incremental    {elapsed:7.2f} s")
+    return elapsed
+
+
 def tasks_run(log_path: Path) -> int:
     return sum(1 for line in log_path.read_text().splitlines() if "billing.usage_rate[" in line and "succeeded" in line)
 
@@ -426,6 +467,7 @@ def main() -> None:
                 time.sleep(0.5)  # the worker logs the task's end
                 ok &= check_ledger(f"{broker} full", tasks_run(logs[broker]) - tasks_before, args.events)
                 load_events(data, args.incremental, first_slot=args.events // len(data["rentals"]) + 2)
+                results.setdefault("floor", []).append(run_incremental_floor(since=last_full_event))
                 tasks_before = tasks_run(logs[broker])
                 incremental = run_product(broker, logs[broker])
                 log(f"product  {broker:<8} +{args.incremental // 1000}k  {incremental:7.2f} s  "
@@ -452,6 +494,16 @@ def main() -> None:
             verdict = "meets" if value <= TARGETS[name] else "MISSES"
             log(f"ratio {broker:<8} {name:<20} {value:6.3f} (target ≤ {TARGETS[name]}: {verdict})")
         log(f"ratio {broker:<8} {'peer_vs_full':<20} {medians['peer'] / medians[f'full_{broker}']:6.2f} (printed)")
+        floor_vs_full = medians["floor"] / medians[f"full_{broker}"]
+        log(
+            f"ratio {broker:<8} {'floor_vs_full':<20} {floor_vs_full:6.3f} (printed: the least an incremental run "
+            f"could take; target {TARGETS['incremental_vs_full']} "
+            f"{'above it' if floor_vs_full < TARGETS['incremental_vs_full'] else 'BELOW it'})"
+        )
+        log(
+            f"ratio {broker:<8} {'incremental_vs_floor':<20} "
+            f"{medians[f'incremental_{broker}'] / medians['floor']:6.2f} (printed)"
+        )
     log(f"ratio checks {'exact' if ok else 'FAILED'}")
 
 
