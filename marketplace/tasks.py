@@ -1,8 +1,4 @@
-import logging
-
 from celery import shared_task
-
-logger = logging.getLogger(__name__)
 
 
 @shared_task(name="marketplace.health_check")
@@ -79,17 +75,9 @@ def rental_settle_batch_task(rental_ids: list[int], moment: str | None = None) -
     """
     from django.utils.dateparse import parse_datetime
 
-    from marketplace.services.rentals import rental_settle
+    from marketplace.services.rentals import rentals_settle
 
-    tick_moment = parse_datetime(moment) if moment else None
-    settled = 0
-    for rental_id in rental_ids:
-        try:
-            rental_settle(rental_id=rental_id, moment=tick_moment)
-            settled += 1
-        except Exception:
-            logger.exception("rental settle failed", extra={"rental_id": rental_id})
-    return settled
+    return rentals_settle(rental_ids=rental_ids, moment=parse_datetime(moment) if moment else None)
 
 
 @shared_task(name="marketplace.model_calls_capture")

@@ -35,6 +35,7 @@ from django.utils.translation import gettext_lazy, gettext_noop, override
 from accounts.models import Organization, User
 from accounts.services import api_key_hash
 from billing.money import quantize_amount
+from marketplace.core.batches import each_on_its_own
 from marketplace.core.errors import Conflict, DomainError, NotFound
 from marketplace.models import AcceleratorKind, Job, Node, NodeAccelerator, NodeBenchmark, Offering, Rental, RentalNode
 from marketplace.models.nodes import NodeStatusChange
@@ -539,14 +540,11 @@ def rental_nodes_release(*, rental: Rental, moment: datetime, reason: str) -> No
 def nodes_sweep(*, moment: datetime | None = None) -> int:
     """Mark every node gone quiet offline, each in its own transaction (its rentals move or fail with credit); one
     that fails is logged and tried again next sweep. Returns how many went offline."""
-    marked = 0
-    for node_id in nodes_gone_quiet(moment=moment):
-        try:
-            node_mark_offline(node_id=node_id, moment=moment)
-            marked += 1
-        except Exception:
-            logger.exception("node sweep failed", extra={"node_id": node_id})
-    return marked
+    return each_on_its_own(
+        nodes_gone_quiet(moment=moment),
+        lambda node_id: node_mark_offline(node_id=node_id, moment=moment),
+        what="node sweep",
+    )
 
 
 def nodes_gone_quiet(*, moment: datetime | None = None) -> list[int]:

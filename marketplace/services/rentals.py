@@ -52,6 +52,7 @@ from billing.services.quotas import (
     spend_limits_check,
 )
 from billing.services.rating import rental_rate
+from marketplace.core.batches import each_on_its_own
 from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessable
 from marketplace.core.guarded import Expression, GuardedStatement
 from marketplace.core.queries import PreparedQuery
@@ -679,6 +680,13 @@ def _runway_top_up(*, rental: Rental, moment: datetime) -> None:
     key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
     hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
     rental.hold.refresh_from_db()
+
+
+def rentals_settle(*, rental_ids: list[int], moment: datetime | None = None) -> int:
+    """Settle each rental in its own transaction (a batch of the metering tick); returns how many settled."""
+    return each_on_its_own(
+        rental_ids, lambda rental_id: rental_settle(rental_id=rental_id, moment=moment), what="rental settle"
+    )
 
 
 @transaction.atomic
