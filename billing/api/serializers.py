@@ -98,10 +98,20 @@ class UsageEventInputSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=200, help_text="Unique per provider: a resend is a no-op.")
 
 
+class ParsedJSONField(serializers.Field):
+    """A value of the parsed request body as it is (a JSONField would serialise it again only to prove it can)."""
+
+    def to_internal_value(self, data: object) -> object:
+        return data
+
+    def to_representation(self, value: object) -> object:
+        return value
+
+
 class UsageEventBatchSerializer(serializers.Serializer):
     # A list of 1 to max_length items, checked as a whole: each event is checked on its own by the service, and a
     # ListField would run a field's validation per item first.
-    events = serializers.JSONField()
+    events = ParsedJSONField()
 
     def __init__(self, *args, max_length: int = 1000, **kwargs):
         super().__init__(*args, **kwargs)

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils.dateparse import parse_datetime
 from django.utils.timezone import is_naive, now
 from django.utils.translation import gettext as _
+from psycopg.types.datetime import TimestamptzLoader
 
 from accounts.models import ApiKey, Organization
 from billing.models import UsageDimension, UsageEvent
@@ -31,6 +32,7 @@ STAGED_COLUMNS = ("organization_id", "rental_id", "source", "idempotency_key", "
                   "period_end")  # fmt: skip
 SOURCE, KEY = STAGED_COLUMNS.index("source"), STAGED_COLUMNS.index("idempotency_key")
 COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
+COPY_TYPES = ("int8", "int8", "varchar", "varchar", "varchar", "numeric", "timestamptz", "timestamptz", "timestamptz")
 DIMENSIONS = frozenset(UsageDimension.values)
 
 
@@ -216,8 +218,9 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
         cursor.execute("DELETE FROM usage_event_staging")  # a second batch in the same transaction starts empty
         with (
             connection.wrap_database_errors,
-            cursor.cursor.copy(f"COPY usage_event_staging ({COPY_COLUMNS}) FROM STDIN") as copy,
+            cursor.cursor.copy(f"COPY usage_event_staging ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
+            copy.set_types(COPY_TYPES)  # binary: half the time of text to format here and to parse there
             for row in rows:
                 copy.write_row((*row, moment))
         cursor.execute(
@@ -241,6 +244,9 @@ def _rentals_reported(*, provider_id: int, rental_ids: set[int]) -> list[Reporte
     insert). On PostgreSQL the rows are locked until the batch commits; SQLite serialises writers anyway."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            # psycopg's own timestamptz loader (C) instead of Django's (Python, several µs a value): both answer in
+            # the session's zone, which Django sets to UTC.
+            cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
             cursor.execute(RENTALS_REPORTED_LOCKED, [provider_id, sorted(rental_ids)])
             return [ReportedRental(*row) for row in cursor.fetchall()]
     reported = Rental.objects.filter(provider_id=provider_id, pk__in=rental_ids)

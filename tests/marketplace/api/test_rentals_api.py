@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils.timezone import now
 
-from billing.models import UsageCharge
+from billing.models import UsageCharge, UsageEvent
 from billing.services.quotas import quota_get
 from marketplace.models import Metering, Rental
 from marketplace.services import rentals as services
@@ -166,6 +166,38 @@ def test_provider_reports_usage_in_batches_with_a_result_per_event(db, api_clien
     # the buyer is no provider of it, and another provider cannot report it
     other = api_client_for(OfferingFactory().provider)
     assert other.post("/api/v1/usage-events/", {"events": [event]}, format="json").json()["rejected"] == 1
+
+
+def test_reported_events_are_stored_exactly_as_sent(db, api_client_for):
+    # Keys with COPY's own separators and escapes, non-ASCII, the smallest and a large quantity, a zone other than
+    # the server's: each comes back from the table as it was sent.
+    offering = OfferingFactory(accelerators_per_node=1, on_demand_price=PRICE, metering=Metering.REPORTED)
+    buyer = OrganizationFactory()
+    fund(buyer, "100.00")
+    start = now() - timedelta(minutes=30)
+    rental = services.rental_create(
+        organization=buyer, request=services.RentalRequest(offering_id=offering.pk, accelerators=1), moment=start
+    )
+    services.rental_provision(rental_id=rental.pk, moment=start)
+    shanghai = timezone(timedelta(hours=8))
+    sent = [
+        ("gpu0\t1\nnext\\N", "0.00000001", start + timedelta(minutes=1)),
+        ("节点-甲:2 \\.", "1234567.12345678", start + timedelta(minutes=2, microseconds=1)),
+    ]
+    events = [
+        {"rental": rental.pk, "dimension": "accelerator_seconds", "quantity": quantity, "idempotency_key": key,
+         "period_start": begin.astimezone(shanghai).isoformat(),
+         "period_end": (begin + timedelta(seconds=60)).astimezone(shanghai).isoformat()}
+        for key, quantity, begin in sent
+    ]  # fmt: skip
+
+    body = api_client_for(offering.provider).post("/api/v1/usage-events/", {"events": events}, format="json").json()
+
+    assert body["accepted"] == 2, body
+    stored = UsageEvent.objects.filter(rental=rental).order_by("period_start")
+    assert [(e.idempotency_key, e.quantity, e.period_start, e.period_end, e.organization_id) for e in stored] == [
+        (key, Decimal(quantity), begin, begin + timedelta(seconds=60), buyer.pk) for key, quantity, begin in sent
+    ]
 
 
 def test_clock_metered_rentals_refuse_reported_usage(client, offering, api_client_for):
