@@ -2,7 +2,7 @@
 psycopg COPY of the same rows (the ceiling), a textbook `bulk_create(ignore_conflicts=True)` endpoint (the peer)
 and one autocommit INSERT per event (the floor, printed for context).
 
-    python -m bench.ingest [--events 2000000] [--batches 500,100] [--clients 4] [--workers 4]
+    python -m bench.ingest [--events 1000000] [--rounds 3] [--batches 500,100] [--clients 4] [--workers 4]
 
 Needs PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/bench_ingest; dropped and
 rebuilt). Data: 5,000 buyer organizations with one running rental each, metered by reports, on 200 offerings of
@@ -10,14 +10,19 @@ one provider. The event stream: one-minute periods of 60 accelerator-seconds ove
 events replay an earlier event (same key and body), 0.1 % are invalid (a quantity of zero). Every variant starts
 from an empty usage-event table with its production indexes (primary key, unique (source, key), (organization,
 period start), (rental, id)). The endpoints run under gunicorn (sync workers) and are fed by
-`--clients` threads, each with its own share of the batches. Prints one line per variant, the checks that replays
-were counted once and invalid events rejected, then the ratios the targets are judged on. Exits 0.
+`--clients` threads, each with its own share of the batches.
+
+After a warm-up, the ceiling, the peer and the product at the first batch size run interleaved for `--rounds`
+rounds over the whole stream each; then, once, binary COPY, the floor and the other batch sizes (context). Prints
+one line per run (the endpoints with their workers' CPU per event), the checks that replays were counted once and
+invalid events rejected, then the medians and the ratios the targets are judged on (of the medians). Exits 0.
 """
 
 import argparse
 import http.client
 import json
 import os
+import statistics
 import threading
 import time
 from datetime import timedelta
@@ -31,6 +36,7 @@ from bench.harness import (
     log,
     log_checks,
     start_server,
+    worker_cpu_seconds,
 )
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_ingest"
@@ -236,67 +242,90 @@ def post_batches(port: int, path: str, secret: str, stream: EventStream, n: int,
     return totals
 
 
+def run_endpoint(server, port: int, path: str, data: dict, n: int, batch: int, clients: int) -> dict:
+    """Post the stream to an endpoint from an empty table; the answers' totals, events per second and the server's
+    CPU per event (its workers' user and system time)."""
+    truncate_events()
+    cpu = worker_cpu_seconds(server.pid)
+    totals = post_batches(port, path, data["secret"], data["stream"], n, batch, clients)
+    totals["cpu_us"] = (worker_cpu_seconds(server.pid) - cpu) / n * 1e6
+    return totals
+
+
+def product_checks(product: dict, expected: dict) -> bool:
+    stored = stored_events()
+    checks = {
+        f"accepted {product['accepted']} = unique valid {expected['accepted']} = stored {stored}":
+            product["accepted"] == expected["accepted"] == stored,
+        f"replays counted once: {product['duplicates']} duplicates": product["duplicates"] == expected["duplicates"],
+        f"invalid rejected with a reason: {product['rejected']}": product["rejected"] == expected["rejected"],
+        f"failed requests: {len(product['errors'])}": not product["errors"],
+    }  # fmt: skip
+    return log_checks("  check", checks, product["errors"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=2_000_000, help="events per variant")
-    parser.add_argument("--batches", default="500,100", help="events per request, comma-separated")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds after the warm-up")
+    parser.add_argument("--batches", default="500,100", help="events per request, comma-separated; the first is judged")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the endpoints")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     args = parser.parse_args()
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     fresh_database(url)
     data = build_data(args.events)
-    stream, n = data["stream"], args.events
-    expected = stream.expected(n)
+    n, (batch, *other_batches) = args.events, [int(b) for b in args.batches.split(",")]
+    expected = data["stream"].expected(n)
     log(f"stream: {n} events = {expected['accepted']} unique valid + {expected['duplicates']} replays + "
         f"{expected['rejected']} invalid")  # fmt: skip
 
-    results: dict[str, float] = {}
-    results["copy"] = run_copy(data, n, binary=False)
-    log(f"ceiling  COPY text          {results['copy']:10.0f} events/s")
-    results["copy_binary"] = run_copy(data, n, binary=True)
-    log(f"         COPY binary        {results['copy_binary']:10.0f} events/s (printed, not the ceiling)")
-    results["floor"] = run_floor(data)
-    log(f"floor    INSERT per event   {results['floor']:10.0f} events/s ({FLOOR_EVENTS} events, autocommit)")
-
     server, port = start_server(url, args.workers)
+    peer_path, product_path = "/bench/peer/usage-events/", "/api/v1/usage-events/"
+    rates: dict[str, list[float]] = {"copy": [], "peer": [], "product": []}
     ok = True
     try:
-        batch_sizes = [int(b) for b in args.batches.split(",")]
-        truncate_events()
-        peer = post_batches(port, "/bench/peer/usage-events/", data["secret"], stream, n, batch_sizes[0], args.clients)
-        results["peer"] = peer["rate"]
-        log(f"peer     bulk_create × {batch_sizes[0]:<4} {peer['rate']:10.0f} events/s ({args.clients} clients)")
-        ok &= not peer["errors"] and stored_events() == expected["accepted"]
-        for batch in batch_sizes:
-            truncate_events()
-            product = post_batches(port, "/api/v1/usage-events/", data["secret"], stream, n, batch, args.clients)
-            results[f"batch_{batch}"] = product["rate"]
-            log(
-                f"product  batch × {batch:<9} {product['rate']:10.0f} events/s ({args.clients} clients)  "
-                f"{product['rate'] / results['copy']:.2f} × COPY  {product['rate'] / results['peer']:.2f} × peer"
-            )
-            checks = {
-                f"accepted {product['accepted']} = unique valid {expected['accepted']} = stored {stored_events()}":
-                    product["accepted"] == expected["accepted"] == stored_events(),
-                f"replays counted once: {product['duplicates']} duplicates": product["duplicates"] == expected[
-                    "duplicates"],
-                f"invalid rejected with a reason: {product['rejected']}": product["rejected"] == expected["rejected"],
-                f"failed requests: {len(product['errors'])}": not product["errors"],
-            }  # fmt: skip
-            ok &= log_checks("  check", checks, product["errors"])
+        warm_up = min(n, 20 * batch)
+        run_copy(data, warm_up, binary=False)
+        for path in (peer_path, product_path):
+            run_endpoint(server, port, path, data, warm_up, batch, args.clients)
+        for round_number in range(1, args.rounds + 1):
+            rates["copy"].append(run_copy(data, n, binary=False))
+            log(f"round {round_number}  ceiling  COPY text        {rates['copy'][-1]:10.0f} events/s")
+            peer = run_endpoint(server, port, peer_path, data, n, batch, args.clients)
+            rates["peer"].append(peer["rate"])
+            log(f"round {round_number}  peer     bulk_create × {batch:<4} {peer['rate']:8.0f} events/s  "
+                f"{peer['cpu_us']:5.1f} µs server CPU/event")  # fmt: skip
+            ok &= not peer["errors"] and stored_events() == expected["accepted"]
+            product = run_endpoint(server, port, product_path, data, n, batch, args.clients)
+            rates["product"].append(product["rate"])
+            log(f"round {round_number}  product  batch × {batch:<10} {product['rate']:8.0f} events/s  "
+                f"{product['cpu_us']:5.1f} µs server CPU/event  {product['rate'] / rates['copy'][-1]:.2f} × COPY  "
+                f"{product['rate'] / peer['rate']:.2f} × peer")  # fmt: skip
+            ok &= product_checks(product, expected)
+
+        log(f"once     COPY binary               {run_copy(data, n, binary=True):10.0f} events/s (context)")
+        floor = run_floor(data)
+        log(f"once     floor: INSERT per event   {floor:10.0f} events/s ({FLOOR_EVENTS} events, autocommit)")
+        for size in other_batches:
+            product = run_endpoint(server, port, product_path, data, n, size, args.clients)
+            log(f"once     product  batch × {size:<8} {product['rate']:10.0f} events/s  "
+                f"{product['cpu_us']:5.1f} µs server CPU/event (context)")  # fmt: skip
+            ok &= product_checks(product, expected)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    log(f"medians of {args.rounds} rounds: " + ", ".join(f"{k} {v:.0f} events/s" for k, v in medians.items()))
     figures = {
-        "batch_vs_copy": results[f"batch_{batch_sizes[0]}"] / results["copy"],
-        "batch_vs_peer": results[f"batch_{batch_sizes[0]}"] / results["peer"],
+        "batch_vs_copy": medians["product"] / medians["copy"],
+        "batch_vs_peer": medians["product"] / medians["peer"],
     }
     for name, value in figures.items():
         verdict = "meets" if value >= TARGETS[name] else "MISSES"
         log(f"ratio {name:<16} {value:5.2f} (target ≥ {TARGETS[name]}: {verdict})")
-    log(f"ratio batch_vs_floor   {results[f'batch_{batch_sizes[0]}'] / results['floor']:5.1f} (printed)")
+    log(f"ratio batch_vs_floor   {medians['product'] / floor:5.1f} (printed)")
     log(f"ratio checks           {'exact' if ok else 'FAILED'}")
 
 
