@@ -13,9 +13,10 @@ from billing.selectors import wallet_get
 from billing.services.ledger import InsufficientFunds, credit_line_set
 from billing.services.metering import usage_events_record
 from billing.services.quotas import quota_get
-from marketplace.models import Metering, Offering, Rental
+from marketplace.models import Offering, Rental
 from marketplace.services import rentals as services
 from tests.concurrency import race
+from tests.factories import rentals as rental_factories
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
@@ -115,14 +116,7 @@ def test_admissions_and_stops_racing_on_one_offering_and_one_wallet_never_deadlo
 
 @pytest.fixture
 def reported_rental(require_postgres):
-    offering = OfferingFactory(accelerators_per_node=1, on_demand_price=PRICE, metering=Metering.REPORTED)
-    buyer = OrganizationFactory()
-    fund(buyer, "1000.00")
-    started = now() - timedelta(minutes=10)
-    rental = services.rental_create(
-        organization=buyer, request=services.RentalRequest(offering_id=offering.pk, accelerators=1), moment=started
-    )
-    return services.rental_provision(rental_id=rental.pk, moment=started)
+    return rental_factories.reported_rental(price=PRICE)
 
 
 def test_the_same_usage_event_sent_five_times_concurrently_is_rated_once(reported_rental):

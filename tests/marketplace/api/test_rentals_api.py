@@ -8,11 +8,12 @@ from django.utils.timezone import now
 
 from billing.models import UsageCharge, UsageEvent
 from billing.services.quotas import quota_get
-from marketplace.models import Metering, Rental
+from marketplace.models import Rental
 from marketplace.services import rentals as services
 from tests.factories.accounts import OrganizationFactory
 from tests.factories.billing import fund
 from tests.factories.marketplace import OfferingFactory
+from tests.factories.rentals import reported_rental
 
 PRICE = Decimal("36.00")
 
@@ -135,15 +136,9 @@ def test_usage_aggregates_and_quotas(client, offering, buyer):
 
 
 def test_provider_reports_usage_in_batches_with_a_result_per_event(db, api_client_for):
-    offering = OfferingFactory(accelerators_per_node=1, on_demand_price=PRICE, metering=Metering.REPORTED)
-    buyer = OrganizationFactory()
-    fund(buyer, "100.00")
-    start = now() - timedelta(minutes=30)
-    rental = services.rental_create(
-        organization=buyer, request=services.RentalRequest(offering_id=offering.pk, accelerators=1), moment=start
-    )
-    services.rental_provision(rental_id=rental.pk, moment=start)
-    provider = api_client_for(offering.provider)
+    rental = reported_rental(price=PRICE)
+    start = rental.started_at
+    provider = api_client_for(rental.provider)
     event = {
         "rental": rental.pk, "dimension": "accelerator_seconds", "quantity": "60",
         "period_start": (start + timedelta(minutes=1)).isoformat(),
@@ -171,14 +166,8 @@ def test_provider_reports_usage_in_batches_with_a_result_per_event(db, api_clien
 def test_reported_events_are_stored_exactly_as_sent(db, api_client_for):
     # Keys with COPY's own separators and escapes, non-ASCII, the smallest and a large quantity, a zone other than
     # the server's: each comes back from the table as it was sent.
-    offering = OfferingFactory(accelerators_per_node=1, on_demand_price=PRICE, metering=Metering.REPORTED)
-    buyer = OrganizationFactory()
-    fund(buyer, "100.00")
-    start = now() - timedelta(minutes=30)
-    rental = services.rental_create(
-        organization=buyer, request=services.RentalRequest(offering_id=offering.pk, accelerators=1), moment=start
-    )
-    services.rental_provision(rental_id=rental.pk, moment=start)
+    rental = reported_rental(price=PRICE)
+    start = rental.started_at
     shanghai = timezone(timedelta(hours=8))
     sent = [
         ("gpu0\t1\nnext\\N", "0.00000001", start + timedelta(minutes=1)),
@@ -191,12 +180,13 @@ def test_reported_events_are_stored_exactly_as_sent(db, api_client_for):
         for key, quantity, begin in sent
     ]  # fmt: skip
 
-    body = api_client_for(offering.provider).post("/api/v1/usage-events/", {"events": events}, format="json").json()
+    body = api_client_for(rental.provider).post("/api/v1/usage-events/", {"events": events}, format="json").json()
 
     assert body["accepted"] == 2, body
     stored = UsageEvent.objects.filter(rental=rental).order_by("period_start")
+    buyer = rental.organization_id
     assert [(e.idempotency_key, e.quantity, e.period_start, e.period_end, e.organization_id) for e in stored] == [
-        (key, Decimal(quantity), begin, begin + timedelta(seconds=60), buyer.pk) for key, quantity, begin in sent
+        (key, Decimal(quantity), begin, begin + timedelta(seconds=60), buyer) for key, quantity, begin in sent
     ]
 
 
