@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 import redis
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from marketplace.gateway.counters import RedisCounters, Reservation
 from marketplace.gateway.redis_pipe import RedisPipe, RedisPipeError, Script
@@ -90,6 +92,8 @@ def test_without_redis_a_call_fails_cleanly_and_a_settled_call_is_recorded_in_th
             await counters.pipe.execute("PING")
         await counters.settle(Reservation(service.provider_id, 9000, "epoch"), cost_units=5000, record=record)
         await counters.close()
+        # as the gateway does when it stops: the database connection of asgiref's worker thread is not left open
+        await sync_to_async(connections.close_all)()
 
     # when
     asyncio.run(scenario())
