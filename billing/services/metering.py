@@ -27,12 +27,20 @@ logger = logging.getLogger(__name__)
 # A reporter's clock may run a little ahead of ours.
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_QUANTITY = Decimal(10) ** 15  # accelerator-seconds in one event: far beyond any real period
-# A valid reported event, as the tuple that is inserted.
-STAGED_COLUMNS = ("organization_id", "rental_id", "source", "idempotency_key", "dimension", "quantity", "period_start",
-                  "period_end")  # fmt: skip
+# The staging table of a batch's events on PostgreSQL, as (column, type): a valid reported event is the tuple of its
+# first columns (STAGED_COLUMNS), the time it was received the last.
+STAGING = (("organization_id", "bigint"), ("rental_id", "bigint"), ("source", "varchar(80)"),
+           ("idempotency_key", "varchar(200)"), ("dimension", "varchar(32)"), ("quantity", "numeric(24, 8)"),
+           ("period_start", "timestamptz"), ("period_end", "timestamptz"), ("received_at", "timestamptz"))  # fmt: skip
+STAGED_COLUMNS = tuple(column for column, _type in STAGING[:-1])
 SOURCE, KEY = STAGED_COLUMNS.index("source"), STAGED_COLUMNS.index("idempotency_key")
-COPY_COLUMNS = ", ".join((*STAGED_COLUMNS, "received_at"))
-COPY_TYPES = ("int8", "int8", "varchar", "varchar", "varchar", "numeric", "timestamptz", "timestamptz", "timestamptz")
+COPY_COLUMNS = ", ".join(column for column, _type in STAGING)
+COPY_TYPES = [sql_type.split("(")[0] for _column, sql_type in STAGING]  # binary COPY names each by its base type
+CREATE_STAGING = "CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging ({}) ON COMMIT DELETE ROWS".format(
+    ", ".join(f"{column} {sql_type}" for column, sql_type in STAGING)
+)
+STAGED_INSERT = f"""INSERT INTO billing_usageevent ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} FROM usage_event_staging
+    ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING idempotency_key"""  # noqa: S608 - the code's own names
 DIMENSIONS = frozenset(UsageDimension.values)
 
 
@@ -208,13 +216,7 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
         )
         return {row[KEY] for row in fresh}
     with connection.cursor() as cursor:
-        cursor.execute(
-            """CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging (
-                 organization_id bigint, rental_id bigint, source varchar(80), idempotency_key varchar(200),
-                 dimension varchar(32), quantity numeric(24, 8), period_start timestamptz, period_end timestamptz,
-                 received_at timestamptz
-               ) ON COMMIT DELETE ROWS"""
-        )
+        cursor.execute(CREATE_STAGING)
         cursor.execute("DELETE FROM usage_event_staging")  # a second batch in the same transaction starts empty
         with (
             connection.wrap_database_errors,
@@ -223,12 +225,7 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> set[str]:
             copy.set_types(COPY_TYPES)  # binary: half the time of text to format here and to parse there
             for row in rows:
                 copy.write_row((*row, moment))
-        cursor.execute(
-            """INSERT INTO billing_usageevent (organization_id, rental_id, source, idempotency_key, dimension, quantity,
-                                               period_start, period_end, received_at)
-               SELECT * FROM usage_event_staging
-               ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING idempotency_key"""
-        )
+        cursor.execute(STAGED_INSERT)
         return {key for (key,) in cursor.fetchall()}
 
 
