@@ -431,6 +431,11 @@ class UsageEvent(models.Model):
     )
     source = models.CharField(_("source"), max_length=80)
     idempotency_key = models.CharField(_("idempotency key"), max_length=200)
+    # The node whose agent reported it (none: the provider's API or the platform's clock). Periods of one rental never
+    # overlap, except those of two different nodes of the rental.
+    node = models.ForeignKey(
+        "marketplace.Node", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
     dimension = models.CharField(_("dimension"), max_length=32, choices=UsageDimension.choices)
     quantity = amount_field(verbose_name=_("quantity"))
     period_start = models.DateTimeField(_("period start"))
@@ -443,6 +448,8 @@ class UsageEvent(models.Model):
         indexes = [
             models.Index(fields=["organization", "period_start"], name="usage_event_org_time"),
             models.Index(fields=["rental", "id"], name="usage_event_rental_order"),
+            # A reported period is checked against the rental's stored periods that end after it starts.
+            models.Index(fields=["rental", "period_end"], name="usage_event_rental_period"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["source", "idempotency_key"], name="usage_event_unique_per_source"),

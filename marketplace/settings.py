@@ -283,6 +283,8 @@ METERING_TICK_SECONDS = env_int("METERING_TICK_SECONDS", 60)
 # Reported usage events whose period ended longer ago than this are rejected.
 USAGE_EVENT_MAX_AGE_HOURS = env_int("USAGE_EVENT_MAX_AGE_HOURS", 72)
 USAGE_EVENT_BATCH_MAX = env_int("USAGE_EVENT_BATCH_MAX", 1000)
+# How far a reported period may reach past the start, a suspension or the end of the rental's running time (clocks).
+USAGE_CLOCK_TOLERANCE_SECONDS = env_int("USAGE_CLOCK_TOLERANCE_SECONDS", 5)
 # Defaults of every organization's quota (staff change them per organization in the admin).
 QUOTA_DEFAULT_MAX_CONCURRENT_ACCELERATORS = env_int("QUOTA_DEFAULT_MAX_CONCURRENT_ACCELERATORS", 64)
 _spend_cap = os.environ.get("QUOTA_DEFAULT_MONTHLY_SPEND_CAP", "")

@@ -305,7 +305,9 @@ class AgentUsageEventsView(AgentView):
             raise exceptions.ValidationError({"events": [_("Send a list of at most %(n)d events.") % {
                 "n": settings.USAGE_EVENT_BATCH_MAX}]})  # fmt: skip
         rentals = set(RentalNode.objects.filter(node=self.node).values_list("rental_id", flat=True))
-        results = usage_events_record(provider=self.node.provider, events=events, rental_ids=rentals)
+        results = usage_events_record(
+            provider=self.node.provider, events=events, rental_ids=rentals, node_id=self.node.pk
+        )
         return Response(usage_events_summary(results))
 
 

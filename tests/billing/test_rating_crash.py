@@ -5,6 +5,7 @@ real worker process (PostgreSQL, Redis or RabbitMQ) that is killed while its run
 holds one of the set's holds locked, so the run stops there, past its rollup and before any write.
 """
 
+import math
 import signal
 import time
 import uuid
@@ -41,7 +42,7 @@ RENTALS = [
 
 def rentals_with_usage(label: str) -> list[int]:
     """One rental per RENTALS row, each of its own buyer, with its usage reported and not yet rated."""
-    started = now() - timedelta(minutes=10)
+    started = now() - timedelta(hours=3)
     ids = []
     for index, (price, funds, seconds) in enumerate(RENTALS):
         offering = OfferingFactory(accelerators_per_node=1, on_demand_price=Decimal(price), metering=Metering.REPORTED)
@@ -50,15 +51,15 @@ def rentals_with_usage(label: str) -> list[int]:
         order = services.RentalRequest(offering_id=offering.pk, accelerators=1)
         rental = services.rental_create(organization=buyer, request=order, moment=started)
         rental = services.rental_provision(rental_id=rental.pk, moment=started)
-        events = [
-            {
+        events, start = [], started
+        for number, quantity in enumerate(seconds):  # each over whole minutes that could have delivered it
+            end = start + timedelta(minutes=max(1, math.ceil(Decimal(quantity) / 60)))
+            events.append({
                 "rental": rental.pk, "dimension": "accelerator_seconds", "quantity": quantity,
-                "period_start": (started + timedelta(minutes=minute)).isoformat(),
-                "period_end": (started + timedelta(minutes=minute + 1)).isoformat(),
-                "idempotency_key": f"{label}:{index}:{minute}",
-            }
-            for minute, quantity in enumerate(seconds)
-        ]  # fmt: skip
+                "period_start": start.isoformat(), "period_end": end.isoformat(),
+                "idempotency_key": f"{label}:{index}:{number}",
+            })  # fmt: skip
+            start = end
         assert {result.status for result in usage_events_record(provider=offering.provider, events=events)} == {
             "accepted"
         }

@@ -169,15 +169,16 @@ def test_reported_events_are_stored_exactly_as_sent(db, api_client_for):
     rental = reported_rental(price=PRICE)
     start = rental.started_at
     shanghai = timezone(timedelta(hours=8))
+    # (a large quantity needs a period long enough to have delivered it: 4 hours of one accelerator)
     sent = [
-        ("gpu0\t1\nnext\\N", "0.00000001", start + timedelta(minutes=1)),
-        ("节点-甲:2 \\.", "1234567.12345678", start + timedelta(minutes=2, microseconds=1)),
+        ("gpu0\t1\nnext\\N", "0.00000001", start + timedelta(minutes=1), timedelta(seconds=60)),
+        ("节点-甲:2 \\.", "12345.12345678", start + timedelta(minutes=2, microseconds=1), timedelta(hours=4)),
     ]
     events = [
         {"rental": rental.pk, "dimension": "accelerator_seconds", "quantity": quantity, "idempotency_key": key,
          "period_start": begin.astimezone(shanghai).isoformat(),
-         "period_end": (begin + timedelta(seconds=60)).astimezone(shanghai).isoformat()}
-        for key, quantity, begin in sent
+         "period_end": (begin + length).astimezone(shanghai).isoformat()}
+        for key, quantity, begin, length in sent
     ]  # fmt: skip
 
     body = api_client_for(rental.provider).post("/api/v1/usage-events/", {"events": events}, format="json").json()
@@ -186,7 +187,7 @@ def test_reported_events_are_stored_exactly_as_sent(db, api_client_for):
     stored = UsageEvent.objects.filter(rental=rental).order_by("period_start")
     buyer = rental.organization_id
     assert [(e.idempotency_key, e.quantity, e.period_start, e.period_end, e.organization_id) for e in stored] == [
-        (key, Decimal(quantity), begin, begin + timedelta(seconds=60), buyer) for key, quantity, begin in sent
+        (key, Decimal(quantity), begin, begin + length, buyer) for key, quantity, begin, length in sent
     ]
 
 
