@@ -51,21 +51,23 @@ CREATE_STAGING = "CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging ({}) 
 #   is not this same event, or an earlier period of the batch that passed the checks above.
 # The rest are inserted; a key already stored stays a duplicate (ON CONFLICT), and only refusals and new keys return.
 STAGED_JUDGE_AND_INSERT = f"""
-WITH batch_rentals AS (SELECT DISTINCT rental_id FROM usage_event_staging),
-not_running AS (
+WITH batch_rentals AS MATERIALIZED (  -- locked by the batch (RENTALS_REPORTED_LOCKED): no one changes them meanwhile
+    SELECT id, accelerators, started_at, ended_at FROM marketplace_rental WHERE id = ANY(%(rental_ids)s)
+),
+not_running AS MATERIALIZED (
     SELECT * FROM (
         SELECT t.rental_id, t.to_status, t.at AS since,
                lead(t.at) OVER (PARTITION BY t.rental_id ORDER BY t.at, t.id) AS until
-        FROM marketplace_rentaltransition t WHERE t.rental_id IN (SELECT rental_id FROM batch_rentals)
+        FROM marketplace_rentaltransition t WHERE t.rental_id IN (SELECT id FROM batch_rentals)
     ) spans WHERE to_status <> 'running'
 ),
-placed AS (
+placed AS MATERIALIZED (
     SELECT DISTINCT ON (p.rental_id, p.node_id) p.rental_id, p.node_id,
            NULLIF(jsonb_array_length(p.accelerator_indices), 0) AS accelerators
-    FROM marketplace_rentalnode p WHERE p.rental_id IN (SELECT rental_id FROM batch_rentals)
+    FROM marketplace_rentalnode p WHERE p.rental_id IN (SELECT id FROM batch_rentals)
     ORDER BY p.rental_id, p.node_id, p.assigned_at DESC
 ),
-judged AS (
+judged AS MATERIALIZED (  -- once: its refusal is read twice below
     SELECT s.*, CASE
         WHEN s.quantity
             > extract(epoch FROM s.period_end - s.period_start) * COALESCE(placed.accelerators, r.accelerators)
@@ -82,7 +84,7 @@ judged AS (
                      AND (e.source, e.idempotency_key) <> (s.source, s.idempotency_key))
             THEN 'usage_overlaps'
     END AS refusal
-    FROM usage_event_staging s JOIN marketplace_rental r ON r.id = s.rental_id
+    FROM usage_event_staging s JOIN batch_rentals r ON r.id = s.rental_id
     LEFT JOIN placed ON placed.rental_id = s.rental_id AND placed.node_id = s.node_id
 ),
 checked AS (
@@ -265,11 +267,11 @@ def _refusal_message(code: str) -> str:
     }[code]
 
 
-def _events_insert(rows: list[tuple], *, moment: datetime) -> tuple[set[str], dict[str, str]]:
+def _events_insert(rows: list[tuple], *, rentals: dict, moment: datetime) -> tuple[set[str], dict[str, str]]:
     """Insert the events (rows of STAGED_COLUMNS, one source) that could have been delivered and whose key is new.
     Returns the keys inserted and the refused ones with their codes; replays change nothing, even when the same key
-    arrives in parallel (the unique constraint decides). The caller holds the batch's rentals locked against other
-    batches, so that two batches cannot both store overlapping periods.
+    arrives in parallel (the unique constraint decides). `rentals`: the batch's ReportedRental by id, which the
+    caller holds locked against other batches, so that two batches cannot both store overlapping periods.
 
     PostgreSQL: COPY into a temporary staging table, then one statement that judges every event (STAGED_JUDGE_AND_
     INSERT) and inserts the rest … ON CONFLICT DO NOTHING RETURNING, so each key meets the unique index once (a lookup
@@ -278,7 +280,7 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> tuple[set[str], di
     if not rows:
         return set(), {}
     if connection.vendor != "postgresql":  # SQLite: writers are serialised, nothing can come in between
-        return _events_judge_and_insert_one_by_one(rows, moment=moment)
+        return _events_judge_and_insert_one_by_one(rows, rentals=rentals, moment=moment)
     with connection.cursor() as cursor:
         cursor.execute(CREATE_STAGING)
         cursor.execute("DELETE FROM usage_event_staging")  # a second batch in the same transaction starts empty
@@ -289,7 +291,10 @@ def _events_insert(rows: list[tuple], *, moment: datetime) -> tuple[set[str], di
             copy.set_types(COPY_TYPES)  # binary: half the time of text to format here and to parse there
             for row in rows:
                 copy.write_row((*row, moment))
-        cursor.execute(STAGED_JUDGE_AND_INSERT, {"tolerance": _clock_tolerance()})
+        cursor.execute(
+            STAGED_JUDGE_AND_INSERT,
+            {"tolerance": _clock_tolerance(), "rental_ids": sorted({row[RENTAL] for row in rows})},
+        )
         inserted, refused = set(), {}
         for key, refusal in cursor.fetchall():
             if refusal is None:
@@ -308,11 +313,12 @@ def _clock_tolerance() -> timedelta:
     return timedelta(seconds=settings.USAGE_CLOCK_TOLERANCE_SECONDS)
 
 
-def _events_judge_and_insert_one_by_one(rows: list[tuple], *, moment: datetime) -> tuple[set[str], dict[str, str]]:
+def _events_judge_and_insert_one_by_one(
+    rows: list[tuple], *, rentals: dict, moment: datetime
+) -> tuple[set[str], dict[str, str]]:
     """The same judgement as STAGED_JUDGE_AND_INSERT, event by event (databases without it: SQLite)."""
     tolerance = _clock_tolerance()
     rental_ids = {row[RENTAL] for row in rows}
-    rentals = Rental.objects.in_bulk(rental_ids)
     shares = {}  # (rental, node): the node's accelerators of the rental, its latest placement's
     for rental_id, node_id, indices in (
         RentalNode.objects.filter(rental_id__in=rental_ids)
@@ -382,11 +388,13 @@ def _events_judge_and_insert_one_by_one(rows: list[tuple], *, moment: datetime) 
     return inserted, refused
 
 
-ReportedRental = namedtuple("ReportedRental", ["pk", "organization_id", "metering", "started_at", "ended_at", "status"])
+ReportedRental = namedtuple(
+    "ReportedRental", ["pk", "organization_id", "metering", "started_at", "ended_at", "status", "accelerators"]
+)
 # FOR NO KEY UPDATE: batches reporting the same rental take turns, so that each judges its periods against the other's
 # stored ones; a rating (FOR UPDATE) of these rentals waits until the events are in, or skips them (module docstring).
 RENTALS_REPORTED_LOCKED = """
-SELECT id, organization_id, metering, started_at, ended_at, status FROM marketplace_rental
+SELECT id, organization_id, metering, started_at, ended_at, status, accelerators FROM marketplace_rental
 WHERE provider_id = %s AND id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"""
 
 
@@ -439,7 +447,7 @@ def usage_events_record(
             results[index] = EventResult(index=index, status="duplicate", idempotency_key=parsed[KEY])
         else:
             valid[parsed[KEY]] = (index, parsed)
-    inserted, refused = _events_insert([row for _index, row in valid.values()], moment=moment)
+    inserted, refused = _events_insert([row for _index, row in valid.values()], rentals=rentals, moment=moment)
     for key, (index, _event) in valid.items():
         if key in refused:
             results[index] = _rejected(index, key, refused[key], _refusal_message(refused[key]))
