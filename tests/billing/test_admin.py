@@ -5,14 +5,14 @@ import pytest
 from billing.models import AccountKind, LedgerAccount, LedgerTransaction, Refund, UsageCharge
 from billing.selectors import wallet_get
 from billing.services.rating import usage_rate_pending
-from tests.factories.accounts import OrganizationFactory, UserFactory
+from tests.factories.accounts import OrganizationFactory, UserFactory, staff_login
 from tests.factories.billing import earn, fund
 from tests.factories.rentals import report, reported_rental
 
 
 @pytest.fixture
 def staff_client(client, db):
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    staff_login(client, UserFactory(is_staff=True, is_superuser=True))
     return client
 
 
