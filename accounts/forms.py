@@ -35,6 +35,14 @@ class LoginForm(forms.Form):
     )
 
 
+class TwoFactorCodeForm(forms.Form):
+    token = forms.CharField(
+        label=_("Code from your authenticator app"),
+        max_length=10,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
+
+
 class ProfileForm(forms.Form):
     full_name = forms.CharField(label=_("Full name"), max_length=150, required=False)
     preferred_language = forms.ChoiceField(

@@ -1,7 +1,9 @@
 """Reads of the accounts app. Tenant data is always selected through an organization."""
 
+from django.conf import settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils.timezone import now
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import ApiKey, Invitation, Membership, Organization, ProviderProfile, User
 from marketplace.core.queries import PreparedQuery
@@ -92,3 +94,17 @@ def provider_profile_get(*, organization: Organization) -> ProviderProfile | Non
 def provider_is_approved(*, organization: Organization) -> bool:
     """Asked of the database, not of a cached profile: approval may have changed since the object was loaded."""
     return ProviderProfile.objects.filter(organization=organization, status=ProviderProfile.Status.APPROVED).exists()
+
+
+# --- Two-factor sign-in (django-otp's TOTP devices) ---
+
+
+def two_factor_device_get(*, user: User, confirmed: bool = True) -> TOTPDevice | None:
+    """The user's TOTP device: the confirmed one that sign-in asks for, or (confirmed=False) one being enrolled."""
+    return TOTPDevice.objects.filter(user=user, confirmed=confirmed).order_by("pk").first()
+
+
+def two_factor_satisfied(*, user: User, verified: bool) -> bool:
+    """Whether a session may open what staff open: staff need a verified second factor while
+    STAFF_REQUIRE_TWO_FACTOR is on; nobody else does."""
+    return verified or not (user.is_staff and settings.STAFF_REQUIRE_TWO_FACTOR)

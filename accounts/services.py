@@ -3,7 +3,9 @@
 import hashlib
 import hmac
 import logging
+import math
 import secrets
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -16,6 +18,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import selectors
 from accounts.models import ApiKey, Invitation, Membership, Notification, Organization, ProviderProfile, User
@@ -388,33 +391,117 @@ def _login_failure_keys(*, email: str, ip_address: str) -> dict[str, tuple[str, 
     }
 
 
+def _login_lock_key(counter_key: str) -> str:
+    return counter_key.replace("login-failures:", "login-locked:", 1)
+
+
 def login_attempt_check(*, email: str, ip_address: str) -> None:
-    """RateLimited once an address or a client has too many failures, whether or not the account exists."""
-    keys = _login_failure_keys(email=email, ip_address=ip_address)
-    counts = cache.get_many([key for key, _limit in keys.values()])
-    if any(counts.get(key, 0) >= limit for key, limit in keys.values()):
-        minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
-        raise RateLimited(
-            _("Too many failed sign-in attempts. Try again in %(minutes)d minutes or reset your password.")
-            % {"minutes": minutes},
-            code="login_locked",
-            retry_after=settings.LOGIN_LOCKOUT_SECONDS,
-        )
+    """RateLimited while an address or a client is locked out, whether or not the account exists; its
+    `retry_after` is the seconds left of the lockout."""
+    lock_keys = [
+        _login_lock_key(key) for key, _limit in _login_failure_keys(email=email, ip_address=ip_address).values()
+    ]
+    locked_until = cache.get_many(lock_keys).values()
+    if not locked_until:
+        return
+    seconds_left = max(1, math.ceil(max(locked_until) - time.time()))
+    raise RateLimited(
+        _("Too many failed sign-in attempts. Try again in %(minutes)d minutes or reset your password.")
+        % {"minutes": math.ceil(seconds_left / 60)},
+        code="login_locked",
+        retry_after=seconds_left,
+    )
 
 
 def login_failure_record(*, email: str, ip_address: str) -> None:
-    for key, _limit in _login_failure_keys(email=email, ip_address=ip_address).values():
-        cache.add(key, 0, timeout=settings.LOGIN_LOCKOUT_SECONDS)
+    """Count a failure; the one that reaches the limit locks the address (or client) for exactly
+    LOGIN_LOCKOUT_SECONDS from that moment, in a key of its own written with that timeout. Failures count
+    until LOGIN_LOCKOUT_SECONDS pass without one: `touch` re-arms the counter on every backend alike (the file
+    and database caches' `incr` would otherwise re-arm it with the cache's default timeout)."""
+    lockout = settings.LOGIN_LOCKOUT_SECONDS
+    for key, limit in _login_failure_keys(email=email, ip_address=ip_address).values():
+        cache.add(key, 0, timeout=lockout)
         try:
-            cache.incr(key)
+            count = cache.incr(key)
         except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.LOGIN_LOCKOUT_SECONDS)
+            cache.set(key, 1, timeout=lockout)
+            count = 1
+        cache.touch(key, timeout=lockout)
+        if count >= limit:
+            cache.set(_login_lock_key(key), time.time() + lockout, timeout=lockout)
+            cache.delete(key)  # after the lockout, a fresh count
     logger.warning("sign-in failed", extra={"client_ip": ip_address})
 
 
 def login_success_record(*, email: str, ip_address: str) -> None:
     """A correct password clears the address's count; the client's count expires on its own."""
     cache.delete(_login_failure_keys(email=email, ip_address=ip_address)["email"][0])
+
+
+# --- Two-factor sign-in (TOTP through django-otp: its devices, token checks, replay guard and throttling) ---
+
+
+class TwoFactorInvalidCode(DomainError):
+    status_code, code = 400, "two_factor_invalid_code"
+
+
+def _two_factor_check(*, device: TOTPDevice, token: str) -> None:
+    """Check a code on a device; django-otp refuses a code used before and slows down repeated failures."""
+    allowed, throttle = device.verify_is_allowed()
+    if not allowed:
+        seconds_left = 1
+        if throttle and throttle.get("locked_until"):
+            seconds_left = max(1, math.ceil((throttle["locked_until"] - now()).total_seconds()))
+        raise RateLimited(
+            _("Too many wrong codes. Try again in %(seconds)d seconds.") % {"seconds": seconds_left},
+            code="two_factor_throttled",
+            retry_after=seconds_left,
+        )
+    if not device.verify_token(token.strip().replace(" ", "")):
+        raise TwoFactorInvalidCode(_("That code is not valid. Enter the current 6-digit code from your app."))
+
+
+@transaction.atomic
+def two_factor_enrol_start(*, user: User) -> TOTPDevice:
+    """The device being enrolled: an unconfirmed TOTP device with a fresh secret, or the one already shown (a
+    reload does not change the secret). Conflict when the user already has a confirmed device."""
+    if selectors.two_factor_device_get(user=user) is not None:
+        raise Conflict(_("Two-factor sign-in is already on."), code="two_factor_already_enabled")
+    device = selectors.two_factor_device_get(user=user, confirmed=False)
+    return device or TOTPDevice.objects.create(user=user, name="default", confirmed=False)
+
+
+def two_factor_enrol_confirm(*, user: User, token: str) -> TOTPDevice:
+    """Turn two-factor sign-in on once the user proves the app holds the secret (a current code).
+    Raises NotFound without an enrolment in progress, TwoFactorInvalidCode, RateLimited. Not one transaction on
+    purpose: a wrong code's throttling count must stay written when the refusal is raised."""
+    device = selectors.two_factor_device_get(user=user, confirmed=False)
+    if device is None:
+        raise NotFound(_("Start the set-up again: no device is being enrolled."), code="two_factor_not_enrolling")
+    _two_factor_check(device=device, token=token)
+    with transaction.atomic():
+        TOTPDevice.objects.filter(pk=device.pk).update(confirmed=True)
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    device.confirmed = True
+    logger.info("two-factor enabled", extra={"user_id": user.pk})
+    return device
+
+
+def two_factor_verify(*, user: User, token: str) -> TOTPDevice:
+    """The second step of sign-in: the user's confirmed device accepts `token`. Raises NotFound (no device),
+    TwoFactorInvalidCode, RateLimited."""
+    device = selectors.two_factor_device_get(user=user)
+    if device is None:
+        raise NotFound(_("Two-factor sign-in is not on for this account."), code="two_factor_not_enabled")
+    _two_factor_check(device=device, token=token)
+    return device
+
+
+def two_factor_disable(*, user: User, token: str) -> None:
+    """Turn two-factor sign-in off; a current code is required, so a stolen session alone cannot."""
+    two_factor_verify(user=user, token=token)
+    TOTPDevice.objects.filter(user=user).delete()
+    logger.info("two-factor disabled", extra={"user_id": user.pk})
 
 
 def user_profile_update(*, user: User, full_name: str, preferred_language: str) -> User:

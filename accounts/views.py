@@ -1,5 +1,9 @@
 """Account pages: form in, service call, redirect; selector out, template."""
 
+import base64
+import time
+
+import qrcode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate, login
@@ -8,12 +12,15 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import translation
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
+from django_otp import login as otp_login
+from qrcode.image.svg import SvgPathImage
 
 from accounts import forms, selectors, services
 from accounts.middleware import SESSION_ORGANIZATION_KEY
-from accounts.models import Membership, ProviderProfile
+from accounts.models import Membership, ProviderProfile, User
 from marketplace.core.errors import DomainError, RateLimited
 from marketplace.core.redirects import safe_next
 
@@ -48,7 +55,18 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", {"form": form, "next": request.GET.get("next", "")})
 
 
+TWO_FACTOR_PENDING_KEY = "two_factor_pending"
+
+
+def _sign_in(request: HttpRequest, user, *, device=None, backend: str | None = None) -> None:
+    login(request, user, backend=backend)
+    if device is not None:
+        otp_login(request, device)
+
+
 def login_view(request: HttpRequest) -> HttpResponse:
+    """Password first (with the lockout); an account with a confirmed TOTP device then gives its code on the
+    next page before it is signed in. The admin's login is this view too (marketplace.core.admin)."""
     form = forms.LoginForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -57,24 +75,109 @@ def login_view(request: HttpRequest) -> HttpResponse:
             services.login_attempt_check(email=email, ip_address=ip_address)
         except RateLimited as error:
             form.add_error(None, error.detail)
-            status = 429
+            status, retry_after = 429, error.retry_after
         else:
             user = authenticate(request, email=email, password=form.cleaned_data["password"])
             if user is None:
                 services.login_failure_record(email=email, ip_address=ip_address)
                 # One answer for an unknown address and a wrong password: no account enumeration.
                 form.add_error(None, _("The e-mail address or password is incorrect."))
+            elif selectors.two_factor_device_get(user=user) is not None:
+                # Not signed in yet, and the address's failure count stands until the code is right too.
+                request.session[TWO_FACTOR_PENDING_KEY] = {
+                    "user_id": user.pk, "backend": user.backend, "since": time.time(),
+                }  # fmt: skip
+                next_url = safe_next(request, reverse("storefront:home"))
+                return redirect(f"{reverse('accounts:login-verify')}?{urlencode({'next': next_url})}")
             else:
                 services.login_success_record(email=email, ip_address=ip_address)
-                login(request, user)
+                _sign_in(request, user)
                 response = redirect(safe_next(request, reverse("storefront:home")))
                 return _apply_language(response, user.preferred_language)
     response = render(
         request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status
     )
     if status == 429:
-        response["Retry-After"] = str(settings.LOGIN_LOCKOUT_SECONDS)
+        response["Retry-After"] = str(retry_after)
     return response
+
+
+def _two_factor_pending_user(request: HttpRequest):
+    """Whom the code is for: the user who just gave the right password, or a signed-in user whose session has
+    not passed the second factor (staff on their way into the admin)."""
+    pending = request.session.get(TWO_FACTOR_PENDING_KEY)
+    if pending and time.time() - pending["since"] <= settings.TWO_FACTOR_PENDING_SECONDS:
+        user = User.objects.filter(pk=pending["user_id"], is_active=True).first()
+        if user is not None:
+            return user, pending["backend"]
+    if request.user.is_authenticated and not request.user.is_verified():
+        return request.user, None
+    return None, None
+
+
+def login_verify(request: HttpRequest) -> HttpResponse:
+    user, backend = _two_factor_pending_user(request)
+    if user is None:
+        return redirect(f"{reverse('accounts:login')}?{urlencode({'next': request.GET.get('next', '')})}")
+    form = forms.TwoFactorCodeForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        ip_address = request.META.get("REMOTE_ADDR", "")
+        try:
+            # The sign-in lockout counts wrong codes too: a stolen password does not buy endless guesses.
+            services.login_attempt_check(email=user.email, ip_address=ip_address)
+            device = services.two_factor_verify(user=user, token=form.cleaned_data["token"])
+        except RateLimited as error:
+            form.add_error(None, error.detail)
+            status, retry_after = 429, error.retry_after
+        except DomainError as error:
+            services.login_failure_record(email=user.email, ip_address=ip_address)
+            form.add_error("token", error.detail)
+        else:
+            services.login_success_record(email=user.email, ip_address=ip_address)
+            request.session.pop(TWO_FACTOR_PENDING_KEY, None)
+            if request.user.is_authenticated and request.user.pk == user.pk:
+                otp_login(request, device)
+            else:
+                _sign_in(request, user, device=device, backend=backend)
+            response = redirect(safe_next(request, reverse("storefront:home")))
+            return _apply_language(response, user.preferred_language)
+    response = render(
+        request, "accounts/login_verify.html", {"form": form, "next": request.GET.get("next", "")}, status=status
+    )
+    if status == 429:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+@login_required
+def two_factor(request: HttpRequest) -> HttpResponse:
+    """Turn two-factor sign-in on (scan the secret, confirm with a code) or off (with a code)."""
+    user = request.user
+    form = forms.TwoFactorCodeForm(request.POST or None)
+    device = selectors.two_factor_device_get(user=user)
+    if request.method == "POST" and form.is_valid():
+        token = form.cleaned_data["token"]
+        try:
+            if device is None:
+                device = services.two_factor_enrol_confirm(user=user, token=token)
+                otp_login(request, device)  # the code just given is this session's second factor
+                messages.success(request, _("Two-factor sign-in is on."))
+                return redirect(safe_next(request, reverse("accounts:two-factor")))
+            services.two_factor_disable(user=user, token=token)
+        except DomainError as error:
+            form.add_error("token", error.detail)
+        else:
+            messages.success(request, _("Two-factor sign-in is off."))
+            return redirect("accounts:two-factor")
+    context = {"form": form, "device": device, "next": request.GET.get("next", ""),
+               "required": not selectors.two_factor_satisfied(user=user, verified=False)}  # fmt: skip
+    if device is None:
+        enrolling = services.two_factor_enrol_start(user=user)
+        secret = base64.b32encode(enrolling.bin_key).decode()
+        qr = qrcode.make(enrolling.config_url, image_factory=SvgPathImage)
+        context |= {"secret": secret, "otpauth_uri": enrolling.config_url, "qr_svg": qr.to_string(encoding="unicode")}
+    return render(request, "accounts/two_factor.html", context)
 
 
 @login_required

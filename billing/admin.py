@@ -1,8 +1,10 @@
-"""Staff see the ledger read-only; money moves only through services (refunds, credit lines)."""
+"""Staff see the ledger read-only; money moves only through services (refunds, credit lines, payouts), each
+behind its own permission and recorded as a StaffMoneyAction (billing.services.staff)."""
 
 from functools import partial
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as AdminPermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -19,21 +21,30 @@ from billing.models import (
     Posting,
     ProviderBilling,
     Refund,
+    StaffMoneyAction,
     StripeEvent,
     TopUp,
     TransactionKind,
     UsageCharge,
     UsageEvent,
 )
-from billing.services.ledger import credit_line_set
-from billing.services.payouts import charge_refund, payout_approve, payout_fail, usage_charge_refund
-from billing.services.refunds import refund_request
+from billing.services.staff import (
+    staff_charge_refund,
+    staff_credit_line_set,
+    staff_payout_approve,
+    staff_payout_reject,
+    staff_top_up_refund,
+    staff_usage_charge_refund,
+)
 from marketplace.core.admin import ReadOnlyAdmin
 from marketplace.core.errors import DomainError
 
 
-def _form_view(model_admin, request, obj, form_class, title: str, apply):
-    """A small staff form on one object: valid input goes to `apply`; a refusal is shown on the form."""
+def _form_view(model_admin, request, obj, form_class, title: str, apply, *, permission: str):
+    """A small staff form on one object, for staff holding `permission` (403 otherwise; the service checks it
+    again): valid input goes to `apply`; a refusal is shown on the form."""
+    if not request.user.has_perm(permission):
+        raise AdminPermissionDenied
     form = form_class(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -57,7 +68,9 @@ def _charge_refund_view(model_admin, request, obj, *, refund, reference: str, ke
         refund(amount=data["amount"], idempotency_key=f"{key_prefix}:{count + 1}", reason=data["reason"])
         return _("%(n)s of the charge refunded to the buyer.") % {"n": data["amount"]}
 
-    return _form_view(model_admin, request, obj, RefundForm, _("Refund part of this charge"), apply)
+    return _form_view(
+        model_admin, request, obj, RefundForm, _("Refund part of this charge"), apply, permission="billing.issue_refund"
+    )
 
 
 @admin.register(LedgerAccount)
@@ -77,10 +90,20 @@ class LedgerAccountAdmin(ReadOnlyAdmin):
         account = get_object_or_404(LedgerAccount, pk=pk, kind=AccountKind.AVAILABLE)
 
         def apply(data):
-            credit_line_set(organization=account.organization, limit=data["limit"])
+            staff_credit_line_set(
+                actor=request.user, organization=account.organization, limit=data["limit"], reason=data["reason"]
+            )
             return _("Credit line of %(org)s set to %(n)s.") % {"org": account.organization, "n": data["limit"]}
 
-        return _form_view(self, request, account, CreditLineForm, _("Set the credit line"), apply)
+        return _form_view(
+            self,
+            request,
+            account,
+            CreditLineForm,
+            _("Set the credit line"),
+            apply,
+            permission="billing.set_credit_line",
+        )
 
 
 class PostingInline(admin.TabularInline):
@@ -107,7 +130,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
 
     def refund_charge(self, request, pk: int):
         capture = get_object_or_404(LedgerTransaction, pk=pk, kind=TransactionKind.CAPTURE)
-        refund = partial(charge_refund, capture_transaction_id=capture.pk)
+        refund = partial(staff_charge_refund, actor=request.user, capture_transaction_id=capture.pk)
         return _charge_refund_view(self, request, capture, refund=refund, reference=f"capture:{capture.pk}",
                                    key_prefix=f"charge-refund:{capture.pk}")  # fmt: skip
 
@@ -145,15 +168,17 @@ class TopUpAdmin(ReadOnlyAdmin):
         top_up = get_object_or_404(TopUp, pk=pk)
 
         def apply(data):
-            refund = refund_request(
-                top_up_id=top_up.pk, amount=data["amount"], reason=data["reason"], requested_by=request.user
+            refund = staff_top_up_refund(
+                actor=request.user, top_up_id=top_up.pk, amount=data["amount"], reason=data["reason"]
             )
             return _("Refund of %(n)s recorded (%(status)s).") % {
                 "n": refund.amount,
                 "status": refund.get_status_display(),
             }
 
-        return _form_view(self, request, top_up, RefundForm, _("Refund this top-up"), apply)
+        return _form_view(
+            self, request, top_up, RefundForm, _("Refund this top-up"), apply, permission="billing.issue_refund"
+        )
 
 
 @admin.register(Refund)
@@ -184,20 +209,23 @@ class PayoutAdmin(ReadOnlyAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Payout._meta.fields]
 
-    @admin.action(description=_("Approve: the transfer was sent"))
+    def has_approve_payout_permission(self, request) -> bool:
+        return request.user.has_perm("billing.approve_payout")
+
+    @admin.action(description=_("Approve: the transfer was sent"), permissions=["approve_payout"])
     def approve(self, request, queryset):
         for payout in queryset:
             try:
-                payout = payout_approve(payout_id=payout.pk, staff=request.user)
+                payout = staff_payout_approve(actor=request.user, payout_id=payout.pk)
             except DomainError as error:
                 self.message_user(request, f"{payout}: {error.detail}", messages.ERROR)
             else:
                 self.message_user(request, f"{payout}: {payout.get_status_display()}", messages.SUCCESS)
 
-    @admin.action(description=_("Reject: return the amount to the provider's earnings"))
+    @admin.action(description=_("Reject: return the amount to the provider's earnings"), permissions=["approve_payout"])
     def reject(self, request, queryset):
         for payout in queryset.filter(status=Payout.Status.AWAITING_APPROVAL):
-            payout_fail(payout_id=payout.pk, message=str(_("Rejected by staff")))
+            staff_payout_reject(actor=request.user, payout_id=payout.pk, reason=str(_("Rejected by staff")))
         self.message_user(request, _("Rejected payouts returned to earnings."), messages.WARNING)
 
 
@@ -240,6 +268,18 @@ class UsageChargeAdmin(ReadOnlyAdmin):
     def refund(self, request, pk: int):
         """Refund part of one rental's charge, whichever capture took it (its own, or a rating run's)."""
         charge = get_object_or_404(UsageCharge, pk=pk)
-        refund = partial(usage_charge_refund, charge_id=charge.pk)
+        refund = partial(staff_usage_charge_refund, actor=request.user, charge_id=charge.pk)
         return _charge_refund_view(self, request, charge, refund=refund, reference=f"usage-charge:{charge.pk}",
                                    key_prefix=f"usage-charge-refund:{charge.pk}")  # fmt: skip
+
+
+@admin.register(StaffMoneyAction)
+class StaffMoneyActionAdmin(ReadOnlyAdmin):
+    """Who moved money, when, and what: written by the services with the move itself, never edited."""
+
+    list_display = ["created_at", "actor", "action", "organization", "reference", "amount", "previous_amount",
+                    "result", "reason"]  # fmt: skip
+    list_filter = ["action"]
+    search_fields = ["reference", "actor__email", "organization__name", "reason"]
+    list_select_related = ["actor", "organization"]
+    date_hierarchy = "created_at"

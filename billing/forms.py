@@ -9,3 +9,4 @@ class RefundForm(forms.Form):
 
 class CreditLineForm(forms.Form):
     limit = forms.DecimalField(label=_("Credit line"), max_digits=14, decimal_places=2, min_value=0)
+    reason = forms.CharField(label=_("Reason"), max_length=255, required=False)

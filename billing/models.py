@@ -553,3 +553,53 @@ class SpendAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.period_start:%Y-%m} {self.threshold_percent}%"
+
+
+class StaffMoneyActionKind(models.TextChoices):
+    CREDIT_LINE_SET = "credit_line_set", _("Credit line set")
+    TOP_UP_REFUND = "top_up_refund", _("Top-up refunded")
+    CHARGE_REFUND = "charge_refund", _("Charge refunded")
+    USAGE_CHARGE_REFUND = "usage_charge_refund", _("Usage charge refunded")
+    PAYOUT_APPROVE = "payout_approve", _("Payout approved")
+    PAYOUT_REJECT = "payout_reject", _("Payout rejected")
+
+
+class StaffMoneyAction(models.Model):
+    """Who moved money in the admin, when, and what. Written by `billing.services.staff` in the same transaction
+    as the money action itself (never by a signal), so an action without its row cannot exist; read-only in
+    the admin. The permissions that allow each action are declared here, on their record."""
+
+    Action = StaffMoneyActionKind
+
+    actor = models.ForeignKey("accounts.User", on_delete=models.PROTECT, related_name="+", verbose_name=_("staff"))
+    action = models.CharField(_("action"), max_length=24, choices=StaffMoneyActionKind.choices)
+    organization = models.ForeignKey(
+        "accounts.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reference = models.CharField(_("object"), max_length=64)
+    amount = amount_field(verbose_name=_("amount"))
+    previous_amount = amount_field(verbose_name=_("previous amount"), null=True, blank=True)
+    reason = models.CharField(_("reason"), max_length=255, blank=True)
+    result = models.CharField(_("result"), max_length=32, blank=True)
+    ledger_transaction = models.ForeignKey(
+        LedgerTransaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("staff money action")
+        verbose_name_plural = _("staff money actions")
+        default_permissions = ("view",)  # rows are written by the services only
+        permissions = [
+            ("set_credit_line", _("Can set an organization's credit line")),
+            ("issue_refund", _("Can refund top-ups and charges")),
+            ("approve_payout", _("Can approve or reject manual payouts")),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=StaffMoneyActionKind.values), name="staff_money_action_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.reference} {self.amount}"

@@ -6,7 +6,14 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts import services
 from accounts.models import ApiKey, Invitation, Membership, Organization, User
-from tests.factories.accounts import PASSWORD, MembershipFactory, ProviderProfileFactory, UserFactory, api_key_for
+from tests.factories.accounts import (
+    PASSWORD,
+    MembershipFactory,
+    ProviderProfileFactory,
+    UserFactory,
+    api_key_for,
+    staff_login,
+)
 
 
 def test_sign_up_page_creates_user_and_logs_in(db, client):
@@ -160,7 +167,7 @@ def test_staff_approve_a_provider_in_the_admin(db, client):
     # given
     staff = UserFactory(is_staff=True, is_superuser=True)
     profile = ProviderProfileFactory(status="pending")
-    client.force_login(staff)
+    staff_login(client, staff)
     # when
     response = client.post(
         "/admin/accounts/providerprofile/", {"action": "approve", "_selected_action": [profile.pk]}, follow=True
@@ -176,7 +183,7 @@ def test_staff_approve_a_provider_in_the_admin(db, client):
 def test_staff_reject_a_provider_in_the_admin(db, client):
     staff = UserFactory(is_staff=True, is_superuser=True)
     profile = ProviderProfileFactory(status="pending")
-    client.force_login(staff)
+    staff_login(client, staff)
     client.post("/admin/accounts/providerprofile/", {"action": "reject", "_selected_action": [profile.pk]})
     profile.refresh_from_db()
     assert profile.status == "rejected"

@@ -1,4 +1,6 @@
 import factory
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from factory.django import DjangoModelFactory
 
 from accounts import services
@@ -59,3 +61,23 @@ def api_key_for(
         membership = organization.memberships.filter(role=Membership.Role.OWNER).select_related("user").first()
         user = membership.user if membership else MembershipFactory(organization=organization).user
     return services.api_key_create(organization=organization, created_by=user, name="test key", scopes=scopes, **kwargs)
+
+
+class TOTPDeviceFactory(DjangoModelFactory):
+    class Meta:
+        model = TOTPDevice
+
+    user = factory.SubFactory(UserFactory)
+    name = "default"
+    confirmed = True
+
+
+def staff_login(client, user: User) -> TOTPDevice:
+    """Sign a staff member in as the admin requires (STAFF_REQUIRE_TWO_FACTOR): with a confirmed TOTP device,
+    in a session that has passed it."""
+    device = TOTPDeviceFactory(user=user)
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device

@@ -17,7 +17,7 @@ from marketplace.services.applications import (
     application_version_create,
 )
 from marketplace.services.model_calls import model_calls_capture
-from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory, staff_login
 from tests.factories.applications import published_application
 from tests.factories.billing import fund
 from tests.factories.marketplace import ModelCallFactory, ModelServiceFactory
@@ -221,7 +221,7 @@ def test_the_seller_console_shows_calls_and_earnings_per_application(signed_in, 
 def test_staff_see_applications_subscriptions_and_reviews_in_the_admin_and_cannot_edit_them(client, service):
     # given
     application = published_application(model_service=service)
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    staff_login(client, UserFactory(is_staff=True, is_superuser=True))
     # when / then
     for page in ("application", "applicationsubscription", "applicationreview"):
         assert client.get(f"/admin/marketplace/{page}/").status_code == 200

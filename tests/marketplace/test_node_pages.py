@@ -12,7 +12,7 @@ from marketplace.models import Job, JobLogChunk, Metering, Node
 from marketplace.selectors.catalogue import offering_list
 from marketplace.services import nodes as node_services
 from marketplace.services.placement import PlacementRequest, placement_quote
-from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, UserFactory, staff_login
 from tests.factories.marketplace import accelerator
 from tests.factories.nodes import cpu_offering, h100_facts, h100_figures, live_node, node_for, rental_on_node
 
@@ -198,7 +198,7 @@ def test_staff_see_nodes_in_the_admin_and_clear_one_held_for_review(client):
     offering = cpu_offering(accelerator=accelerator("huawei-ascend-910b"), vcpu_per_node=1)
     node, _token = node_for(offering)
     node_services.node_register(node_id=node.pk, facts=h100_facts(accelerators=[{"index": 0, "name": "Ascend910B"}]))
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    staff_login(client, UserFactory(is_staff=True, is_superuser=True))
 
     listed = client.get("/admin/marketplace/node/")
     shown = client.get(f"/admin/marketplace/node/{node.pk}/change/")
