@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_api_key_spend_limit_notifications'),
-        ('billing', '0010_gateway_funds'),
+        ('billing', '0011_usage_event_node_and_period'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
