@@ -3,7 +3,7 @@
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, ValidationError
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.sql.compiler import SQLCompiler
@@ -78,13 +78,18 @@ def offering_rows_page(*, filters: QueryDict, offset: int, limit: int, strict: b
         if not valid and strict:
             raise ValidationError(filterset.errors)
         compiler = offering_rows(filterset.qs)[offset : offset + limit].query.get_compiler(connection.alias)
-        compiler.compiled_sql = compiler.as_sql()
+        try:
+            compiler.compiled_sql = compiler.as_sql()
+        except EmptyResultSet:  # a facet no row can match (a number past its column's range): no query to run
+            compiler.compiled_sql = None
         if valid:
             _compiled_pages[key] = compiler
             if len(_compiled_pages) > COMPILED_PAGES_MAX:
                 _compiled_pages.popitem(last=False)
     else:
         _compiled_pages.move_to_end(key)
+    if compiler.compiled_sql is None:
+        return []
     sql, params = compiler.compiled_sql
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
