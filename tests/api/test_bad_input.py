@@ -1,9 +1,11 @@
 """Bad input gets a clear answer in the API's error shape with a code, never a server error (issue 23, item 8)."""
 
 import pytest
+from rest_framework.test import APIClient
 
 from billing.models import TopUp
 from marketplace.models import Node
+from marketplace.services.nodes import node_create
 from tests.api.test_conventions import assert_error
 from tests.factories.accounts import ProviderProfileFactory
 from tests.factories.marketplace import OfferingFactory
@@ -122,3 +124,35 @@ def test_known_parameters_are_still_accepted(client, query):
     response = client.get(f"/api/v1/transactions/?{query}")
     # then
     assert response.status_code == 200, response.content
+
+
+@pytest.fixture
+def node_client(organization, owner):
+    ProviderProfileFactory(organization=organization)
+    offering = OfferingFactory(provider=organization)
+    node, token = node_create(provider=organization, offering_id=offering.pk, name="n1", actor=owner)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client.raise_request_exception = False
+    return client
+
+
+def test_an_agents_benchmark_with_errors_of_the_wrong_shape_records_no_errors_not_a_server_error(node_client):
+    # given
+    body = {"backend": "cuda", "devices": [{"index": 0, "name": "H100", "tflops": {}, "errors": [None, None]}]}
+    # when
+    response = node_client.post("/api/v1/agent/benchmarks", body, format="json")
+    # then
+    assert response.status_code == 201, response.content
+    assert response.json()["errors"] == {}
+
+
+def test_an_agents_job_end_with_a_status_of_the_wrong_type_is_400_invalid(node_client):
+    # given
+    moment = "2026-01-01T00:00:00Z"
+    body = {"status": {}, "exit_code": None, "started_at": moment, "finished_at": moment}
+    # when
+    response = node_client.post("/api/v1/agent/jobs/1/finish", body, format="json")
+    # then
+    assert response.status_code == 400, response.content
+    assert set(response.json()["error"]) == {"code", "message", "details"}
