@@ -22,6 +22,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from billing.money import AMOUNT_DIGITS, AMOUNT_PLACES
 from marketplace.core.errors import DomainError, RateLimited
+from marketplace.core.queries import MAX_OFFSET
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ WRITE_ERROR_STATUSES = {
     "409": "Conflicts with the current state, or the same Idempotency-Key is in flight.",
     "422": "The Idempotency-Key was used with a different request.",
     "415": "The request body's media type is not one the endpoint accepts (JSON, form or multipart).",
+    "413": "The request body is over the upload limit (`request_too_large`).",
 }
 
 
@@ -148,9 +150,6 @@ class FastJSONRenderer(JSONRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
         return b"" if data is None else orjson.dumps(data, default=str)
-
-
-MAX_OFFSET = 2**62  # an offset SQL's 64-bit integers hold with room for the page's rows
 
 
 class StandardPagination(PageNumberPagination):

@@ -10,6 +10,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.http import QueryDict
 
 from accounts.models import Organization
+from marketplace.core.queries import MAX_OFFSET
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
 from marketplace.models import AcceleratorModel, ModelService, Offering, OfferingPriceChange, Site
 
@@ -65,6 +66,8 @@ def offering_rows_page(*, filters: QueryDict, offset: int, limit: int, strict: b
     (compiled SQL, never results: every call runs the query). Invalid facets raise ValidationError, or with
     `strict=False` are ignored (the pages say so) and their query is not kept.
     """
+    if offset > MAX_OFFSET:  # a page past any table's rows (`?page=99999999999999999999`): empty, not an overflow
+        return []
     key = (
         connection.alias,
         tuple(sorted((name, tuple(filters.getlist(name))) for name in filters if name not in PAGE_PARAMETERS)),
