@@ -1,6 +1,5 @@
 """Wallet pages and the Stripe webhook endpoint: forms in, service calls, redirects; selectors out, templates."""
 
-import csv
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
@@ -22,7 +21,7 @@ from billing.services.payouts import payout_request
 from billing.services.quotas import quota_get, quota_usage
 from billing.services.topups import topup_confirm_return, topup_start, topup_test_mode
 from billing.services.webhooks import stripe_event_receive
-from marketplace.core.csv_export import streaming_csv_response
+from marketplace.core.csv_export import csv_writer, streaming_csv_response
 from marketplace.core.errors import DomainError
 
 PAGE_SIZE = 20
@@ -149,7 +148,7 @@ def statement_csv(request: HttpRequest, pk: int) -> HttpResponse:
     name = f"statement-{statement.organization.slug}-{statement.number}-{statement.period_start:%Y-%m}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
 
-    writer = csv.writer(response)
+    writer = csv_writer(response)
     writer.writerow(["line", "reference", "amount"])
     rounded = round_to_minor_unit  # the statement boundary: half-up to the fen
     writer.writerow(["opening_balance", "", rounded(statement.opening_balance)])

@@ -86,5 +86,6 @@ urlpatterns = [
     path("", include(storefront_patterns)),
 ]
 
+handler400 = "marketplace.views.errors.bad_request"
 handler404 = "marketplace.views.errors.not_found"
 handler500 = "marketplace.views.errors.server_error"

@@ -42,9 +42,10 @@ def topup_amount_validate(raw: object) -> Decimal:
         amount = Decimal(str(raw).strip())
     except (InvalidOperation, ValueError):
         raise DomainError(_("Enter the amount as a number, e.g. 100.00."), code="invalid_amount") from None
-    if not amount.is_finite() or amount != round_to_minor_unit(amount):
-        raise DomainError(_("Enter the amount with at most two decimal places."), code="invalid_amount")
+    if not amount.is_finite():
+        raise DomainError(_("Enter the amount as a number, e.g. 100.00."), code="invalid_amount")
     low, high = settings.TOPUP_MIN_AMOUNT, settings.TOPUP_MAX_AMOUNT
+    # The range first: rounding a number of more digits than the decimal context holds (1e30) is not possible.
     if not low <= amount <= high:
         raise DomainError(
             _("A top-up must be between %(low)s and %(high)s %(currency)s.")
@@ -53,6 +54,8 @@ def topup_amount_validate(raw: object) -> Decimal:
             minimum=str(low),
             maximum=str(high),
         )
+    if amount != round_to_minor_unit(amount):
+        raise DomainError(_("Enter the amount with at most two decimal places."), code="invalid_amount")
     return amount
 
 

@@ -1,6 +1,5 @@
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework import serializers as drf_serializers
@@ -10,7 +9,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.api import serializers
-from marketplace.core.api import ApprovedProviderMixin, CountlessPagination, FastJSONRenderer, OrganizationScopedMixin
+from marketplace.core.api import (
+    ApprovedProviderMixin,
+    CountlessPagination,
+    FastJSONRenderer,
+    OrganizationScopedMixin,
+    StrictFilterBackend,
+    query_params_refuse_unknown,
+)
 from marketplace.core.errors import DomainError
 from marketplace.core.idempotency import idempotent
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
@@ -60,7 +66,7 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
     """
 
     serializer_class = serializers.OfferingSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [StrictFilterBackend]
     filterset_class = OfferingFilterSet
     pagination_class = CountlessPagination
     renderer_classes = [FastJSONRenderer]
@@ -69,6 +75,7 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
         return catalogue.offering_list()
 
     def list(self, request: Request) -> Response:
+        query_params_refuse_unknown(request=request, view=self, filterset_class=self.filterset_class)
         offset, limit = self.paginator.page_window(request)
         window = catalogue.offering_rows_page(filters=request.query_params, offset=offset, limit=limit)
         rows = self.paginator.paginate_rows(window)
@@ -83,7 +90,7 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
 
 class ModelServiceViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = serializers.ModelServiceSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [StrictFilterBackend]
     filterset_class = ModelServiceFilterSet
 
     def get_queryset(self) -> QuerySet[ModelService]:

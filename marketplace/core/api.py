@@ -4,18 +4,25 @@ import copy
 import logging
 
 import orjson
+from django import forms
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from billing.money import AMOUNT_DIGITS, AMOUNT_PLACES
 from marketplace.core.errors import DomainError, RateLimited
+from marketplace.core.queries import MAX_OFFSET
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,7 @@ WRITE_ERROR_STATUSES = {
     "409": "Conflicts with the current state, or the same Idempotency-Key is in flight.",
     "422": "The Idempotency-Key was used with a different request.",
     "415": "The request body's media type is not one the endpoint accepts (JSON, form or multipart).",
+    "413": "The request body is over the upload limit (`request_too_large`).",
 }
 
 
@@ -79,6 +87,13 @@ def _error_body(code: str, message: str, details: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def request_too_large_body() -> dict:
+    """A body over `DATA_UPLOAD_MAX_MEMORY_SIZE`: answered 413 in the error shape, by a DRF view or by Django."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = _("The request body is over the limit of %(bytes)d bytes.") % {"bytes": limit}
+    return _error_body("request_too_large", message, {"limit_bytes": limit})
+
+
 def _code_of(exc: exceptions.APIException) -> str:
     codes = exc.get_codes()
     return codes if isinstance(codes, str) else exc.default_code
@@ -95,6 +110,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         details = {"fields": exc.message_dict} if hasattr(exc, "error_dict") else {"errors": exc.messages}
         return Response(_error_body("invalid", _("The request is invalid."), details), status=400)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(request_too_large_body(), status=413)
+    if isinstance(exc, OverflowError | DataError):
+        # A value that passed its field's validation but does not fit the database (an integer past 64 bits: PG
+        # "bigint out of range", SQLite's driver OverflowError): the caller's input, so a 400, not a server error.
+        # DRF rolls back the request's atomic block, if any, only for the exceptions it handles: so here too.
+        from rest_framework.views import set_rollback
+
+        set_rollback()
+        logger.info("value out of range", extra={"error": str(exc).splitlines()[0] if str(exc) else ""})
+        message = _("A value in the request is out of range.")
+        return Response(_error_body("invalid", message, {"errors": [message]}), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(_("Not found."))
     elif isinstance(exc, DjangoPermissionDenied):
@@ -146,7 +173,9 @@ class CountlessPagination(PageNumberPagination):
         self.request = request
         self.size = self.get_page_size(request)
         raw_number = request.query_params.get(self.page_query_param, "1")
-        if not raw_number.isdigit() or int(raw_number) < 1:
+        # A page whose offset no database takes (past a 64-bit integer) cannot hold rows: the answer of a page
+        # past the last one, not the database's overflow error.
+        if not raw_number.isdigit() or not 1 <= int(raw_number) <= MAX_OFFSET // self.size:
             raise exceptions.NotFound(_("Invalid page."))
         self.number = int(raw_number)
         return (self.number - 1) * self.size, self.size + 1
@@ -188,6 +217,56 @@ class CountlessPagination(PageNumberPagination):
                 "results": schema,
             },
         }
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """django-filter's backend, which refuses an invalid filter value (400 `invalid`), and which here also refuses a
+    list's query parameter that no filter, pagination or ordering reads (400 `unknown_parameter`): a misspelt or
+    unsupported filter (`?created_after=…`) would otherwise answer the unfiltered list as if it were filtered.
+    Only lists: a detail action may read parameters of its own."""
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None and getattr(view, "action", None) == "list":
+            query_params_refuse_unknown(request=request, view=view, filterset_class=type(filterset))
+        return filterset
+
+
+_known_query_params: dict[type, frozenset[str]] = {}
+
+
+def query_params_refuse_unknown(*, request, view, filterset_class) -> None:
+    """Raise 400 `unknown_parameter` for a query parameter the list view reads nowhere. The names a view knows are
+    worked out once per view class (a view's `filterset_fields` make a new FilterSet class on every request)."""
+    known = _known_query_params.get(type(view))
+    if known is None:
+        known = _known_query_params[type(view)] = _query_param_names(view, filterset_class)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise DomainError(
+            _("Unknown query parameter: %(names)s.") % {"names": ", ".join(unknown)},
+            code="unknown_parameter",
+            parameters=unknown,
+            known=sorted(known),
+        )
+
+
+def _query_param_names(view, filterset_class) -> frozenset[str]:
+    names = {api_settings.URL_FORMAT_OVERRIDE, *getattr(view, "extra_query_params", ())}
+    for name, filter_ in filterset_class.base_filters.items():
+        widget = filter_.field.widget
+        if hasattr(widget, "suffixes"):  # django-filter's range widgets: `<name>_min`, `<name>_after`, …
+            names.update(f"{name}_{suffix}" if suffix else name for suffix in widget.suffixes)
+        elif isinstance(widget, forms.MultiWidget):
+            names.update(f"{name}{suffix}" for suffix in widget.widgets_names)
+        else:
+            names.add(name)
+    paginator = getattr(view, "paginator", None)
+    parts = [paginator] if paginator is not None else []
+    parts += [backend() for backend in view.filter_backends if not issubclass(backend, DjangoFilterBackend)]
+    for part in parts:  # pagination's and ordering's parameters, as they document them
+        names.update(parameter["name"] for parameter in part.get_schema_operation_parameters(view))
+    return frozenset(names)
 
 
 class IsOrganizationMember(permissions.BasePermission):

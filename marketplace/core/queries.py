@@ -20,6 +20,9 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
 INTEGER_PLACEHOLDER = -(2**63) + 1  # no key is this small
+# The largest OFFSET a query is given: SQL's 64-bit integers hold it with room for a page's rows. No table holds as
+# many rows, so a window past it is empty, and sending it would only make the database fail.
+MAX_OFFSET = 2**62
 PLACEHOLDER = re.compile(r"%([s%])")
 
 

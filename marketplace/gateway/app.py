@@ -421,6 +421,11 @@ class Gateway:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise invalid(_("Send the conversation as a non-empty list of messages."), param="messages")
+        if not all(tokens.content_valid(message.get("content")) for message in messages):
+            raise invalid(
+                _("Each message's content is a string or a list of content parts; a text part's text is a string."),
+                param="messages",
+            )
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
             raise invalid(_("max_tokens must be a positive whole number."), param="max_tokens")

@@ -17,6 +17,22 @@ def tokens_of(text: str) -> list[str]:
     return TOKEN.findall(text)
 
 
+def content_valid(content) -> bool:
+    """A message's content as OpenAI's chat API takes it: a string, null (an assistant's tool call), or a list of
+    content parts, each an object with a `type`, a text part's `text` a string. Other part types (images, audio)
+    pass as they are: the upstream judges them."""
+    if content is None or isinstance(content, str):
+        return True
+    if not isinstance(content, list):
+        return False
+    return all(
+        isinstance(part, dict)
+        and isinstance(part.get("type"), str)
+        and (part["type"] != "text" or isinstance(part.get("text"), str))
+        for part in content
+    )
+
+
 def content_text(content) -> str:
     """A message's text: a string, or the text parts of a list of content parts (images and audio count nothing)."""
     if isinstance(content, str):

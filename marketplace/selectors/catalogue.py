@@ -3,13 +3,14 @@
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, ValidationError
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.sql.compiler import SQLCompiler
 from django.http import QueryDict
 
 from accounts.models import Organization
+from marketplace.core.queries import MAX_OFFSET
 from marketplace.filters import ModelServiceFilterSet, OfferingFilterSet
 from marketplace.models import AcceleratorModel, ModelService, Offering, OfferingPriceChange, Site
 
@@ -65,6 +66,8 @@ def offering_rows_page(*, filters: QueryDict, offset: int, limit: int, strict: b
     (compiled SQL, never results: every call runs the query). Invalid facets raise ValidationError, or with
     `strict=False` are ignored (the pages say so) and their query is not kept.
     """
+    if offset > MAX_OFFSET:  # a page past any table's rows (`?page=99999999999999999999`): empty, not an overflow
+        return []
     key = (
         connection.alias,
         tuple(sorted((name, tuple(filters.getlist(name))) for name in filters if name not in PAGE_PARAMETERS)),
@@ -78,13 +81,18 @@ def offering_rows_page(*, filters: QueryDict, offset: int, limit: int, strict: b
         if not valid and strict:
             raise ValidationError(filterset.errors)
         compiler = offering_rows(filterset.qs)[offset : offset + limit].query.get_compiler(connection.alias)
-        compiler.compiled_sql = compiler.as_sql()
+        try:
+            compiler.compiled_sql = compiler.as_sql()
+        except EmptyResultSet:  # a facet no row can match (a number past its column's range): no query to run
+            compiler.compiled_sql = None
         if valid:
             _compiled_pages[key] = compiler
             if len(_compiled_pages) > COMPILED_PAGES_MAX:
                 _compiled_pages.popitem(last=False)
     else:
         _compiled_pages.move_to_end(key)
+    if compiler.compiled_sql is None:
+        return []
     sql, params = compiler.compiled_sql
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

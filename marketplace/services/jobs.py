@@ -203,7 +203,7 @@ def job_log_append(*, node: Node, job_id: int, chunks: object) -> Job:
 def job_finish(*, node: Node, job_id: int, status: object, exit_code: object, started_at: object, finished_at: object):
     """The agent's report of the job's end. A job already ended (cancelled while queued, lost, or reported before)
     keeps its first end."""
-    if status not in FINISH_STATUSES:
+    if not isinstance(status, str) or status not in FINISH_STATUSES:
         raise _invalid("status", _("status must be one of %(s)s.") % {"s": ", ".join(sorted(FINISH_STATUSES))})
     if exit_code is not None and (type(exit_code) is not int or not -(2**31) <= exit_code < 2**31):
         raise _invalid("exit_code", _("exit_code must be an integer or null."))

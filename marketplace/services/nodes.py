@@ -400,7 +400,13 @@ def node_benchmark_record(*, node_id: int, figures: dict, moment: datetime | Non
         below_datasheet=[
             p for p, r in ratios.items() if r < settings.NODE_BENCHMARK_MIN_RATIO and p not in not_comparable
         ],
-        errors={p: _text(e, 200) for d in devices for p, e in (d.get("errors") or {}).items() if p in PRECISIONS},
+        errors={
+            p: _text(e, 200)
+            for d in devices
+            if isinstance(d.get("errors"), dict)  # anything else the agent sent is not a figure: ignored, as above
+            for p, e in d["errors"].items()
+            if p in PRECISIONS
+        },
     )
     error = _text(figures.get("error"), 300)
     _review_set(node, kind="benchmark", reasons=_benchmark_reasons(node=node, benchmark=benchmark, error=error))

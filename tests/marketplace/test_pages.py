@@ -263,3 +263,15 @@ def test_invalid_facets_are_reported_and_the_others_still_apply(db, client):
     page = client.get("/offerings/?region=yangtze-delta&min_price=cheap", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Some filters were not understood and were ignored" in page and "min_price" in page
     assert "Lingang node" in page and "Gui&#x27;an node" not in page
+
+
+@pytest.mark.parametrize("query", ["page=99999999999999999999", "page=99999999999999999999&min_memory_gb=1e30"])
+def test_the_catalogue_page_past_any_row_or_a_facet_past_its_range_is_an_empty_page(client, db, query):
+    # given
+    OfferingFactory()
+    client.raise_request_exception = False
+    # when
+    response = client.get(f"/offerings/?{query}")
+    # then
+    assert response.status_code == 200
+    assert response.context["page"].object_list == []

@@ -109,6 +109,37 @@ def test_bad_requests_are_400_with_the_parameter(gateway, buyer_key, chat_servic
     assert (bad_max[0], bad_max[2]["error"]["param"]) == (400, "max_tokens")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [[{"type": "text", "text": 123}], [{"type": "text", "text": None}], [{"type": "text"}], ["hello"], 123,
+     {"text": "hello"}, [{"type": "text", "text": ["a"]}]],
+)  # fmt: skip
+def test_a_message_content_of_the_wrong_shape_is_400_on_messages(gateway, buyer_key, chat_service, content):
+    # given
+    headers = {"Authorization": f"Bearer {buyer_key}", "Content-Type": "application/json"}
+    body = {"model": "qwen2-5-72b-instruct", "messages": [{"role": "user", "content": content}]}
+    # when
+    status, _headers, answer = raw_call(gateway, "/v1/chat/completions", json.dumps(body).encode(), headers)
+    # then
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, "invalid_request", "messages")
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert written_calls(gateway) == []
+
+
+def test_a_body_over_the_gateways_limit_is_413_request_too_large(gateway, buyer_key):
+    # given
+    headers = {"Authorization": f"Bearer {buyer_key}", "Content-Type": "application/json"}
+    body = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"x" * (9 * 1024 * 1024) + b'"}]}'
+    # when
+    status, _headers, answer = raw_call(gateway, "/v1/chat/completions", body, headers)
+    # then
+    assert (status, answer["error"]["code"], answer["error"]["type"]) == (
+        413,
+        "request_too_large",
+        "invalid_request_error",
+    )
+
+
 def test_the_upstreams_own_400_passes_through(gateway, buyer_key, chat_service):
     # when: the demo model answers one choice only
     with pytest.raises(openai.BadRequestError) as raised:
