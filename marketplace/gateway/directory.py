@@ -20,6 +20,7 @@ from accounts.models import ApiKey, Membership
 from accounts.services import api_key_hash
 from billing.money import AMOUNT_PLACES
 from marketplace.models import Application, GatewayPolicy, ModelService
+from marketplace.selectors.residency import residency_zones_allowed
 
 UNITS = 10**AMOUNT_PLACES  # money in the gateway is counted in integers of the ledger's last place
 
@@ -139,7 +140,7 @@ def _caller(*, organization_id: int, key: ApiKey | None) -> Caller:
         secret_hash=key.secret_hash if key else "",
         scopes=frozenset(key.scopes) if key else frozenset({"gateway"}),
         expires_at=key.expires_at if key else None,
-        zones=(frozenset(pins) if len(pins) == 1 else frozenset()) if pins else None,
+        zones=residency_zones_allowed(pins),
         limits=tuple(limits),
         spend_limit_units=None
         if key is None or key.monthly_spend_limit is None

@@ -57,6 +57,7 @@ from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessab
 from marketplace.core.guarded import Expression, GuardedStatement
 from marketplace.core.queries import PreparedQuery
 from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.selectors.residency import RESIDENCY_PIN_ALLOWS_SQL, residency_pins, residency_zones_allowed
 from marketplace.services.nodes import rental_nodes_release
 from marketplace.services.placement import offering_price
 
@@ -222,6 +223,21 @@ def _nodes_refusal(*, offering_id: int, nodes: int) -> None:
         _capacity_exhausted(free=free, nodes=nodes)
 
 
+def _residency_refusal(*, rental: Rental, api_key: ApiKey | None) -> None:
+    """Raise if the organization's or the API key's residency pin (the gateway's, one rule for both) excludes the
+    offering's zone; returns when it does not (the pin changed meanwhile: the statement can run again)."""
+    pins = residency_pins(organization_id=rental.organization_id, api_key_id=api_key.pk if api_key else None)
+    allowed = residency_zones_allowed(pins)
+    if allowed is not None and rental.residency_zone not in allowed:
+        raise Unprocessable(
+            _("This offering is in the %(zone)s residency zone; your organization or API key is pinned to %(pins)s.")
+            % {"zone": rental.residency_zone, "pins": ", ".join(sorted(pins))},
+            code="residency_zone_pinned",
+            offering_zone=rental.residency_zone,
+            pinned_zones=sorted(pins),
+        )
+
+
 def _nodes_take(*, offering_id: int, nodes: int) -> None:
     """Take the nodes with one conditional UPDATE, as the admission's last statement: the offering row is locked
     from here to the commit only. Raises CapacityExhausted, which rolls the whole admission back."""
@@ -339,6 +355,7 @@ def _admit_in_one_statement(
     limits = {"organization_id": rental.organization_id, "accelerators": rental.accelerators, "amount": hold_amount,
               "api_key": api_key, "moment": moment}  # fmt: skip
     refusals = {
+        "residency": lambda: _residency_refusal(rental=rental, api_key=api_key),
         "quota": lambda: quota_refusal(**limits),
         "funds": lambda: hold_refusal(organization_id=rental.organization_id, amount=hold_amount),
         "nodes": lambda: _nodes_refusal(offering_id=rental.offering_id, nodes=rental.nodes),
@@ -346,6 +363,11 @@ def _admit_in_one_statement(
     for _attempt in range(ADMISSION_ATTEMPTS):
         statement = GuardedStatement()
         rental_key = statement.key("rental_key", Rental)
+        statement.check(
+            "residency",
+            f"SELECT 1 WHERE {RESIDENCY_PIN_ALLOWS_SQL} AND {{guard}}",
+            [rental.organization_id, api_key.pk if api_key else None, rental.residency_zone],
+        )
         quota_take_in(statement, **limits)
         hold_texts = _admission_hold_expressions(rental_key=rental_key, offering_name=rental.offering.name)
         hold_id = hold_place_in(statement, hold=hold, expressions=hold_texts)
@@ -382,6 +404,7 @@ def _admit_step_by_step(
 ) -> RentalTransition:
     """Other databases (SQLite, the embedded default, serialises writers anyway): the same checks and writes as
     statements of one transaction, the nodes taken last."""
+    _residency_refusal(rental=rental, api_key=api_key)
     quota_accelerators_take(organization_id=rental.organization_id, accelerators=rental.accelerators)
     spend_limits_check(organization_id=rental.organization_id, api_key=api_key, amount=hold_amount, moment=moment)
     rental.save()

@@ -12,7 +12,7 @@ from billing.services.ledger import InsufficientFunds, credit_line_set
 from billing.services.quotas import QuotaExceeded, quota_get
 from marketplace import tasks
 from marketplace.core.errors import NotFound
-from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.models import GatewayPolicy, Offering, Rental, RentalTransition, ResidencyZone
 from marketplace.services import rentals as services
 from marketplace.services.rentals import CapacityExhausted, InvalidTransition, RentalRequest
 from tests.factories.accounts import OrganizationFactory, api_key_for
@@ -226,6 +226,54 @@ def test_residency_zone_not_of_the_offering_is_422(buyer, offering):
         rent(buyer, offering, residency_zone="cn-south")
 
     assert (error.value.status_code, error.value.code) == (422, "residency_zone_mismatch")
+
+
+@pytest.mark.parametrize("pinned_by", ["organization", "api_key"])
+def test_rental_outside_the_organization_or_keys_residency_pin_is_refused_and_writes_nothing(
+    admission_path, buyer, offering, pinned_by
+):
+    # given: the offering is in cn-east; the gateway's pin (organization's or key's) says cn-south
+    key, _secret = api_key_for(buyer)
+    owner = {"organization": {"organization": buyer}, "api_key": {"api_key": key}}[pinned_by]
+    GatewayPolicy.objects.create(residency_zone=ResidencyZone.CN_SOUTH, **owner)
+    # when
+    with pytest.raises(services.Unprocessable) as error:
+        services.rental_create(
+            organization=buyer, request=RentalRequest(offering_id=offering.pk, accelerators=1), api_key=key, moment=T0
+        )
+    # then
+    assert (error.value.status_code, error.value.code) == (422, "residency_zone_pinned")
+    assert error.value.extra == {"offering_zone": "cn-east", "pinned_zones": ["cn-south"]}
+    offering.refresh_from_db()
+    assert offering.rented_nodes == 0
+    assert Rental.objects.count() == 0
+    assert Hold.objects.count() == 0
+    assert wallet_get(organization=buyer).available == Decimal("1000.00")
+
+
+def test_rental_inside_the_residency_pin_is_admitted(admission_path, buyer, offering):
+    # given
+    GatewayPolicy.objects.create(organization=buyer, residency_zone=ResidencyZone.CN_EAST)
+    # when
+    rental = rent(buyer, offering)
+    # then
+    assert (rental.status, rental.residency_zone) == (Rental.Status.PENDING, "cn-east")
+
+
+def test_rental_is_refused_when_the_key_and_organization_pins_disagree(admission_path, buyer, offering):
+    # given: as at the gateway, two different pins leave no zone at all
+    key, _secret = api_key_for(buyer)
+    GatewayPolicy.objects.create(organization=buyer, residency_zone=ResidencyZone.CN_EAST)
+    GatewayPolicy.objects.create(api_key=key, residency_zone=ResidencyZone.CN_SOUTH)
+    # when
+    with pytest.raises(services.Unprocessable) as error:
+        services.rental_create(
+            organization=buyer, request=RentalRequest(offering_id=offering.pk, accelerators=1), api_key=key, moment=T0
+        )
+    # then
+    assert error.value.code == "residency_zone_pinned"
+    assert error.value.extra["pinned_zones"] == ["cn-east", "cn-south"]
+    assert Rental.objects.count() == 0
 
 
 def test_unpublished_offering_is_not_found(admission_path, buyer, offering):
