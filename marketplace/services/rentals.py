@@ -49,6 +49,7 @@ from billing.services.quotas import (
     quota_refusal,
     quota_take_in,
     spend_alerts_send,
+    spend_cap_room,
     spend_limits_check,
 )
 from billing.services.rating import rental_rate
@@ -695,14 +696,21 @@ def _runway_needed(*, rental: Rental, moment: datetime) -> Decimal:
     return quantize_amount(rental.price_per_hour * Decimal(seconds) / 3600)
 
 
-def _runway_top_up(*, rental: Rental, moment: datetime) -> None:
-    """Keep an on-demand or interruptible rental's hold a runway ahead; with too little money, hold what there is."""
+def _runway_top_up(*, rental: Rental, moment: datetime) -> bool:
+    """Keep an on-demand or interruptible rental's hold a runway ahead; with too little money, hold what there is,
+    and never more than the monthly cap still has room for (charges never pass what is held, so the rental cannot
+    overshoot the cap by a tick). True when the cap's room cut the top-up short."""
     needed = _runway_needed(rental=rental, moment=moment) - rental.hold.remaining
     if needed <= 0:
-        return
-    key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
-    hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
-    rental.hold.refresh_from_db()
+        return False
+    room = spend_cap_room(organization_id=rental.organization_id, moment=moment)
+    capped = room is not None and room < needed
+    needed = quantize_amount(min(needed, room)) if capped else needed
+    if needed > 0:
+        key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
+        hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
+        rental.hold.refresh_from_db()
+    return capped
 
 
 def rentals_settle(*, rental_ids: list[int], moment: datetime | None = None) -> int:
@@ -734,10 +742,11 @@ def rental_settle(*, rental_id: int, moment: datetime | None = None) -> Rental:
         return rental
     if rental.is_reserved:
         return rental  # the whole term is held
-    _runway_top_up(rental=rental, moment=moment)
+    capped = _runway_top_up(rental=rental, moment=moment)
     next_tick = quantize_amount(rental.price_per_hour * settings.METERING_TICK_SECONDS / 3600)
     if rental.hold.remaining < min(next_tick, _runway_needed(rental=rental, moment=moment)):
-        _suspend(rental=rental, reason=Rental.SuspensionReason.FUNDS, moment=moment)
+        reason = Rental.SuspensionReason.SPEND_CAP if capped else Rental.SuspensionReason.FUNDS
+        _suspend(rental=rental, reason=reason, moment=moment)
     return rental
 
 

@@ -9,7 +9,7 @@ from accounts.models import Notification
 from billing.models import Hold, LedgerTransaction, SpendAlert, UsageCharge, UsageEvent
 from billing.selectors import wallet_get
 from billing.services.ledger import InsufficientFunds, credit_line_set
-from billing.services.quotas import QuotaExceeded, quota_get
+from billing.services.quotas import QuotaExceeded, month_spend, quota_get
 from marketplace import tasks
 from marketplace.core.errors import NotFound
 from marketplace.models import GatewayPolicy, Offering, Rental, RentalTransition, ResidencyZone
@@ -17,7 +17,7 @@ from marketplace.services import rentals as services
 from marketplace.services.rentals import CapacityExhausted, InvalidTransition, RentalRequest
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
-from tests.factories.marketplace import OfferingFactory
+from tests.factories.marketplace import ModelCallFactory, OfferingFactory
 
 PRICE = Decimal("36.00000000")  # per accelerator-hour: one cent per accelerator-second
 T0 = now().replace(microsecond=0)
@@ -165,6 +165,39 @@ def test_monthly_spend_cap_counts_what_was_already_charged_this_month(admission_
     quota.monthly_spend_cap = Decimal("108")
     quota.save()
     assert rent(buyer, offering).hold.amount == PRICE
+
+
+def test_monthly_spend_cap_counts_model_calls_at_admission_on_both_paths(admission_path, buyer, offering):
+    # given: ¥80 of model calls this month and a ¥100 cap: compute and tokens share it
+    ModelCallFactory(organization=buyer, cost=Decimal("80"), created_at=T0)
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("100")
+    quota.save()
+    # when / then: an hour's runway (¥36) would pass ¥100
+    with pytest.raises(QuotaExceeded) as error:
+        rent(buyer, offering)
+    assert (error.value.extra["limit"], Decimal(error.value.extra["current"])) == ("monthly_spend_cap", Decimal("80"))
+    assert not Rental.objects.exists()
+    assert wallet_get(organization=buyer).available == Decimal("1000.00")
+
+
+def test_the_runway_is_held_only_as_far_as_the_monthly_cap_and_the_rental_stops_at_it(buyer, offering):
+    # given: a ¥40 cap, and a rental at ¥36 an hour whose first hour is charged
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("40")
+    quota.save()
+    rental = running(buyer, offering)
+    # when: the tick after the first hour tops the runway up
+    services.rental_settle(rental_id=rental.pk, moment=T0 + timedelta(hours=1))
+    # then: it holds only the ¥4 the cap has room for, not another hour
+    rental.refresh_from_db()
+    assert (rental.status, rental.hold.remaining) == (Rental.Status.RUNNING, Decimal("4.00"))
+    # when: the next tick comes 500 s later (¥5 of use)
+    services.rental_settle(rental_id=rental.pk, moment=T0 + timedelta(hours=1, seconds=500))
+    # then: it is charged up to the cap and no further, and suspended for the cap
+    rental.refresh_from_db()
+    assert (rental.status, rental.suspension_reason) == (Rental.Status.SUSPENDED, Rental.SuspensionReason.SPEND_CAP)
+    assert month_spend(organization_id=buyer.pk, moment=T0 + timedelta(hours=1)) == Decimal("40.00")
 
 
 def test_api_key_monthly_spend_limit_is_429_and_other_keys_are_not_bound_by_it(admission_path, buyer, offering):
