@@ -329,6 +329,9 @@ GATEWAY_DEFAULT_TOKENS_PER_MINUTE = env_int("GATEWAY_DEFAULT_TOKENS_PER_MINUTE",
 GATEWAY_HOLD_STEP = Decimal(os.environ.get("GATEWAY_HOLD_STEP", "20.00"))
 # An organization's gateway hold goes back to its available funds after this long without a model call.
 GATEWAY_HOLD_IDLE_SECONDS = env_int("GATEWAY_HOLD_IDLE_SECONDS", 1800)
+# With Redis, the gateway recounts an organization's month spend from the database this often: spend elsewhere
+# (rentals, subscriptions) that reaches the monthly cap stops model calls within it.
+GATEWAY_SPEND_CAP_RECOUNT_SECONDS = env_int("GATEWAY_SPEND_CAP_RECOUNT_SECONDS", 5)
 GATEWAY_CONNECT_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT_SECONDS", "5"))
 GATEWAY_READ_TIMEOUT_SECONDS = float(os.environ.get("GATEWAY_READ_TIMEOUT_SECONDS", "120"))
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000)

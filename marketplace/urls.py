@@ -20,6 +20,11 @@ storefront_patterns = (
         path("apps/<slug:slug>/review/", applications.application_review, name="application-review"),
         path("subscriptions/", applications.subscription_list, name="subscription-list"),
         path("subscriptions/<int:pk>/cancel/", applications.subscription_cancel, name="subscription-cancel"),
+        path(
+            "subscriptions/<int:pk>/accept-price/",
+            applications.subscription_price_accept,
+            name="subscription-price-accept",
+        ),
         path("placement/", storefront.placement, name="placement"),
         path("estimator/", storefront.estimator, name="estimator"),
     ],

@@ -84,17 +84,24 @@ def quota_accelerators_take(*, organization_id: int, accelerators: int) -> None:
         raise _concurrency_exceeded(quota=quota, accelerators=accelerators)
 
 
-# The quota row, if its concurrency limit fits the accelerators and this month's charges plus the amount fit its
-# monthly cap. Parameters: organization, accelerators, organization, month start, month end, amount.
-QUOTA_CHECK_SQL = """SELECT q.id FROM billing_organizationquota q
+# The quota row, if its concurrency limit fits the accelerators and this month's spend plus the amount fit its
+# monthly cap: rentals' charges, model calls and subscription payments, as `month_spend` counts them. Parameters:
+# organization, accelerators, then organization, month start, month end three times, then the amount.
+_MONTH_SPENT_SQL = """(SELECT coalesce(sum(c.amount), 0) FROM billing_usagecharge c
+               WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s)
+           + (SELECT coalesce(sum(m.cost), 0) FROM marketplace_modelcall m
+               WHERE m.organization_id = %s AND m.created_at >= %s AND m.created_at < %s)
+           + (SELECT coalesce(sum(p.amount), 0) FROM marketplace_subscriptionpayment p
+               WHERE p.organization_id = %s AND p.created_at >= %s AND p.created_at < %s)"""
+QUOTA_CHECK_SQL = f"""SELECT q.id FROM billing_organizationquota q
     WHERE q.organization_id = %s AND q.accelerators_in_use <= q.max_concurrent_accelerators - %s
-      AND (q.monthly_spend_cap IS NULL
-           OR (SELECT coalesce(sum(c.amount), 0) FROM billing_usagecharge c
-               WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s) + %s
-              <= q.monthly_spend_cap)"""
-# And the same for one API key's charges and limit. Parameters: organization, start, end, key, amount, limit.
+      AND (q.monthly_spend_cap IS NULL OR {_MONTH_SPENT_SQL} + %s <= q.monthly_spend_cap)"""  # noqa: S608 - the code's SQL, no input
+# And the same for one API key's charges and calls and limit. Parameters: organization, start, end, key, twice,
+# then amount, limit.
 API_KEY_LIMIT_SQL = """ AND (SELECT coalesce(sum(c.amount), 0) FROM billing_usagecharge c
-    WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s AND c.api_key_id = %s) + %s <= %s"""
+    WHERE c.organization_id = %s AND c.created_at >= %s AND c.created_at < %s AND c.api_key_id = %s)
+    + (SELECT coalesce(sum(m.cost), 0) FROM marketplace_modelcall m
+    WHERE m.organization_id = %s AND m.created_at >= %s AND m.created_at < %s AND m.api_key_id = %s) + %s <= %s"""
 
 
 def quota_take_in(
@@ -111,10 +118,10 @@ def quota_take_in(
     cap and the API key's limit (as `quota_accelerators_take` and `spend_limits_check`); its write counts the
     accelerators. The check fails when the quota row is missing too (see `quota_refusal`)."""
     start, end = period_bounds(moment)
-    sql, params = QUOTA_CHECK_SQL, [organization_id, accelerators, organization_id, start, end, amount]
+    sql, params = QUOTA_CHECK_SQL, [organization_id, accelerators, *[organization_id, start, end] * 3, amount]
     if api_key is not None and api_key.monthly_spend_limit is not None:
         sql += API_KEY_LIMIT_SQL
-        params += [organization_id, start, end, api_key.pk, amount, api_key.monthly_spend_limit]
+        params += [*[organization_id, start, end, api_key.pk] * 2, amount, api_key.monthly_spend_limit]
     statement.check("quota", sql + " AND {guard} FOR UPDATE OF q", params)
     statement.write(
         "quota_take",
@@ -216,6 +223,19 @@ def quota_usage(*, organization: Organization, moment: datetime | None = None) -
             resets_at,
         ),
     ]
+
+
+def spend_cap_room(*, organization_id: int, moment: datetime) -> Decimal | None:
+    """What the organization may still commit this month under its cap: the cap less the month's spend and less
+    everything it holds (rentals' runways, the gateway's standing hold), never below zero; None without a cap. A
+    hold grows no further than this, so what it later charges cannot pass the cap."""
+    from billing.selectors import wallet_get
+
+    cap = quota_get(organization_id=organization_id).monthly_spend_cap
+    if cap is None:
+        return None
+    held = wallet_get(organization=Organization.objects.get(pk=organization_id)).held
+    return max(cap - month_spend(organization_id=organization_id, moment=moment) - held, ZERO)
 
 
 def over_spend_limits(*, organization_id: int, moment: datetime) -> tuple[bool, set[int]]:

@@ -26,6 +26,7 @@ from billing.models import AccountKind, Hold, TransactionKind, UsageCharge, Usag
 from billing.money import AMOUNT_PLACES, amount_sum, quantize_amount
 from billing.services.holds import capture_fee, hold_capture, hold_increase_what_can_be
 from billing.services.ledger import ZERO, platform_account
+from billing.services.quotas import spend_cap_room
 from marketplace.models import Rental
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,14 @@ def rental_rate(*, rental: Rental) -> UsageCharge | None:
     hold = rental.hold
     hold.refresh_from_db()
     if rated > hold.remaining and hold.status == hold.Status.ACTIVE:
-        # Usage beyond the runway (ticks missed while the worker was down): hold the rest from funds if there are any.
-        key = f"usage-shortfall:{rental.pk}:{totals['through']}"
-        hold = hold_increase_what_can_be(hold_id=hold.pk, amount=rated - hold.remaining, idempotency_key=key)
+        # Usage beyond the runway (ticks missed while the worker was down): hold the rest from funds if there are any,
+        # as far as the monthly cap has room (what is not held is not charged: the rental never passes the cap).
+        shortfall = rated - hold.remaining
+        room = spend_cap_room(organization_id=rental.organization_id, moment=now())
+        shortfall = shortfall if room is None else min(shortfall, room)
+        if shortfall > 0:
+            key = f"usage-shortfall:{rental.pk}:{totals['through']}"
+            hold = hold_increase_what_can_be(hold_id=hold.pk, amount=shortfall, idempotency_key=key)
     amount = min(rated, hold.remaining)
     charge = UsageCharge.objects.create(
         organization_id=rental.organization_id,

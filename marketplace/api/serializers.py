@@ -471,14 +471,20 @@ class ApplicationSubscriptionSerializer(ReadOnlyModelSerializer):
     application = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
     price = money_field(read_only=True)
+    accepted_price = money_field(read_only=True)
+    pending_price = money_field(read_only=True, allow_null=True)
 
     class Meta:
         model = ApplicationSubscription
         fields = [
-            "id", "application", "version", "price", "status", "period_start", "period_end", "end_reason",
-            "created_at",
+            "id", "application", "version", "price", "accepted_price", "pending_price", "status", "period_start",
+            "period_end", "end_reason", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class SubscriptionPriceAcceptSerializer(serializers.Serializer):
+    price = money_field(help_text="The new monthly price as shown (pending_price); a different one is refused.")
 
 
 class ApplicationSearchSerializer(serializers.Serializer):

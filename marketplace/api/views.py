@@ -466,6 +466,22 @@ class ApplicationSubscriptionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyM
         )
         return Response(self.get_serializer(subscription).data)
 
+    @extend_schema(
+        request=serializers.SubscriptionPriceAcceptSerializer,
+        description="Accept the seller's higher monthly price (`pending_price`, sent back as `price`): renewals pay "
+        "it from the next period on. Without acceptance the subscription ends at the end of its period "
+        "(409 no_pending_price or price_changed).",
+    )
+    @action(detail=True, methods=["post"], url_path="accept-price")
+    def accept_price(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()  # another organization's is 404 whatever it sends
+        payload = serializers.SubscriptionPriceAcceptSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        subscription = application_services.application_subscription_price_accept(
+            subscription=subscription, user=request.user, price=payload.validated_data["price"]
+        )
+        return Response(self.get_serializer(subscription).data)
+
 
 @extend_schema_view(
     create=extend_schema(

@@ -18,9 +18,16 @@ from decimal import Decimal
 import hiredis
 import orjson
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils.timezone import localdate, now
+from django.utils.translation import gettext as _
 
-from billing.services.gateway import gateway_funds_grow, gateway_funds_held, gateway_funds_reserve
+from billing.services.gateway import (
+    SpendCapReached,
+    gateway_funds_grow,
+    gateway_funds_held,
+    gateway_funds_reserve,
+)
 from billing.services.quotas import month_spend
 from marketplace.gateway.directory import UNITS, Caller
 from marketplace.gateway.redis_pipe import RedisPipe, RedisPipeError, Script
@@ -35,24 +42,32 @@ logger = logging.getLogger(__name__)
 
 CALLS_BUFFER = "gw:calls"
 
-# Count a call against every rate limit of this minute and its key's monthly spend limit, and take its worst case
-# from the organization's free gateway funds: all or nothing. KEYS: funds, the key's month spend, then a requests
-# and a tokens counter per limit; ARGV: units, tokens, counters' lifetime, the key's limit in units (-1: none), then
+# Count a call against every rate limit of this minute, its key's monthly spend limit and its organization's monthly
+# spend cap, and take its worst case from the organization's free gateway funds: all or nothing. KEYS: funds, the
+# key's month spend, the organization's month spend, then a requests and a tokens counter per limit; ARGV: units,
+# tokens, counters' lifetime, the key's limit in units (-1: none), the organization's cap in units (-1: none), then
 # requests and tokens per minute per limit. Answers {1, 0, epoch} taken; {0, 0, epoch} funds short; {-1, 0, ''}
 # funds not in Redis; {-2, limit, 'requests'|'tokens'} a rate limit refused it; {-3, 0, ''} the key's month spend
-# not in Redis; {-4, 0, ''} the key's spend limit refused it.
+# not in Redis; {-4, 0, ''} the key's spend limit refused it; {-5, 0, ''} the organization's month spend not in
+# Redis; {-6, 0, ''} the organization's cap refused it.
 ADMIT = """
 local units, tokens, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local limits = (#KEYS - 2) / 2
+local org_cap = tonumber(ARGV[5])
+local limits = (#KEYS - 3) / 2
 for i = 1, limits do
-  local rpm, tpm = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
-  if rpm > 0 and tonumber(redis.call('GET', KEYS[1 + 2 * i]) or '0') + 1 > rpm then return {-2, i, 'requests'} end
-  if tpm > 0 and tonumber(redis.call('GET', KEYS[2 + 2 * i]) or '0') + tokens > tpm then return {-2, i, 'tokens'} end
+  local rpm, tpm = tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
+  if rpm > 0 and tonumber(redis.call('GET', KEYS[2 + 2 * i]) or '0') + 1 > rpm then return {-2, i, 'requests'} end
+  if tpm > 0 and tonumber(redis.call('GET', KEYS[3 + 2 * i]) or '0') + tokens > tpm then return {-2, i, 'tokens'} end
 end
 if cap >= 0 then
   local spent = redis.call('GET', KEYS[2])
   if not spent then return {-3, 0, ''} end
   if tonumber(spent) + units > cap then return {-4, 0, ''} end
+end
+if org_cap >= 0 then
+  local spent = redis.call('GET', KEYS[3])
+  if not spent then return {-5, 0, ''} end
+  if tonumber(spent) + units > org_cap then return {-6, 0, ''} end
 end
 local epoch = ''
 if units > 0 then
@@ -63,9 +78,10 @@ if units > 0 then
   redis.call('HINCRBY', KEYS[1], 'available', -units)
 end
 if cap >= 0 then redis.call('INCRBY', KEYS[2], units) end
+if org_cap >= 0 then redis.call('INCRBY', KEYS[3], units) end
 for i = 1, limits do
-  redis.call('INCR', KEYS[1 + 2 * i]); redis.call('EXPIRE', KEYS[1 + 2 * i], ttl)
-  redis.call('INCRBY', KEYS[2 + 2 * i], tokens); redis.call('EXPIRE', KEYS[2 + 2 * i], ttl)
+  redis.call('INCR', KEYS[2 + 2 * i]); redis.call('EXPIRE', KEYS[2 + 2 * i], ttl)
+  redis.call('INCRBY', KEYS[3 + 2 * i], tokens); redis.call('EXPIRE', KEYS[3 + 2 * i], ttl)
 end
 return {1, 0, epoch}
 """
@@ -78,14 +94,17 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'available', ARGV[1], 'epoch', ARGV[2])
 return 1
 """
-# Give back what a call reserved and did not cost, correct its key's month spend to the real cost, and buffer its
-# record, in one step. KEYS: funds, the buffer, the key's month spend ('' when the key has no limit).
+# Give back what a call reserved and did not cost, correct its key's and its organization's month spend to the real
+# cost, and buffer its record, in one step. KEYS: funds, the buffer, the key's month spend ('' when the key has no
+# limit), the organization's month spend ('' when it has no cap).
 FUNDS_SETTLE = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if epoch == ARGV[1] then redis.call('HINCRBY', KEYS[1], 'available', tonumber(ARGV[2]) - tonumber(ARGV[3]))
 elseif epoch then redis.call('HINCRBY', KEYS[1], 'available', -tonumber(ARGV[3])) end
-if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('INCRBY', KEYS[3], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+for i = 3, 4 do
+  if KEYS[i] ~= '' and redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+  end
 end
 redis.call('RPUSH', KEYS[2], ARGV[4])
 return 0
@@ -110,6 +129,7 @@ class Reservation:
     units: int
     epoch: str = ""
     spend_key: str = ""  # the Redis counter of the API key's month spend, when the key has a limit
+    cap_key: str = ""  # the Redis counter of the organization's month spend, when it has a cap
 
 
 def rate_window() -> int:
@@ -133,6 +153,18 @@ class FundsShort(Exception):
 
 class KeySpendLimitReached(Exception):
     """The call's worst case would take its API key past the key's monthly spend limit."""
+
+
+def spend_cap_reached() -> SpendCapReached:
+    """The call's worst case would take its organization past the monthly spend cap."""
+    return SpendCapReached(_("This month's spend cap is reached; staff can raise it, or wait for the month."))
+
+
+def organization_spend_counter(organization_id: int) -> str:
+    """The Redis counter of the organization's spend (and calls in flight) this month. It lives only
+    GATEWAY_SPEND_CAP_RECOUNT_SECONDS and is then recounted from the database, so spend outside the gateway (rentals,
+    subscriptions) stops calls within that: a standing hold grown while the cap had room does not outlive it."""
+    return f"gw:orgspend:{organization_id}:{localdate():%Y%m}"
 
 
 def key_spend_counter(api_key_id: int) -> str:
@@ -196,10 +228,21 @@ class RedisCounters(Counters):
         self._key_spend_seed = Script(self.pipe, KEY_SPEND_SEED)
 
     async def _admit_once(self, caller: Caller, units: int, tokens: int) -> tuple[bool, Reservation]:
-        window, limited = rate_window(), caller.spend_limit_units is not None
+        window, limited, capped = (
+            rate_window(),
+            caller.spend_limit_units is not None,
+            caller.spend_cap_units is not None,
+        )
         spend_key = key_spend_counter(caller.api_key_id) if limited else ""
-        keys = [f"gw:funds:{caller.organization_id}", spend_key or "gw:keyspend:none"]
-        args = [units, tokens, 120, caller.spend_limit_units if limited else -1]
+        cap_key = organization_spend_counter(caller.organization_id) if capped else ""
+        keys = [f"gw:funds:{caller.organization_id}", spend_key or "gw:keyspend:none", cap_key or "gw:orgspend:none"]
+        args = [
+            units,
+            tokens,
+            120,
+            caller.spend_limit_units if limited else -1,
+            caller.spend_cap_units if capped else -1,
+        ]
         for bucket, requests_per_minute, tokens_per_minute in caller.limits:
             keys += [f"gw:rl:{bucket}:r:{window}", f"gw:rl:{bucket}:t:{window}"]
             args += [requests_per_minute or 0, tokens_per_minute or 0]
@@ -209,13 +252,17 @@ class RedisCounters(Counters):
                 await self._seed(caller.organization_id)
             elif outcome == -3:
                 await self._seed_key_spend(caller, spend_key)
+            elif outcome == -5:
+                await self._seed_organization_spend(caller, cap_key)
             else:
                 break
         if outcome == -2:
             raise RateLimitHit(caller.limits[index - 1][0], value.decode())
         if outcome == -4:
             raise KeySpendLimitReached
-        return outcome == 1, Reservation(caller.organization_id, units, value.decode(), spend_key)
+        if outcome == -6:
+            raise spend_cap_reached()
+        return outcome == 1, Reservation(caller.organization_id, units, value.decode(), spend_key, cap_key)
 
     async def _seed_key_spend(self, caller: Caller, counter: str) -> None:
         """The key's month spend from the database (rentals and written calls) and the calls still buffered."""
@@ -228,6 +275,19 @@ class RedisCounters(Counters):
             organization_id=caller.organization_id, moment=now(), api_key_id=caller.api_key_id
         )
         await self._key_spend_seed(keys=[counter], args=[int(spent * UNITS) + buffered, 40 * 24 * 3600])
+
+    async def _seed_organization_spend(self, caller: Caller, counter: str) -> None:
+        """The organization's month spend from the database (rentals, subscriptions, written calls) and the calls
+        still buffered, for GATEWAY_SPEND_CAP_RECOUNT_SECONDS. Calls in flight when it is recounted are not in it
+        until they settle: they may pass the cap by their worst cases together, as on the embedded default."""
+        buffered = sum(
+            record["cost_units"]
+            for record in map(orjson.loads, await self.pipe.execute("LRANGE", CALLS_BUFFER, 0, -1))
+            if record["organization_id"] == caller.organization_id
+        )
+        spent = await sync_to_async(month_spend)(organization_id=caller.organization_id, moment=now())
+        lifetime = max(settings.GATEWAY_SPEND_CAP_RECOUNT_SECONDS, 1)
+        await self._key_spend_seed(keys=[counter], args=[int(spent * UNITS) + buffered, lifetime])
 
     async def _seed(self, organization_id: int) -> None:
         buffered = 0
@@ -253,7 +313,12 @@ class RedisCounters(Counters):
     async def settle(self, reservation: Reservation, *, cost_units: int, record: dict) -> None:
         try:
             await self._funds_settle(
-                keys=[f"gw:funds:{reservation.organization_id}", CALLS_BUFFER, reservation.spend_key],
+                keys=[
+                    f"gw:funds:{reservation.organization_id}",
+                    CALLS_BUFFER,
+                    reservation.spend_key,
+                    reservation.cap_key,
+                ],  # fmt: skip
                 args=[reservation.epoch, reservation.units, cost_units, orjson.dumps(record)],
             )
         except (RedisPipeError, hiredis.ReplyError):
@@ -277,9 +342,12 @@ class DatabaseCounters(Counters):
             organization_id=caller.organization_id, amount=units_to_amount(units), limits=caller.limits,
             tokens=tokens, window=rate_window(), api_key_id=caller.api_key_id,
             spend_limit=None if caller.spend_limit_units is None else units_to_amount(caller.spend_limit_units),
+            spend_cap=None if caller.spend_cap_units is None else units_to_amount(caller.spend_cap_units),
         )  # fmt: skip
         if refused == "key_spend_limit":
             raise KeySpendLimitReached
+        if refused == "spend_cap":
+            raise spend_cap_reached()
         if refused is not None and refused != "funds":
             raise RateLimitHit(*refused)
         return refused is None, Reservation(caller.organization_id, units)

@@ -19,7 +19,9 @@ from django.utils.timezone import now
 from accounts.models import ApiKey, Membership
 from accounts.services import api_key_hash
 from billing.money import AMOUNT_PLACES
+from billing.services.quotas import quota_get
 from marketplace.models import Application, GatewayPolicy, ModelService
+from marketplace.selectors.residency import residency_zones_allowed
 
 UNITS = 10**AMOUNT_PLACES  # money in the gateway is counted in integers of the ledger's last place
 
@@ -36,6 +38,7 @@ class Caller:
     zones: frozenset[str] | None  # None: any zone; empty: the key's and the organization's pins disagree
     limits: tuple[tuple[str, int | None, int | None], ...]  # (bucket, requests per minute, tokens per minute)
     spend_limit_units: int | None  # the key's monthly spend limit
+    spend_cap_units: int | None = None  # the organization's monthly spend cap (compute, calls and subscriptions)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def _caller(*, organization_id: int, key: ApiKey | None) -> Caller:
     policies = {(policy.api_key_id is not None): policy for policy in GatewayPolicy.objects.filter(owners)}
     key_policy, organization_policy = policies.get(True), policies.get(False)
     pins = {policy.residency_zone for policy in (key_policy, organization_policy) if policy and policy.residency_zone}
+    spend_cap = quota_get(organization_id=organization_id).monthly_spend_cap
     organization_limits = (
         organization_policy.requests_per_minute if organization_policy else None,
         organization_policy.tokens_per_minute if organization_policy else None,
@@ -139,11 +143,12 @@ def _caller(*, organization_id: int, key: ApiKey | None) -> Caller:
         secret_hash=key.secret_hash if key else "",
         scopes=frozenset(key.scopes) if key else frozenset({"gateway"}),
         expires_at=key.expires_at if key else None,
-        zones=(frozenset(pins) if len(pins) == 1 else frozenset()) if pins else None,
+        zones=residency_zones_allowed(pins),
         limits=tuple(limits),
         spend_limit_units=None
         if key is None or key.monthly_spend_limit is None
         else int(key.monthly_spend_limit * UNITS),
+        spend_cap_units=None if spend_cap is None else int(spend_cap * UNITS),
     )
 
 

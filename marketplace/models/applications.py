@@ -1,5 +1,7 @@
 """The app store: applications buyers build on a model service and sell, their versions, subscriptions and reviews."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -139,11 +141,16 @@ class ApplicationSubscription(TimeStampedModel):
         UNPUBLISHED = "unpublished", _("The seller unpublished the application.")
         NOT_BY_SUBSCRIPTION = "not_by_subscription", _("The application is no longer sold by subscription.")
         INSUFFICIENT_FUNDS = "insufficient_funds", _("Insufficient funds to renew.")
+        PRICE_NOT_ACCEPTED = "price_not_accepted", _("The seller raised the price and the buyer did not accept it.")
+        SPEND_LIMIT = "spend_limit", _("Renewing would pass the monthly spend cap.")
 
     application = models.ForeignKey(Application, on_delete=models.PROTECT, related_name="subscriptions")
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
     version = models.ForeignKey(ApplicationVersion, on_delete=models.PROTECT, related_name="+")
     price = amount_field(verbose_name=_("price per month"))
+    # The most the buyer agreed to renew at: what it subscribed at, or a higher price it accepted since. A seller's
+    # higher price applies only once accepted; a lower one applies at the next renewal by itself.
+    accepted_price = amount_field(verbose_name=_("accepted price per month"))
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.ACTIVE)
     period_start = models.DateTimeField(_("period start"))
     period_end = models.DateTimeField(_("paid until"))
@@ -163,6 +170,16 @@ class ApplicationSubscription(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.organization} → {self.application}"
+
+    @property
+    def pending_price(self) -> Decimal | None:
+        """The seller's current monthly price when it is higher than the buyer accepted (it awaits acceptance)."""
+        if self.status != self.Status.ACTIVE:
+            return None
+        current = self.application.current_version
+        if current is None or current.pricing != ApplicationVersion.Pricing.SUBSCRIPTION:
+            return None
+        return current.price if current.price > self.accepted_price else None
 
 
 class SubscriptionPayment(models.Model):

@@ -81,7 +81,7 @@ def subscription_open(*, application: Application, organization: Organization) -
 def subscription_list(*, organization: Organization) -> QuerySet[ApplicationSubscription]:
     return (
         ApplicationSubscription.objects.filter(organization=organization)
-        .select_related("application", "version")
+        .select_related("application__current_version", "version")
         .order_by("-created_at", "-pk")
     )
 

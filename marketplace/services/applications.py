@@ -4,19 +4,21 @@ the gateway asks what a call of an application is (trial, subscribed, paid) befo
 import calendar
 import logging
 from datetime import datetime
+from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils.timezone import now
 from django.utils.translation import gettext as _
 
 from accounts.models import Organization, User
-from accounts.services import membership_require
+from accounts.services import membership_require, notification_send
 from billing.models import AccountKind, TransactionKind
 from billing.money import round_to_minor_unit
 from billing.services.holds import fee_split, platform_fee_percent
 from billing.services.ledger import InsufficientFunds, ledger_post, organization_account, platform_account
-from billing.services.quotas import spend_limits_check
+from billing.services.quotas import QuotaExceeded, spend_limits_check
 from billing.services.wallets import billing_manager_require
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
 from marketplace.models import (
@@ -120,7 +122,30 @@ def application_version_create(*, application: Application, user: User, version:
     locked.current_version = made
     locked.save(update_fields=["current_version", "updated_at"])
     application.current_version = made
+    if made.pricing == Pricing.SUBSCRIPTION:
+        _subscribers_tell_price(application=locked, version=made)
     return made
+
+
+def _subscribers_tell_price(*, application: Application, version: ApplicationVersion) -> None:
+    """Tell each active subscriber whose accepted price the new one passes, in the app and by e-mail (after
+    commit): it applies only if they accept it before their period ends; otherwise the subscription ends then."""
+    subscribers = ApplicationSubscription.objects.filter(
+        application=application, status=ApplicationSubscription.Status.ACTIVE, accepted_price__lt=version.price
+    ).select_related("organization")
+    for subscription in subscribers:
+        prices = {"name": application.name, "old": f"{subscription.accepted_price:.2f}", "new": f"{version.price:.2f}"}
+        notification_send(
+            organization=subscription.organization,
+            kind="subscription_price_change",
+            title=_("%(name)s: the monthly price rises from %(old)s to %(new)s") % prices,
+            body=_(
+                "Your subscription renews on %(date)s. It renews at %(new)s only if you accept the new price before "
+                "then; otherwise it ends at the end of the period you paid for."
+            )
+            % {**prices, "date": f"{subscription.period_end:%Y-%m-%d}"},
+            link=reverse("storefront:subscription-list"),
+        )
 
 
 @transaction.atomic
@@ -211,7 +236,7 @@ def _subscription_pay(*, subscription: ApplicationSubscription, period_start: da
     )  # fmt: skip
     period_end = month_after(period_start)
     subscription.period_start, subscription.period_end = period_start, period_end
-    subscription.save(update_fields=["version", "price", "period_start", "period_end", "updated_at"])
+    subscription.save(update_fields=["version", "price", "accepted_price", "period_start", "period_end", "updated_at"])
     return SubscriptionPayment.objects.create(
         subscription=subscription,
         organization_id=subscription.organization_id,
@@ -241,7 +266,7 @@ def application_subscribe(
         with transaction.atomic():
             subscription = ApplicationSubscription.objects.create(
                 application=application, organization=organization, version=version, price=version.price,
-                period_start=moment, period_end=month_after(moment),
+                accepted_price=version.price, period_start=moment, period_end=month_after(moment),
             )  # fmt: skip
     except IntegrityError:
         raise Conflict(
@@ -262,10 +287,39 @@ def application_subscription_cancel(*, subscription: ApplicationSubscription, us
     return subscription
 
 
+@transaction.atomic
+def application_subscription_price_accept(
+    *, subscription: ApplicationSubscription, user: User, price: Decimal
+) -> ApplicationSubscription:
+    """Accept the seller's higher monthly price `price` (the one the buyer was shown): renewals pay it from the next
+    period on. Raises Conflict when the subscription is not active, nothing awaits acceptance, or the seller's price
+    is no longer `price`."""
+    billing_manager_require(user=user, organization=subscription.organization)
+    locked = (
+        ApplicationSubscription.objects.select_for_update(of=("self",))
+        .select_related("application__current_version")
+        .get(pk=subscription.pk)
+    )
+    pending = locked.pending_price
+    if pending is None:
+        raise Conflict(_("No new price awaits your acceptance."), code="no_pending_price")
+    if pending != price:
+        raise Conflict(
+            _("The seller's price is now %(price)s; review it and accept again.") % {"price": f"{pending:.2f}"},
+            code="price_changed",
+            price=str(pending),
+        )
+    locked.accepted_price = pending
+    locked.save(update_fields=["accepted_price", "updated_at"])
+    logger.info("subscription price accepted", extra={"subscription_id": locked.pk, "price": str(pending)})
+    return locked
+
+
 def application_subscriptions_renew(*, moment: datetime | None = None) -> int:
-    """Renew every subscription whose period is over, at the current version's price, or end it (cancelled, the
-    application unpublished or no longer sold by subscription, funds short). Each in its own transaction; a
-    period is paid at most once, so a second run changes nothing. Returns how many were renewed."""
+    """Renew every subscription whose period is over, at the current version's price if the buyer accepted it (a
+    lower one needs no acceptance), or end it (cancelled, the application unpublished or no longer sold by
+    subscription, a higher price not accepted, the monthly spend cap passed, funds short). Each in its own
+    transaction; a period is paid at most once, so a second run changes nothing. Returns how many were renewed."""
     moment = moment or now()
     renewed = 0
     due = ApplicationSubscription.objects.filter(period_end__lte=moment).exclude(
@@ -295,11 +349,19 @@ def _subscription_renew(*, subscription_id: int, moment: datetime) -> bool:
         reason = Ended.UNPUBLISHED
     elif version.pricing != Pricing.SUBSCRIPTION:
         reason = Ended.NOT_BY_SUBSCRIPTION
+    elif version.price > subscription.accepted_price:
+        reason = Ended.PRICE_NOT_ACCEPTED
     else:
         subscription.version, subscription.price = version, version.price
+        subscription.accepted_price = version.price
         try:
+            spend_limits_check(
+                organization_id=subscription.organization_id, api_key=None, amount=version.price, moment=moment
+            )
             with transaction.atomic():
                 _subscription_pay(subscription=subscription, period_start=subscription.period_end)
+        except QuotaExceeded:
+            reason = Ended.SPEND_LIMIT
         except InsufficientFunds:
             reason = Ended.INSUFFICIENT_FUNDS
         else:

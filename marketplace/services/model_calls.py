@@ -92,11 +92,16 @@ def model_call_admit_in_database(
     window: int,
     api_key_id: int,
     spend_limit: Decimal | None,
+    spend_cap: Decimal | None = None,
 ) -> str | tuple[str, str] | None:
     """The embedded default's admission: the call's worst case taken from the gateway funds and the call counted
     against its rate limits, both or neither, if its key's month spend leaves room for it (calls in flight are not
     counted here: they may pass the key's limit by their worst cases together). None when admitted; "funds" when
-    the funds are short; "key_spend_limit"; else the refusing limit as (bucket, requests|tokens)."""
+    the funds are short; "key_spend_limit"; "spend_cap" when the organization's month spend (compute, calls and
+    subscriptions) leaves no room for it, whatever its gateway hold still holds; else the refusing limit as
+    (bucket, requests|tokens)."""
+    if spend_cap is not None and month_spend(organization_id=organization_id, moment=now()) + amount > spend_cap:
+        return "spend_cap"
     if spend_limit is not None:
         spent = month_spend(organization_id=organization_id, moment=now(), api_key_id=api_key_id)
         if spent + amount > spend_limit:

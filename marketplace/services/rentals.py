@@ -49,6 +49,7 @@ from billing.services.quotas import (
     quota_refusal,
     quota_take_in,
     spend_alerts_send,
+    spend_cap_room,
     spend_limits_check,
 )
 from billing.services.rating import rental_rate
@@ -57,6 +58,7 @@ from marketplace.core.errors import Conflict, DomainError, NotFound, Unprocessab
 from marketplace.core.guarded import Expression, GuardedStatement
 from marketplace.core.queries import PreparedQuery
 from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.selectors.residency import RESIDENCY_PIN_ALLOWS_SQL, residency_pins, residency_zones_allowed
 from marketplace.services.nodes import rental_nodes_release
 from marketplace.services.placement import offering_price
 
@@ -222,6 +224,21 @@ def _nodes_refusal(*, offering_id: int, nodes: int) -> None:
         _capacity_exhausted(free=free, nodes=nodes)
 
 
+def _residency_refusal(*, rental: Rental, api_key: ApiKey | None) -> None:
+    """Raise if the organization's or the API key's residency pin (the gateway's, one rule for both) excludes the
+    offering's zone; returns when it does not (the pin changed meanwhile: the statement can run again)."""
+    pins = residency_pins(organization_id=rental.organization_id, api_key_id=api_key.pk if api_key else None)
+    allowed = residency_zones_allowed(pins)
+    if allowed is not None and rental.residency_zone not in allowed:
+        raise Unprocessable(
+            _("This offering is in the %(zone)s residency zone; your organization or API key is pinned to %(pins)s.")
+            % {"zone": rental.residency_zone, "pins": ", ".join(sorted(pins))},
+            code="residency_zone_pinned",
+            offering_zone=rental.residency_zone,
+            pinned_zones=sorted(pins),
+        )
+
+
 def _nodes_take(*, offering_id: int, nodes: int) -> None:
     """Take the nodes with one conditional UPDATE, as the admission's last statement: the offering row is locked
     from here to the commit only. Raises CapacityExhausted, which rolls the whole admission back."""
@@ -339,6 +356,7 @@ def _admit_in_one_statement(
     limits = {"organization_id": rental.organization_id, "accelerators": rental.accelerators, "amount": hold_amount,
               "api_key": api_key, "moment": moment}  # fmt: skip
     refusals = {
+        "residency": lambda: _residency_refusal(rental=rental, api_key=api_key),
         "quota": lambda: quota_refusal(**limits),
         "funds": lambda: hold_refusal(organization_id=rental.organization_id, amount=hold_amount),
         "nodes": lambda: _nodes_refusal(offering_id=rental.offering_id, nodes=rental.nodes),
@@ -346,6 +364,11 @@ def _admit_in_one_statement(
     for _attempt in range(ADMISSION_ATTEMPTS):
         statement = GuardedStatement()
         rental_key = statement.key("rental_key", Rental)
+        statement.check(
+            "residency",
+            f"SELECT 1 WHERE {RESIDENCY_PIN_ALLOWS_SQL} AND {{guard}}",
+            [rental.organization_id, api_key.pk if api_key else None, rental.residency_zone],
+        )
         quota_take_in(statement, **limits)
         hold_texts = _admission_hold_expressions(rental_key=rental_key, offering_name=rental.offering.name)
         hold_id = hold_place_in(statement, hold=hold, expressions=hold_texts)
@@ -382,6 +405,7 @@ def _admit_step_by_step(
 ) -> RentalTransition:
     """Other databases (SQLite, the embedded default, serialises writers anyway): the same checks and writes as
     statements of one transaction, the nodes taken last."""
+    _residency_refusal(rental=rental, api_key=api_key)
     quota_accelerators_take(organization_id=rental.organization_id, accelerators=rental.accelerators)
     spend_limits_check(organization_id=rental.organization_id, api_key=api_key, amount=hold_amount, moment=moment)
     rental.save()
@@ -672,14 +696,21 @@ def _runway_needed(*, rental: Rental, moment: datetime) -> Decimal:
     return quantize_amount(rental.price_per_hour * Decimal(seconds) / 3600)
 
 
-def _runway_top_up(*, rental: Rental, moment: datetime) -> None:
-    """Keep an on-demand or interruptible rental's hold a runway ahead; with too little money, hold what there is."""
+def _runway_top_up(*, rental: Rental, moment: datetime) -> bool:
+    """Keep an on-demand or interruptible rental's hold a runway ahead; with too little money, hold what there is,
+    and never more than the monthly cap still has room for (charges never pass what is held, so the rental cannot
+    overshoot the cap by a tick). True when the cap's room cut the top-up short."""
     needed = _runway_needed(rental=rental, moment=moment) - rental.hold.remaining
     if needed <= 0:
-        return
-    key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
-    hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
-    rental.hold.refresh_from_db()
+        return False
+    room = spend_cap_room(organization_id=rental.organization_id, moment=moment)
+    capped = room is not None and room < needed
+    needed = quantize_amount(min(needed, room)) if capped else needed
+    if needed > 0:
+        key = f"rental-runway:{rental.pk}:{rental.metered_until.isoformat()}"
+        hold_increase_what_can_be(hold_id=rental.hold_id, amount=needed, idempotency_key=key)
+        rental.hold.refresh_from_db()
+    return capped
 
 
 def rentals_settle(*, rental_ids: list[int], moment: datetime | None = None) -> int:
@@ -711,10 +742,11 @@ def rental_settle(*, rental_id: int, moment: datetime | None = None) -> Rental:
         return rental
     if rental.is_reserved:
         return rental  # the whole term is held
-    _runway_top_up(rental=rental, moment=moment)
+    capped = _runway_top_up(rental=rental, moment=moment)
     next_tick = quantize_amount(rental.price_per_hour * settings.METERING_TICK_SECONDS / 3600)
     if rental.hold.remaining < min(next_tick, _runway_needed(rental=rental, moment=moment)):
-        _suspend(rental=rental, reason=Rental.SuspensionReason.FUNDS, moment=moment)
+        reason = Rental.SuspensionReason.SPEND_CAP if capped else Rental.SuspensionReason.FUNDS
+        _suspend(rental=rental, reason=reason, moment=moment)
     return rental
 
 

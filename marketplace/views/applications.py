@@ -1,5 +1,7 @@
 """The app store's pages: the storefront's applications (search, try, subscribe, review) and the seller console."""
 
+from decimal import Decimal, InvalidOperation
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -116,6 +118,28 @@ def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         ends = f"{subscription.period_end:%Y-%m-%d}"
         messages.success(request, _("The subscription ends on %(day)s; it will not renew.") % {"day": ends})
     return redirect(safe_next(request, reverse("storefront:subscription-list")))
+
+
+@organization_required
+@require_POST
+def subscription_price_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    """Accept the seller's higher monthly price, as the page showed it (the form sends it back)."""
+    subscription = get_object_or_404(
+        ApplicationSubscription.objects.select_related("organization"), pk=pk, organization=request.organization
+    )
+    try:
+        price = Decimal(request.POST.get("price", ""))
+    except InvalidOperation:
+        price = None
+    try:
+        if price is None or not price.is_finite():
+            raise DomainError(_("Accept the price the page shows."), code="invalid_price")
+        services.application_subscription_price_accept(subscription=subscription, user=request.user, price=price)
+    except DomainError as error:
+        messages.error(request, error.detail)
+    else:
+        messages.success(request, _("Accepted: it renews at %(price)s a month.") % {"price": f"{price:.2f}"})
+    return redirect(reverse("storefront:subscription-list"))
 
 
 @organization_required

@@ -13,6 +13,7 @@ from billing.services.gateway import gateway_funds_grow
 from marketplace.models import Application, ApplicationSubscription, ApplicationVersion, SubscriptionPayment
 from marketplace.services.applications import (
     application_subscribe,
+    application_subscription_price_accept,
     application_subscriptions_renew,
     application_version_create,
 )
@@ -124,7 +125,7 @@ def test_subscribing_from_the_page_charges_the_month_and_cancelling_stops_the_re
     assert subscription.status == ApplicationSubscription.Status.ENDED and subscription.payments.count() == 1
 
 
-def test_a_new_version_changes_a_subscription_price_only_at_renewal_and_short_funds_end_it(service):
+def test_a_new_version_changes_an_accepted_subscription_price_only_at_renewal_and_short_funds_end_it(service):
     # given a subscriber at 10.00 a month
     buyer = OrganizationFactory()
     buyer_owner = MembershipFactory(organization=buyer, role="owner").user
@@ -139,6 +140,8 @@ def test_a_new_version_changes_a_subscription_price_only_at_renewal_and_short_fu
         version=version_fields(service, pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price=Decimal("12.00")),
     )  # fmt: skip
     subscription.refresh_from_db()
+    # and the buyer accepts it (without, it would end at the period's end: tests/marketplace/services/)
+    application_subscription_price_accept(subscription=subscription, user=buyer_owner, price=Decimal("12.00"))
     # then the paid period keeps 10.00; the renewal pays 12.00; the renewal after that finds 3.00 and ends it
     assert subscription.price == Decimal("10.00")
     first_end = subscription.period_end
@@ -153,6 +156,36 @@ def test_a_new_version_changes_a_subscription_price_only_at_renewal_and_short_fu
     assert list(SubscriptionPayment.objects.order_by("pk").values_list("amount", flat=True)) == [
         Decimal("10.00"), Decimal("12.00"),
     ]  # fmt: skip
+
+
+def test_the_subscriptions_page_shows_a_pending_price_and_accepts_it(signed_in, organization, service):
+    # given a subscription at 10.00 whose seller now asks 12.00
+    fund(organization, "100.00")
+    application = published_application(
+        model_service=service, pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price="10.00", slug="tutor"
+    )
+    signed_in.post("/apps/tutor/subscribe/")
+    subscription = ApplicationSubscription.objects.get(organization=organization)
+    application_version_create(
+        application=application, user=application.owner,
+        version=version_fields(service, pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price=Decimal("12.00")),
+    )  # fmt: skip
+    # when
+    listed = signed_in.get("/subscriptions/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    stale = signed_in.post(f"/subscriptions/{subscription.pk}/accept-price/", {"price": "11.00"}, follow=True)
+    subscription.refresh_from_db()
+    assert subscription.accepted_price == Decimal("10.00")
+    accepted = signed_in.post(
+        f"/subscriptions/{subscription.pk}/accept-price/", {"price": "12.00000000"}, follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
+    )  # fmt: skip
+    # then
+    assert "From the next period: ¥12.00" in listed and 'name="price" value="12.00000000"' in listed
+    assert "review it and accept again" in stale.content.decode()
+    assert "Accepted: it renews at 12.00 a month." in accepted.content.decode()
+    assert "From the next period" not in accepted.content.decode()
+    subscription.refresh_from_db()
+    assert subscription.accepted_price == Decimal("12.00")
 
 
 def test_a_seller_makes_versions_publishes_and_unpublishes_from_the_console(signed_in, organization, service):

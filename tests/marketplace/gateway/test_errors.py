@@ -3,15 +3,19 @@
 import http.client
 import json
 import socket
+import time
 from decimal import Decimal
 
 import openai
 import pytest
+from django.utils.timezone import now
 
 from accounts.services import api_key_revoke
-from billing.services.quotas import quota_get
-from marketplace.models import GatewayPolicy, ResidencyZone
-from tests.factories.accounts import OrganizationFactory, api_key_for
+from billing.services.quotas import month_spend, quota_get
+from marketplace.models import ApplicationVersion, GatewayPolicy, ResidencyZone
+from marketplace.services.applications import application_subscribe
+from tests.factories.accounts import MembershipFactory, OrganizationFactory, api_key_for
+from tests.factories.applications import published_application
 from tests.factories.billing import fund
 from tests.factories.gateway import written_calls
 from tests.factories.marketplace import ModelServiceFactory
@@ -270,6 +274,28 @@ def test_over_the_monthly_spend_cap_is_402_budget_exceeded(gateway, buyer, buyer
     # then: the gateway hold grew only as far as the cap allows, so the calls stop before passing it
     assert outcomes == [200, 200, 200, (402, "budget_exceeded")]
     assert sum(call.cost for call in written_calls(gateway)) == Decimal("0.000282")
+
+
+def test_once_other_spend_reaches_the_monthly_cap_calls_on_a_standing_hold_are_402_within_seconds(
+    gateway, buyer, buyer_key, chat_service, settings
+):
+    # given: a cap of 1.0002; one call (0.000094) grows the standing hold to what the cap then allowed
+    settings.GATEWAY_SPEND_CAP_RECOUNT_SECONDS = 1
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("1.0002")
+    quota.save()
+    client = client_for(gateway, buyer_key)
+    assert call_outcomes(client, 1) == [200]
+    # when: the organization spends 1.00 elsewhere (compute and subscriptions count toward the same cap), leaving
+    # 0.000106 of room, less than a call's worst case of 0.00011
+    owner = MembershipFactory(organization=buyer, role="owner").user
+    application = published_application(pricing=ApplicationVersion.Pricing.SUBSCRIPTION, price="1.00", slug="tutor")
+    application_subscribe(application=application, organization=buyer, user=owner)
+    time.sleep(1.2)  # the gateway recounts the month's spend within GATEWAY_SPEND_CAP_RECOUNT_SECONDS
+    # then: the held funds left do not let calls pass the cap
+    assert call_outcomes(client, 2) == [(402, "budget_exceeded")] * 2
+    written_calls(gateway)
+    assert month_spend(organization_id=buyer.pk, moment=now()) == Decimal("1.000094")
 
 
 def test_over_the_keys_monthly_spend_limit_is_402_budget_exceeded(gateway, buyer, chat_service):

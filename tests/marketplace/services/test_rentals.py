@@ -9,15 +9,15 @@ from accounts.models import Notification
 from billing.models import Hold, LedgerTransaction, SpendAlert, UsageCharge, UsageEvent
 from billing.selectors import wallet_get
 from billing.services.ledger import InsufficientFunds, credit_line_set
-from billing.services.quotas import QuotaExceeded, quota_get
+from billing.services.quotas import QuotaExceeded, month_spend, quota_get
 from marketplace import tasks
 from marketplace.core.errors import NotFound
-from marketplace.models import Offering, Rental, RentalTransition
+from marketplace.models import GatewayPolicy, Offering, Rental, RentalTransition, ResidencyZone
 from marketplace.services import rentals as services
 from marketplace.services.rentals import CapacityExhausted, InvalidTransition, RentalRequest
 from tests.factories.accounts import OrganizationFactory, api_key_for
 from tests.factories.billing import fund
-from tests.factories.marketplace import OfferingFactory
+from tests.factories.marketplace import ModelCallFactory, OfferingFactory
 
 PRICE = Decimal("36.00000000")  # per accelerator-hour: one cent per accelerator-second
 T0 = now().replace(microsecond=0)
@@ -167,6 +167,39 @@ def test_monthly_spend_cap_counts_what_was_already_charged_this_month(admission_
     assert rent(buyer, offering).hold.amount == PRICE
 
 
+def test_monthly_spend_cap_counts_model_calls_at_admission_on_both_paths(admission_path, buyer, offering):
+    # given: ¥80 of model calls this month and a ¥100 cap: compute and tokens share it
+    ModelCallFactory(organization=buyer, cost=Decimal("80"), created_at=T0)
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("100")
+    quota.save()
+    # when / then: an hour's runway (¥36) would pass ¥100
+    with pytest.raises(QuotaExceeded) as error:
+        rent(buyer, offering)
+    assert (error.value.extra["limit"], Decimal(error.value.extra["current"])) == ("monthly_spend_cap", Decimal("80"))
+    assert not Rental.objects.exists()
+    assert wallet_get(organization=buyer).available == Decimal("1000.00")
+
+
+def test_the_runway_is_held_only_as_far_as_the_monthly_cap_and_the_rental_stops_at_it(buyer, offering):
+    # given: a ¥40 cap, and a rental at ¥36 an hour whose first hour is charged
+    quota = quota_get(organization_id=buyer.pk)
+    quota.monthly_spend_cap = Decimal("40")
+    quota.save()
+    rental = running(buyer, offering)
+    # when: the tick after the first hour tops the runway up
+    services.rental_settle(rental_id=rental.pk, moment=T0 + timedelta(hours=1))
+    # then: it holds only the ¥4 the cap has room for, not another hour
+    rental.refresh_from_db()
+    assert (rental.status, rental.hold.remaining) == (Rental.Status.RUNNING, Decimal("4.00"))
+    # when: the next tick comes 500 s later (¥5 of use)
+    services.rental_settle(rental_id=rental.pk, moment=T0 + timedelta(hours=1, seconds=500))
+    # then: it is charged up to the cap and no further, and suspended for the cap
+    rental.refresh_from_db()
+    assert (rental.status, rental.suspension_reason) == (Rental.Status.SUSPENDED, Rental.SuspensionReason.SPEND_CAP)
+    assert month_spend(organization_id=buyer.pk, moment=T0 + timedelta(hours=1)) == Decimal("40.00")
+
+
 def test_api_key_monthly_spend_limit_is_429_and_other_keys_are_not_bound_by_it(admission_path, buyer, offering):
     limited, _secret = api_key_for(buyer)
     limited.monthly_spend_limit = Decimal("30")
@@ -226,6 +259,54 @@ def test_residency_zone_not_of_the_offering_is_422(buyer, offering):
         rent(buyer, offering, residency_zone="cn-south")
 
     assert (error.value.status_code, error.value.code) == (422, "residency_zone_mismatch")
+
+
+@pytest.mark.parametrize("pinned_by", ["organization", "api_key"])
+def test_rental_outside_the_organization_or_keys_residency_pin_is_refused_and_writes_nothing(
+    admission_path, buyer, offering, pinned_by
+):
+    # given: the offering is in cn-east; the gateway's pin (organization's or key's) says cn-south
+    key, _secret = api_key_for(buyer)
+    owner = {"organization": {"organization": buyer}, "api_key": {"api_key": key}}[pinned_by]
+    GatewayPolicy.objects.create(residency_zone=ResidencyZone.CN_SOUTH, **owner)
+    # when
+    with pytest.raises(services.Unprocessable) as error:
+        services.rental_create(
+            organization=buyer, request=RentalRequest(offering_id=offering.pk, accelerators=1), api_key=key, moment=T0
+        )
+    # then
+    assert (error.value.status_code, error.value.code) == (422, "residency_zone_pinned")
+    assert error.value.extra == {"offering_zone": "cn-east", "pinned_zones": ["cn-south"]}
+    offering.refresh_from_db()
+    assert offering.rented_nodes == 0
+    assert Rental.objects.count() == 0
+    assert Hold.objects.count() == 0
+    assert wallet_get(organization=buyer).available == Decimal("1000.00")
+
+
+def test_rental_inside_the_residency_pin_is_admitted(admission_path, buyer, offering):
+    # given
+    GatewayPolicy.objects.create(organization=buyer, residency_zone=ResidencyZone.CN_EAST)
+    # when
+    rental = rent(buyer, offering)
+    # then
+    assert (rental.status, rental.residency_zone) == (Rental.Status.PENDING, "cn-east")
+
+
+def test_rental_is_refused_when_the_key_and_organization_pins_disagree(admission_path, buyer, offering):
+    # given: as at the gateway, two different pins leave no zone at all
+    key, _secret = api_key_for(buyer)
+    GatewayPolicy.objects.create(organization=buyer, residency_zone=ResidencyZone.CN_EAST)
+    GatewayPolicy.objects.create(api_key=key, residency_zone=ResidencyZone.CN_SOUTH)
+    # when
+    with pytest.raises(services.Unprocessable) as error:
+        services.rental_create(
+            organization=buyer, request=RentalRequest(offering_id=offering.pk, accelerators=1), api_key=key, moment=T0
+        )
+    # then
+    assert error.value.code == "residency_zone_pinned"
+    assert error.value.extra["pinned_zones"] == ["cn-east", "cn-south"]
+    assert Rental.objects.count() == 0
 
 
 def test_unpublished_offering_is_not_found(admission_path, buyer, offering):
