@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from accounts.models import Organization, User
 from accounts.selectors import provider_is_approved
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
+from marketplace.core.upstreams import upstream_url_refusal
 from marketplace.models import AcceleratorModel, ModelService, Node, Offering, OfferingPriceChange, Site
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,13 @@ def _model_service_validate(service: ModelService) -> None:
         raise _validation_error("max_output_tokens", _("A chat model needs a maximum output length."))
     if service.max_output_tokens and service.max_output_tokens > service.context_length:
         raise _validation_error("max_output_tokens", _("The output cannot exceed the context length."))
+    refused = upstream_url_refusal(service.upstream_base_url)
+    if refused is not None:
+        message = _(
+            "The upstream must be a public http(s) address; %(host)s is inside a private, loopback, link-local or "
+            "reserved network."
+        ) % {"host": refused}
+        raise DomainError(message, code="upstream_url_forbidden", fields={"upstream_base_url": [message]})
 
 
 @transaction.atomic
