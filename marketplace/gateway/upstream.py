@@ -55,3 +55,5 @@ async def upstream_post(session: aiohttp.ClientSession, *, url: str, api_key: st
         return await session.post(url, data=body, headers=headers, allow_redirects=False)
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ConnectionTimeoutError) as error:
         raise UpstreamUnreachable(str(error)) from error
+    except aiohttp.InvalidURL as error:  # e.g. 127.1: a legacy IPv4 form aiohttp refuses to map onto an address
+        raise UpstreamForbidden(str(error)) from error

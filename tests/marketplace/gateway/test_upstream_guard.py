@@ -57,7 +57,7 @@ def client_for(gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "127.1"])
 def test_an_upstream_on_loopback_is_refused_when_connecting(gateway, buyer_key, internal, production, host):
     # given: a service whose upstream (written before the rule, or by a name that resolves there now) is loopback
     ModelServiceFactory(slug="inside", upstream_base_url=f"http://{host}:{internal.server_port}/v1")
