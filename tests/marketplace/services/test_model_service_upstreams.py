@@ -112,3 +112,20 @@ def test_the_api_answers_400_with_the_code(provider, production, api_client_for)
     assert response.json()["error"]["code"] == "upstream_url_forbidden"
     assert list(response.json()["error"]["details"]["fields"]) == ["upstream_base_url"]
     assert ModelService.objects.count() == 0
+
+
+def test_the_console_form_shows_the_refusal_next_to_the_url(provider, production, client):
+    # given
+    client.force_login(MembershipFactory(organization=provider).user)
+    # when
+    response = client.post(
+        "/console/model-services/new/",
+        {**FIELDS, "description": "", "max_output_tokens": 1024, "upstream_base_url": "http://169.254.169.254/v1"},
+    )
+    # then: the form again, its URL field refused, nothing saved
+    assert response.status_code == 200
+    assert response.context["form"].errors["upstream_base_url"] == [
+        "The upstream must be a public http(s) address; 169.254.169.254 is inside a private, loopback, link-local or "
+        "reserved network."
+    ]
+    assert ModelService.objects.count() == 0
