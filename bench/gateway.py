@@ -212,6 +212,7 @@ def main() -> None:
 
     redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
     os.environ["GATEWAY_REDIS_URL"] = BENCH_REDIS_URL
+    os.environ["GATEWAY_UPSTREAM_ALLOWED_NETWORKS"] = "127.0.0.1/32"  # the fake upstreams run on loopback
     log(f"==> database {BENCH_DATABASE_URL}, gateway counters in {BENCH_REDIS_URL}")
     fresh_database(BENCH_DATABASE_URL)
     processes = []

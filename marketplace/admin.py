@@ -9,11 +9,13 @@ from marketplace.models import (
     GatewayPolicy,
     Job,
     ModelCall,
+    ModelService,
     Node,
     NodeAccelerator,
     NodeBenchmark,
 )
 from marketplace.services.nodes import node_review_clear
+from marketplace.services.offerings import model_service_alias_approve, model_service_alias_revoke
 
 
 @admin.register(GatewayPolicy)
@@ -23,6 +25,32 @@ class GatewayPolicyAdmin(admin.ModelAdmin):
     list_display = ["organization", "api_key", "residency_zone", "requests_per_minute", "tokens_per_minute"]
     search_fields = ["organization__name", "api_key__name", "api_key__prefix"]
     autocomplete_fields = ["organization", "api_key"]
+
+
+@admin.register(ModelService)
+class ModelServiceAdmin(ReadOnlyAdmin):
+    """Providers make and price model services in their console; staff look, and approve which join a public alias
+    (the bare model slug callers name). Until then a service is callable by its own `provider/slug` name."""
+
+    list_display = ["name", "provider", "slug", "modality", "status", "alias_approved_at", "alias_approved_by"]
+    list_filter = ["status", "modality", ("alias_approved_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["provider", "alias_approved_by"]
+    search_fields = ["name", "slug", "provider__name"]
+    exclude = ["upstream_api_key"]
+    actions = ["approve_alias", "revoke_alias"]
+
+    @admin.action(description=_("Approve for the model's public alias"))
+    def approve_alias(self, request, queryset) -> None:
+        for service in queryset.filter(alias_approved_at__isnull=True):
+            model_service_alias_approve(model_service_id=service.pk, actor=request.user)
+            message = _("“%(name)s” now answers the alias %(alias)s.") % {"name": service.name, "alias": service.slug}
+            self.message_user(request, message, messages.SUCCESS)
+
+    @admin.action(description=_("Take out of the model's public alias"))
+    def revoke_alias(self, request, queryset) -> None:
+        for service in queryset.filter(alias_approved_at__isnull=False):
+            model_service_alias_revoke(model_service_id=service.pk, actor=request.user)
+            self.message_user(request, _("“%(name)s” left its alias.") % {"name": service.name}, messages.SUCCESS)
 
 
 @admin.register(ModelCall)

@@ -345,6 +345,10 @@ GATEWAY_TRY_IT_SECONDS = env_int("GATEWAY_TRY_IT_SECONDS", 3600)
 # A service whose upstream refused a connection is passed over by aliases for this long.
 GATEWAY_UNHEALTHY_SECONDS = env_int("GATEWAY_UNHEALTHY_SECONDS", 30)
 GATEWAY_CAPTURE_SECONDS = env_int("GATEWAY_CAPTURE_SECONDS", 15)
+# Networks (CIDRs, comma-separated) a model service's upstream may be in although they are not public: loopback,
+# private, link-local and reserved addresses are refused otherwise, when the URL is written and when the gateway
+# connects. Production names none; `make run` names its demo model server (127.0.0.1/32).
+GATEWAY_UPSTREAM_ALLOWED_NETWORKS = env_list("GATEWAY_UPSTREAM_ALLOWED_NETWORKS", "")
 
 # --- Celery ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", EMBEDDED_BROKER_URL)

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 PORT="${PORT:-8000}"
 DEMO_MODEL_PORT=8001  # where the demo model services point (seed_demo)
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+# The demo model server is on loopback, which the gateway refuses to call unless its network is named here.
+export GATEWAY_UPSTREAM_ALLOWED_NETWORKS="${GATEWAY_UPSTREAM_ALLOWED_NETWORKS:-127.0.0.1/32}"
 PY=.venv/bin/python
 CELERY=.venv/bin/celery
 

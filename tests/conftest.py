@@ -31,6 +31,13 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _loopback_upstreams(settings):
+    # The fake model upstreams of the tests run on this machine, as `make run`'s demo model server does; production
+    # names no network, and the tests of that refusal set the setting back to none.
+    settings.GATEWAY_UPSTREAM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache():
     cache.clear()
     yield

@@ -199,7 +199,7 @@ class ProviderModelServiceSerializer(ModelServiceSerializer):
     has_upstream_api_key = serializers.SerializerMethodField()
 
     class Meta(ModelServiceSerializer.Meta):
-        fields = [*ModelServiceSerializer.Meta.fields, "upstream_base_url", "has_upstream_api_key"]
+        fields = [*ModelServiceSerializer.Meta.fields, "upstream_base_url", "has_upstream_api_key", "alias_approved_at"]
         read_only_fields = fields
 
     def get_has_upstream_api_key(self, service: ModelService) -> bool:

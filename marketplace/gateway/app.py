@@ -38,7 +38,7 @@ from marketplace.gateway.counters import (
 )
 from marketplace.gateway.directory import AppListing, Caller, Directory, Service
 from marketplace.gateway.errors import NOT_FOUND, GatewayError, invalid
-from marketplace.gateway.upstream import UpstreamUnreachable, client_session, upstream_post
+from marketplace.gateway.upstream import UpstreamForbidden, UpstreamUnreachable, client_session, upstream_post
 from marketplace.services.applications import (
     SubscriptionRequired,
     application_call_admit,
@@ -158,7 +158,9 @@ def upstream_error(status: int, raw: bytes, retry_after: str | None) -> GatewayE
         return GatewayError(503, "upstream_overloaded", _("The model service is overloaded; retry shortly."))
     if status in (401, 403, 404):
         return GatewayError(502, "upstream_misconfigured", _("The model service is misconfigured at its provider."))
-    return GatewayError(502, "upstream_error", _("The model service failed (status %(status)d)."), status=status)
+    error = GatewayError(502, "upstream_error", _("The model service failed (status %(status)d)."))
+    error.params = {"status": status}  # not a keyword: `status` is the gateway's own answer's
+    return error
 
 
 class Gateway:
@@ -400,7 +402,9 @@ class Gateway:
         return orjson.dumps(body)
 
     async def open_upstream(self, call: Call, path: str) -> aiohttp.ClientResponse:
-        """The first candidate that answers; a connection error moves on to the next (only before any byte)."""
+        """The first candidate that answers; a connection error moves on to the next (only before any byte), as does
+        an upstream whose address the platform does not call."""
+        forbidden = False
         for service in call.candidates:
             call.service = service
             try:
@@ -413,6 +417,16 @@ class Gateway:
             except UpstreamUnreachable as error:
                 logger.warning("upstream unreachable", extra={"model_service_id": service.id, "error": str(error)})
                 self.directory.mark_unhealthy(service)
+            except UpstreamForbidden as error:
+                logger.warning("upstream forbidden", extra={"model_service_id": service.id, "error": str(error)})
+                self.directory.mark_unhealthy(service)
+                forbidden = True
+        if forbidden:
+            raise GatewayError(
+                502,
+                "upstream_forbidden",
+                _("The model service's upstream is at an address the platform does not call. Call another one."),
+            )
         raise GatewayError(
             502, "upstream_unavailable", _("The model service could not be reached. Retry, or call another one.")
         )

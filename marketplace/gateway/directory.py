@@ -56,6 +56,7 @@ class Service:
     output_units_per_1k: int
     max_output_tokens: int
     created: int  # Unix time, as OpenAI's model objects give it
+    alias_approved: bool = False  # staff let it answer its model's alias (the bare slug)
 
     def cost_units(self, *, prompt_tokens: int, completion_tokens: int) -> int:
         """Tokens × price per 1K, rounded half-up to the ledger's last place (one rounding per call)."""
@@ -169,6 +170,7 @@ def services_load() -> list[Service]:
             output_units_per_1k=int(row.output_price_per_1k_tokens * UNITS),
             max_output_tokens=row.max_output_tokens or row.context_length,
             created=int(row.created_at.timestamp()),
+            alias_approved=row.alias_approved_at is not None,
         )
         for row in rows
     ]
@@ -246,7 +248,8 @@ class Directory:
                     by_id: dict[int, Service] = {}
                     for service in await sync_to_async(services_load)():
                         by_name[service.name] = [service]
-                        by_name.setdefault(service.slug, []).append(service)
+                        if service.alias_approved:  # an alias routes only to services staff approved for it
+                            by_name.setdefault(service.slug, []).append(service)
                         by_id[service.id] = service
                     self._applications = {
                         listing.name: (listing, by_id.get(listing.service_id))
@@ -270,7 +273,8 @@ class Directory:
 
     async def route(self, *, model: str, modality: str, zones: frozenset[str] | None) -> list[Service]:
         """The services that may serve `model` for this caller, best first: a `provider/model` name gives its one
-        service; an alias (a model slug) every provider's, healthy before unhealthy, then cheapest first."""
+        service; an alias (a model slug) every provider's that staff approved for it, healthy before unhealthy, then
+        cheapest first."""
         candidates = [
             service
             for service in (await self.services()).get(model, [])

@@ -7,8 +7,9 @@ batches. The gateway sends only short scripts (EVALSHA) this way; anything else 
 
 import asyncio
 import hashlib
+import ssl
 from collections import deque
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -72,13 +73,41 @@ class _Connection:
             raise RedisPipeError("Redis did not answer in time") from None
 
 
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
+    """The TLS settings a `rediss://` URL names, read as redis-py reads them: `ssl_cert_reqs` (none, optional,
+    required: the default), `ssl_ca_certs` (a CA file; else the system's), `ssl_check_hostname`, and
+    `ssl_certfile`/`ssl_keyfile` for a client certificate."""
+    option = {name: values[-1] for name, values in query.items()}
+    reqs = option.get("ssl_cert_reqs", "required").lower()
+    if reqs not in CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {reqs!r}")
+    context = ssl.create_default_context(cafile=option.get("ssl_ca_certs") or None)
+    check_hostname = option.get("ssl_check_hostname", "true").lower() in {"1", "true", "yes"}
+    context.check_hostname = CERT_REQS[reqs] != ssl.CERT_NONE and check_hostname
+    context.verify_mode = CERT_REQS[reqs]
+    if option.get("ssl_certfile"):
+        context.load_cert_chain(option["ssl_certfile"], option.get("ssl_keyfile") or None)
+    return context
+
+
 class RedisPipe:
+    """Speaks the URLs redis-py's `from_url` does for a TCP connection: `redis://` or `rediss://` (TLS, with the
+    ssl_* query options), `[user][:password]@`, a database number in the path (or `?db=`), and `?password=`."""
+
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"the gateway's Redis URL must be redis:// or rediss://, not {parts.scheme}://")
+        query = parse_qs(parts.query)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
-        self.password = unquote(parts.password) if parts.password else None
+        password = unquote(parts.password) if parts.password else query.get("password", [None])[-1]
+        self.password = password or None
         self.username = unquote(parts.username) if parts.username else None
-        self.db = int(parts.path.lstrip("/") or 0)
+        self.db = int(parts.path.lstrip("/") or query.get("db", ["0"])[-1] or 0)
+        self.ssl = tls_context(query) if parts.scheme == "rediss" else None
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
 
@@ -86,14 +115,18 @@ class RedisPipe:
         async with self._connecting:
             if self._connection is None or self._connection.closed:
                 try:
-                    connection = _Connection(*await asyncio.open_connection(self.host, self.port))
+                    connection = _Connection(*await asyncio.open_connection(self.host, self.port, ssl=self.ssl))
                 except OSError as error:
                     raise RedisPipeError(str(error)) from error
-                if self.password:
-                    await connection.send(("AUTH", self.username, self.password) if self.username
-                                          else ("AUTH", self.password))  # fmt: skip
-                if self.db:
-                    await connection.send(("SELECT", self.db))
+                try:
+                    if self.password:
+                        await connection.send(("AUTH", self.username, self.password) if self.username
+                                              else ("AUTH", self.password))  # fmt: skip
+                    if self.db:
+                        await connection.send(("SELECT", self.db))
+                except hiredis.ReplyError as error:  # a wrong password or database: not left open
+                    connection.fail(RedisPipeError(str(error)))
+                    raise
                 self._connection = connection
             return self._connection
 

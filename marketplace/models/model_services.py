@@ -52,6 +52,14 @@ class ModelService(TimeStampedModel):
     # Write-only: used by the gateway to call the upstream, never serialised or shown back.
     upstream_api_key = models.CharField(_("upstream API key"), max_length=255, blank=True)
     status = models.CharField(_("status"), max_length=12, choices=OfferingStatus.choices, default=OfferingStatus.DRAFT)
+    # A service joins its model's public alias (callers naming just the slug) only once staff approved it: otherwise a
+    # new provider could undercut a popular model's alias and receive its callers' prompts. Until then it is called
+    # by its own `provider/slug` name. Cleared when the slug changes.
+    alias_approved_at = models.DateTimeField(_("alias approved at"), null=True, blank=True)
+    alias_approved_by = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("alias approved by"),
+    )  # fmt: skip
 
     class Meta:
         verbose_name = _("model service")
@@ -70,3 +78,7 @@ class ModelService(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def alias_approved(self) -> bool:
+        return self.alias_approved_at is not None

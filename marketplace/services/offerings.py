@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from accounts.models import Organization, User
 from accounts.selectors import provider_is_approved
 from marketplace.core.errors import Conflict, DomainError, PermissionDenied
+from marketplace.core.upstreams import upstream_url_refusal
 from marketplace.models import AcceleratorModel, ModelService, Node, Offering, OfferingPriceChange, Site
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,13 @@ def _model_service_validate(service: ModelService) -> None:
         raise _validation_error("max_output_tokens", _("A chat model needs a maximum output length."))
     if service.max_output_tokens and service.max_output_tokens > service.context_length:
         raise _validation_error("max_output_tokens", _("The output cannot exceed the context length."))
+    refused = upstream_url_refusal(service.upstream_base_url)
+    if refused is not None:
+        message = _(
+            "The upstream must be a public http(s) address; %(host)s is inside a private, loopback, link-local or "
+            "reserved network."
+        ) % {"host": refused}
+        raise DomainError(message, code="upstream_url_forbidden", fields={"upstream_base_url": [message]})
 
 
 @transaction.atomic
@@ -205,10 +213,35 @@ def model_service_update(*, model_service_id: int, actor: User, **fields) -> Mod
         raise Conflict(_("You already have a model service with this slug."), code="slug_taken")
     if fields.get("upstream_api_key") == "":
         fields.pop("upstream_api_key")  # blank means "keep the stored secret": it is never shown to edit
+    if new_slug != service.slug:
+        # Another slug is another alias: staff approve a service for one alias, not for whichever it moves to.
+        service.alias_approved_at = service.alias_approved_by = None
     for name, value in fields.items():
         setattr(service, name, value)
     _model_service_validate(service)
     service.save()
+    return service
+
+
+@transaction.atomic
+def model_service_alias_approve(*, model_service_id: int, actor: User) -> ModelService:
+    """Staff let the service join its model's public alias (callers naming only the slug); idempotent."""
+    service = ModelService.objects.select_for_update().get(pk=model_service_id)
+    if service.alias_approved_at is None:
+        service.alias_approved_at, service.alias_approved_by = now(), actor
+        service.save(update_fields=["alias_approved_at", "alias_approved_by", "updated_at"])
+        logger.info("model service alias approved", extra={"model_service_id": service.pk, "actor_id": actor.pk})
+    return service
+
+
+@transaction.atomic
+def model_service_alias_revoke(*, model_service_id: int, actor: User) -> ModelService:
+    """Staff take the service out of its model's alias; it stays callable by its `provider/slug` name."""
+    service = ModelService.objects.select_for_update().get(pk=model_service_id)
+    if service.alias_approved_at is not None:
+        service.alias_approved_at = service.alias_approved_by = None
+        service.save(update_fields=["alias_approved_at", "alias_approved_by", "updated_at"])
+        logger.info("model service alias revoked", extra={"model_service_id": service.pk, "actor_id": actor.pk})
     return service
 
 

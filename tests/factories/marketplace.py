@@ -73,6 +73,7 @@ class ModelServiceFactory(DjangoModelFactory):
     upstream_base_url = "http://127.0.0.1:9100/v1"
     upstream_api_key = "sk-upstream-secret-never-shown"
     status = ModelService.Status.PUBLISHED
+    alias_approved_at = factory.LazyFunction(now)  # the tests of an unapproved service say so
 
 
 class ModelCallFactory(DjangoModelFactory):

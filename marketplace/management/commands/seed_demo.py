@@ -231,6 +231,7 @@ class Command(BaseCommand):
                 rate_limit_rpm=600, rate_limit_tpm=1_000_000, residency_zone=zone, upstream_base_url=DEMO_UPSTREAM,
             )  # fmt: skip
             catalogue_services.model_service_set_status(model_service_id=service.pk, status="published", actor=owner)
+            catalogue_services.model_service_alias_approve(model_service_id=service.pk, actor=staff)
             created += 1
 
         for slug, name, icon, category, (
