@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("marketplace", "0009_offering_reliability"),
+        ("marketplace", "0010_subscription_accepted_price"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
