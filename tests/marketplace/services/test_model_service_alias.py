@@ -7,7 +7,7 @@ from django.utils.timezone import now
 
 from marketplace.models import ModelService
 from marketplace.services import offerings as services
-from tests.factories.accounts import MembershipFactory, UserFactory
+from tests.factories.accounts import MembershipFactory, UserFactory, staff_login
 from tests.factories.marketplace import ModelServiceFactory, ProviderOrganizationFactory
 from tests.marketplace.services.test_model_service_upstreams import FIELDS
 
@@ -65,13 +65,14 @@ def test_other_changes_keep_the_approval(db):
     assert service.alias_approved_at == approved_at
 
 
-def test_staff_approve_and_revoke_in_the_admin(admin_client, admin_user):
-    # given
+def test_staff_approve_and_revoke_in_the_admin(client, admin_user):
+    # given: a superuser signed in as the admin requires (two-factor)
+    staff_login(client, admin_user)
     waiting, approved = ModelServiceFactory(alias_approved_at=None), ModelServiceFactory(alias_approved_at=now())
     url = "/admin/marketplace/modelservice/"
     # when
-    approve = admin_client.post(url, {"action": "approve_alias", "_selected_action": [waiting.pk]})
-    revoke = admin_client.post(url, {"action": "revoke_alias", "_selected_action": [approved.pk]})
+    approve = client.post(url, {"action": "approve_alias", "_selected_action": [waiting.pk]})
+    revoke = client.post(url, {"action": "revoke_alias", "_selected_action": [approved.pk]})
     # then
     assert (approve.status_code, revoke.status_code) == (302, 302)
     waiting.refresh_from_db()
