@@ -10,16 +10,14 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Membership
 from marketplace.core.api import need_of
-from tests.api.test_tenant_isolation import (  # noqa: F401 (tenants is a fixture)
-    API_PREFIX,
+from tests.api import test_tenant_isolation
+from tests.api.test_tenant_isolation import (
     OBJECT_OF_A,
-    PK_GROUP,
     allowed_methods,
     api_routes,
     assert_a_unchanged,
     concrete_path,
     resource_of,
-    tenants,
 )
 from tests.factories.accounts import MembershipFactory, api_key_for
 
@@ -27,6 +25,7 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ROLE_ORDER = [role.value for role in Membership.Role]
 MATRIX_HEADING = "## Scopes and roles"
 GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+tenants = test_tenant_isolation.tenants  # the isolation walk's fixture: two organizations, A owning one of each
 
 
 class _Request:
@@ -176,9 +175,8 @@ def test_billing_member_cannot_change_a_model_services_upstream_or_mint_node_tok
     service, offering = tenants["service_a"], tenants["offering_a"]
     upstream = service.upstream_base_url
     # when
-    changed = client.patch(
-        f"/api/v1/provider/model-services/{service.pk}/", {"upstream_base_url": "https://evil.example/v1"}, format="json"
-    )
+    evil = {"upstream_base_url": "https://evil.example/v1"}
+    changed = client.patch(f"/api/v1/provider/model-services/{service.pk}/", evil, format="json")
     minted = client.post("/api/v1/provider/nodes/", {"offering": offering.pk, "name": "rogue"}, format="json")
     rotated = client.post(f"/api/v1/provider/nodes/{tenants['node_a'].pk}/rotate-token/")
     # then
