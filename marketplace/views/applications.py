@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import organization_required
+from accounts.decorators import organization_required, role_required
 from marketplace.core.errors import DomainError
 from marketplace.core.redirects import safe_next
 from marketplace.forms import (
@@ -81,6 +81,7 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def application_subscribe(request: HttpRequest, slug: str) -> HttpResponse:
     application = _published(slug)
@@ -101,6 +102,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     subscription = get_object_or_404(
@@ -119,6 +121,7 @@ def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def application_review(request: HttpRequest, slug: str) -> HttpResponse:
     application = _published(slug)
@@ -153,6 +156,7 @@ def seller_home(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 def seller_application_create(request: HttpRequest) -> HttpResponse:
     listing_form = ApplicationListingForm(request.POST or None, prefix="listing")
     version_form = ApplicationVersionForm(request.POST or None, prefix="version")
@@ -181,6 +185,7 @@ def _seller_application(request: HttpRequest, pk: int) -> Application:
 
 
 @organization_required
+@role_required("provider")
 def seller_application(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)
     form = ApplicationListingForm(request.POST or None, instance=application, prefix="listing")
@@ -207,6 +212,7 @@ def seller_application(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 def seller_version_create(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)
     current = application.current_version
@@ -226,6 +232,7 @@ def seller_version_create(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 @require_POST
 def seller_application_status(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Membership
@@ -217,3 +218,99 @@ def test_gateway_only_key_cannot_invite_an_admin(tenants):
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "scope_required"
     assert_a_unchanged(tenants)
+
+
+# Pages that act for an organization and only read: every role may open them. A page that changes something
+# declares its scope with `role_required`, and the API's role matrix applies to it.
+READ_PAGES = {
+    "billing:wallet", "billing:transactions-csv", "billing:statement-list", "billing:statement-detail",
+    "billing:statement-csv", "billing:quotas", "billing:earnings", "billing:top-up-return",
+    "console:home", "console:rental-list", "console:model-calls", "console:node-detail",
+    "seller:home", "rentals:list", "rentals:detail", "rentals:live", "rentals:job", "rentals:usage",
+    "rentals:usage-csv", "rentals:still-billing", "model-usage", "model-usage-csv", "storefront:subscription-list",
+}  # fmt: skip
+PAGE_KWARGS = {
+    "billing:wallet-top-up": lambda t: {},
+    "billing:payout-create": lambda t: {},
+    "console:offering-create": lambda t: {},
+    "console:offering-edit": lambda t: {"pk": t["offering_a"].pk},
+    "console:offering-status": lambda t: {"pk": t["offering_a"].pk},
+    "console:model-service-create": lambda t: {},
+    "console:model-service-edit": lambda t: {"pk": t["service_a"].pk},
+    "console:model-service-status": lambda t: {"pk": t["service_a"].pk},
+    "console:nodes": lambda t: {},
+    "console:node-action": lambda t: {"pk": t["node_a"].pk, "action": "rotate-token"},
+    "seller:application-create": lambda t: {},
+    "seller:application": lambda t: {"pk": t["application_a"].pk},
+    "seller:version-create": lambda t: {"pk": t["application_a"].pk},
+    "seller:application-status": lambda t: {"pk": t["application_a"].pk},
+    "rentals:order": lambda t: {"offering_pk": t["rental_a"].offering_id},
+    "rentals:job-submit": lambda t: {"pk": t["rental_a"].pk},
+    "rentals:job-cancel": lambda t: {"pk": t["rental_a"].pk, "job_pk": t["job_a"].pk},
+    "rentals:action": lambda t: {"pk": t["rental_a"].pk, "action": "cancel"},
+    "storefront:application-subscribe": lambda t: {"slug": t["subscription_a"].application.slug},
+    "storefront:application-review": lambda t: {"slug": t["subscription_a"].application.slug},
+    "storefront:subscription-cancel": lambda t: {"pk": t["subscription_a"].pk},
+}
+
+
+def organization_pages() -> dict[str, object]:
+    """{URL name: view} for every page that acts for an organization (organization_ or provider_required)."""
+    found = {}
+
+    def walk(patterns, namespaces: list[str]) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, namespaces + ([pattern.namespace] if pattern.namespace else []))
+            elif getattr(pattern.callback, "organization_page", False):
+                found[":".join([*namespaces, pattern.name])] = pattern.callback
+
+    walk(get_resolver().url_patterns, [])
+    return found
+
+
+def test_every_organization_page_that_writes_declares_its_scope():
+    # given
+    pages = organization_pages()
+    scoped = {name for name, view in pages.items() if getattr(view, "page_scope", None) in ApiKey.Scope.values}
+    # then: a new page is either a read page or declares the scope of what it changes
+    assert set(pages) - scoped == READ_PAGES
+    assert scoped == set(PAGE_KWARGS)
+
+
+@pytest.mark.parametrize("role", [Membership.Role.MEMBER, Membership.Role.BILLING])
+def test_a_member_whose_role_the_matrix_does_not_admit_is_refused_every_page_change_and_nothing_changes(
+    tenants, client, role
+):
+    # given
+    member = MembershipFactory(organization=tenants["a"], role=role).user
+    client.force_login(member)
+    refused = []
+    # when / then
+    for name, view in organization_pages().items():
+        if name in READ_PAGES or role in Membership.ROLES_BY_SCOPE[view.page_scope]:
+            continue
+        response = client.post(reverse(name, kwargs=PAGE_KWARGS[name](tenants)), {"name": "hijack", "status": "x"})
+        assert response.status_code == 403, (role, name, response.status_code)
+        refused.append(name)
+    assert refused
+    assert_a_unchanged(tenants)
+
+
+def test_billing_member_cannot_change_an_upstream_or_mint_a_node_token_through_the_console(tenants, client):
+    # given
+    billing = MembershipFactory(organization=tenants["a"], role=Membership.Role.BILLING).user
+    client.force_login(billing)
+    service = tenants["service_a"]
+    upstream = service.upstream_base_url
+    # when
+    edited = client.post(
+        reverse("console:model-service-edit", kwargs={"pk": service.pk}),
+        {"name": service.name, "upstream_base_url": "https://evil.example/v1"},
+    )
+    minted = client.post(reverse("console:nodes"), {"offering": tenants["offering_a"].pk, "name": "rogue"})
+    # then
+    assert [edited.status_code, minted.status_code] == [403, 403]
+    service.refresh_from_db()
+    assert service.upstream_base_url == upstream
+    assert tenants["offering_a"].nodes.count() == 1
