@@ -4,9 +4,14 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
+
+from accounts.selectors import membership_get
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def organization_required(view):
@@ -20,4 +25,25 @@ def organization_required(view):
             return redirect("accounts:organization-list")
         return view(request, *args, **kwargs)
 
+    wrapper.organization_page = True  # walked by tests/api/test_scopes_and_roles.py: a write page needs a scope
     return wrapper
+
+
+def role_required(scope: str):
+    """Pages that change what the API scope `scope` covers: only the roles that the role matrix
+    (`Membership.ROLES_BY_SCOPE`, the API's) admits for `scope` may send anything but a read. Put it under
+    `organization_required` or `provider_required`, which settle the organization first."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in SAFE_METHODS:
+                membership = membership_get(user=request.user, organization=request.organization)
+                if membership is None or not membership.may(scope):
+                    raise PermissionDenied(_("Your role in this organization does not allow this action."))
+            return view(request, *args, **kwargs)
+
+        wrapper.page_scope = scope
+        return wrapper
+
+    return decorate

@@ -90,6 +90,20 @@ class Membership(TimeStampedModel):
 
     MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
     BILLING_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.BILLING})
+    ALL_ROLES = frozenset(Role.values)
+    KEY_HOLDER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.MEMBER})
+    # The role matrix: which roles may take an action that changes something, by the API key scope that action
+    # needs (docs/api.md, "Scopes and roles"). Reads are open to every role. Billing members handle money and
+    # read everything, but neither rent, nor call models, nor touch provider settings, node tokens or upstreams;
+    # members rent and operate, but neither move money nor administer the organization.
+    ROLES_BY_SCOPE = {
+        "read": ALL_ROLES,
+        "rent": KEY_HOLDER_ROLES,
+        "gateway": KEY_HOLDER_ROLES,
+        "provider": KEY_HOLDER_ROLES,
+        "billing": BILLING_ROLES,
+        "admin": MANAGER_ROLES,
+    }
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
@@ -115,6 +129,10 @@ class Membership(TimeStampedModel):
     @property
     def can_manage_billing(self) -> bool:
         return self.role in self.BILLING_ROLES
+
+    def may(self, scope: str) -> bool:
+        """Whether this member's role may take actions that change what `scope` covers (ROLES_BY_SCOPE)."""
+        return self.role in self.ROLES_BY_SCOPE[scope]
 
 
 class Invitation(TimeStampedModel):
@@ -187,6 +205,8 @@ class ApiKey(TimeStampedModel):
         RENT = "rent", _("Rent capacity")
         GATEWAY = "gateway", _("Model gateway")
         PROVIDER = "provider", _("Provider")
+        BILLING = "billing", _("Billing: top-ups, subscriptions, payouts")
+        ADMIN = "admin", _("Administration: organizations, members, invitations, API keys")
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(_("name"), max_length=100)

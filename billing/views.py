@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import organization_required
+from accounts.decorators import organization_required, role_required
 from accounts.selectors import membership_get
 from billing import selectors
 from billing.filters import TransactionFilterSet
@@ -71,6 +71,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def wallet_top_up(request: HttpRequest) -> HttpResponse:
     organization = request.organization
@@ -183,6 +184,7 @@ def earnings(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def payout_create(request: HttpRequest) -> HttpResponse:
     provider = request.organization

@@ -11,12 +11,13 @@ from rest_framework.response import Response
 from accounts import selectors, services
 from accounts.api import serializers
 from accounts.models import ApiKey, Membership, Organization
-from marketplace.core.api import OrganizationScopedMixin
+from marketplace.core.api import Need, OrganizationScopedMixin
 from marketplace.core.errors import NotFound
 from marketplace.core.idempotency import idempotent
 
 
 class MeView(OrganizationScopedMixin, GenericAPIView):
+    needs = {"get": "read", "patch": Need("admin", roles=Membership.ALL_ROLES)}  # one's own profile
     serializer_class = serializers.MeSerializer
     pagination_class = None
 
@@ -45,6 +46,18 @@ class MeView(OrganizationScopedMixin, GenericAPIView):
 class OrganizationViewSet(
     OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
+    needs = {
+        "list": "read",
+        "retrieve": "read",
+        # A new organization of one's own, whatever one's role in this one.
+        "create": Need("admin", roles=Membership.ALL_ROLES),
+        "partial_update": "admin",
+        "members": "read",  # GET; changes go through `member`
+        "member": "admin",
+        "invitations": "admin",  # GET lists invitees' addresses: administration, like sending them
+        "invitation": "admin",
+        "provider_application": {"get": "read", "post": "admin"},
+    }
     serializer_class = serializers.OrganizationSerializer
     ordering_fields = ["name", "created_at"]
     filterset_fields = ["is_personal"]
@@ -153,6 +166,13 @@ class OrganizationViewSet(
 
 
 class ApiKeyViewSet(OrganizationScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    needs = {
+        "list": "read",
+        "retrieve": "read",
+        # Members manage keys of their own (the service limits them to those); billing members hold none.
+        "create": Need("admin", roles=Membership.KEY_HOLDER_ROLES),
+        "revoke": Need("admin", roles=Membership.KEY_HOLDER_ROLES),
+    }
     serializer_class = serializers.ApiKeySerializer
     ordering_fields = ["created_at", "name", "last_used_at"]
 

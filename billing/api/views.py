@@ -20,6 +20,8 @@ from marketplace.core.idempotency import idempotent
 
 
 class WalletView(OrganizationScopedMixin, APIView):
+    needs = {"get": "read"}
+
     @extend_schema(responses=serializers.WalletSerializer)
     def get(self, request: Request) -> Response:
         wallet = selectors.wallet_get(organization=self.organization)
@@ -29,6 +31,8 @@ class WalletView(OrganizationScopedMixin, APIView):
 
 class TransactionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Every ledger transaction that moved the organization's money, with its effect on each balance."""
+
+    needs = {"list": "read", "retrieve": "read"}
 
     serializer_class = serializers.TransactionSerializer
     filterset_class = TransactionFilterSet
@@ -42,6 +46,8 @@ class TransactionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet)
 
 class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Top-ups. Creating one returns a Stripe Checkout URL to pay at (or, in test mode, a credited top-up)."""
+
+    needs = {"list": "read", "retrieve": "read", "create": "billing"}
 
     serializer_class = serializers.TopUpSerializer
     filterset_class = TopUpFilterSet
@@ -73,6 +79,8 @@ class TopUpViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.Re
 class StatementViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Closed monthly statements, numbered without gaps; exact ledger amounts (round half-up to show)."""
 
+    needs = {"list": "read", "retrieve": "read"}
+
     serializer_class = serializers.StatementSerializer
     filterset_fields = ["period_start"]
 
@@ -83,6 +91,8 @@ class StatementViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
 
 
 class ProviderEarningsView(ApprovedProviderMixin, APIView):
+    needs = {"get": "provider"}
+
     @extend_schema(responses=serializers.EarningsSerializer)
     def get(self, request: Request) -> Response:
         wallet = selectors.wallet_get(organization=self.organization)
@@ -100,6 +110,8 @@ class ProviderEarningsView(ApprovedProviderMixin, APIView):
 
 class ProviderPayoutViewSet(ApprovedProviderMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Payouts of earnings: requested here, settled by Stripe Connect or by staff."""
+
+    needs = {"list": "provider", "retrieve": "provider", "create": "billing"}
 
     serializer_class = serializers.PayoutSerializer
     filterset_fields = ["status"]
@@ -130,6 +142,8 @@ class UsageEventView(ApprovedProviderMixin, APIView):
     """Report usage of rentals on your offerings (providers and their agents). Each event gets its own result:
     accepted, duplicate (its idempotency key was seen before: nothing changes) or rejected with a code."""
 
+    needs = {"post": "provider"}
+
     @extend_schema(
         request=serializers.UsageEventBatchDocSerializer,
         responses={200: serializers.UsageEventBatchResultSerializer},
@@ -147,6 +161,8 @@ class UsageEventView(ApprovedProviderMixin, APIView):
 
 class QuotaView(OrganizationScopedMixin, APIView):
     """Each limit of the organization, what uses it now, and when it resets."""
+
+    needs = {"get": "read"}
 
     @extend_schema(responses=serializers.QuotaSerializer(many=True))
     def get(self, request: Request) -> Response:

@@ -366,6 +366,15 @@ class ProviderNodeViewSet(ApprovedProviderMixin, viewsets.ReadOnlyModelViewSet):
     """Your nodes: make one (its agent's token is shown once), see what its agent reports, rotate its token, ask
     for a benchmark, retire it."""
 
+    needs = {
+        "list": "provider",
+        "retrieve": "provider",
+        "create": "provider",  # mints the node's token
+        "benchmark": "provider",
+        "retire": "provider",
+        "rotate_token": "provider",
+    }
+
     filterset_fields = ["offering", "status", "needs_review"]
     ordering_fields = ["created_at", "name", "last_heartbeat_at"]
 
@@ -452,7 +461,8 @@ class JobLogEntrySerializer(ReadOnlyModelSerializer):
 class JobViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Jobs on your rentals' nodes: submit a command, read its output as it comes, cancel it."""
 
-    write_scope = "rent"
+    needs = {"list": "read", "retrieve": "read", "log": "read", "create": "rent", "cancel": "rent"}
+
     serializer_class = JobSerializer
     filterset_fields = ["rental", "status"]
     ordering_fields = ["created_at"]

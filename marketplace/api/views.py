@@ -41,6 +41,7 @@ from marketplace.services.placement import EXCLUSION_REASONS, PlacementRequest, 
 
 
 class SiteViewSet(viewsets.ReadOnlyModelViewSet):
+    needs = {"list": "read", "retrieve": "read"}
     serializer_class = serializers.SiteSerializer
     filterset_fields = ["region", "tier", "residency_zone"]
     ordering_fields = ["name", "region"]
@@ -50,6 +51,7 @@ class SiteViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class AcceleratorViewSet(viewsets.ReadOnlyModelViewSet):
+    needs = {"list": "read", "retrieve": "read"}
     serializer_class = serializers.AcceleratorSerializer
     filterset_fields = ["vendor", "is_domestic"]
     ordering_fields = ["vendor", "memory_gb", "tflops_bf16"]
@@ -64,6 +66,8 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
     The list is the catalogue's hot path: flat rows instead of model instances and serializers, and pages
     without COUNT(*) (`next` says whether there is more).
     """
+
+    needs = {"list": "read", "retrieve": "read", "price_history": "read"}
 
     serializer_class = serializers.OfferingSerializer
     filter_backends = [StrictFilterBackend]
@@ -89,6 +93,7 @@ class OfferingViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class ModelServiceViewSet(viewsets.ReadOnlyModelViewSet):
+    needs = {"list": "read", "retrieve": "read"}
     serializer_class = serializers.ModelServiceSerializer
     filter_backends = [StrictFilterBackend]
     filterset_class = ModelServiceFilterSet
@@ -102,6 +107,14 @@ class ProviderCatalogueViewSet(
 ):
     """What a provider sells, one kind per subclass; writes go through the kind's create, update and status
     services."""
+
+    needs = {
+        "list": "provider",
+        "retrieve": "provider",
+        "create": "provider",
+        "partial_update": "provider",
+        "set_status": "provider",
+    }
 
     write_serializer_class: type[drf_serializers.Serializer]
 
@@ -199,7 +212,7 @@ class ProviderModelServiceViewSet(ProviderCatalogueViewSet):
 class PlacementQuoteView(OrganizationScopedMixin, APIView):
     """Rank the feasible offerings for a request by total price, with the reason for every excluded one."""
 
-    write_scope = "read"  # a POST that reads: quoting changes nothing
+    needs = {"post": "read"}  # a POST that reads: quoting changes nothing
 
     @extend_schema(request=serializers.PlacementRequestSerializer, responses=serializers.PlacementResultSerializer)
     def post(self, request: Request) -> Response:
@@ -223,7 +236,7 @@ class PlacementQuoteView(OrganizationScopedMixin, APIView):
 class TrainingEstimateView(OrganizationScopedMixin, APIView):
     """Training compute ≈ 6·N·D and the accelerator-hours it takes on each accelerator at the given MFU."""
 
-    write_scope = "read"
+    needs = {"post": "read"}
 
     @extend_schema(request=serializers.EstimateRequestSerializer, responses=serializers.EstimateSerializer)
     def post(self, request: Request) -> Response:
@@ -256,7 +269,8 @@ class TrainingEstimateView(OrganizationScopedMixin, APIView):
 class RentalViewSet(OrganizationScopedMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """The organization's rentals. Creating one admits it at once (capacity, quota and funds) or refuses it."""
 
-    write_scope = "rent"
+    needs = {"list": "read", "retrieve": "read", "create": "rent", "cancel": "rent", "resume": "rent", "stop": "rent"}
+
     filterset_fields = ["status", "mode", "offering"]
     ordering_fields = ["created_at", "started_at"]
 
@@ -317,6 +331,8 @@ class ModelCallViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """The organization's calls through the model gateway (`/v1/`), newest first; written a few seconds after each
     call. Another organization's call is 404."""
 
+    needs = {"list": "read", "retrieve": "read"}
+
     serializer_class = serializers.ModelCallSerializer
     filterset_fields = ["model_service", "api_key", "status_code", "endpoint", "residency_zone"]
     ordering_fields = ["created_at", "latency_ms"]
@@ -329,6 +345,8 @@ class ModelCallViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
 
 class ProviderModelCallViewSet(ApprovedProviderMixin, viewsets.ReadOnlyModelViewSet):
     """Calls on the provider's model services and what each earned (once captured); not who made them."""
+
+    needs = {"list": "provider", "retrieve": "provider"}
 
     serializer_class = serializers.ProviderModelCallSerializer
     filterset_fields = ["model_service", "status_code", "endpoint"]
@@ -345,6 +363,8 @@ USAGE_GROUPINGS = ("day", "offering", "rental")
 
 class UsageView(OrganizationScopedMixin, APIView):
     """Accelerator-hours and spend of the last `days` days, grouped by day, offering or rental."""
+
+    needs = {"get": "read"}
 
     @extend_schema(
         parameters=[
@@ -392,11 +412,17 @@ class UsageView(OrganizationScopedMixin, APIView):
 class ApplicationViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """Published applications in the storefront; call one at the gateway as its `gateway_model` (`app:<slug>`)."""
 
+    needs = {
+        "list": "read",
+        "retrieve": "read",
+        "reviews": {"get": "read", "post": "rent"},
+        "subscribe": "billing",  # a subscription is paid for: money
+    }
+
     serializer_class = serializers.ApplicationSerializer
     lookup_field = "slug"
     lookup_value_regex = "[-a-zA-Z0-9_]+"
     filter_backends: list = []
-    write_scope = None  # reviews and subscriptions: the services check the member's role
 
     def get_queryset(self) -> QuerySet[Application]:
         if self.action != "list":
@@ -449,9 +475,10 @@ class ApplicationViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet)
 class ApplicationSubscriptionViewSet(OrganizationScopedMixin, viewsets.ReadOnlyModelViewSet):
     """The organization's application subscriptions. Another organization's is 404."""
 
+    needs = {"list": "read", "retrieve": "read", "cancel": "billing", "accept_price": "billing"}
+
     serializer_class = serializers.ApplicationSubscriptionSerializer
     filterset_fields = ["status"]
-    write_scope = None
 
     def get_queryset(self) -> QuerySet[ApplicationSubscription]:
         if getattr(self, "swagger_fake_view", False):
@@ -495,10 +522,18 @@ class SellerApplicationViewSet(
     """The applications the organization sells, drafts included. Owners and admins make, version, publish and
     unpublish them; another organization's is 404."""
 
+    needs = {
+        "list": "provider",
+        "retrieve": "provider",
+        "create": "provider",
+        "partial_update": "provider",
+        "set_status": "provider",
+        "versions": "provider",
+    }
+
     serializer_class = serializers.SellerApplicationSerializer
     filterset_fields = ["status", "category"]
     ordering_fields = ["created_at", "name"]
-    write_scope = None
 
     def get_queryset(self) -> QuerySet[Application]:
         if getattr(self, "swagger_fake_view", False):

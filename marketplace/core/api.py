@@ -2,6 +2,7 @@
 
 import copy
 import logging
+from dataclasses import dataclass
 
 import orjson
 from django import forms
@@ -269,12 +270,36 @@ def _query_param_names(view, filterset_class) -> frozenset[str]:
     return frozenset(names)
 
 
-class IsOrganizationMember(permissions.BasePermission):
-    """The caller acts for an organization; an API key also needs the view's scope.
+@dataclass(frozen=True)
+class Need:
+    """What an API action needs: a key's `scope`, and one of `roles` for a member who changes something (the
+    scope's row of `Membership.ROLES_BY_SCOPE` unless given; reads are open to every role)."""
 
-    Reads need `view.read_scope` (`read` unless the view says otherwise); writes need `view.write_scope` when
-    the view names one (account management names none: any key of a member may, within the member's role,
-    which services check).
+    scope: str
+    roles: frozenset[str] | None = None
+
+
+def need_of(view, request) -> Need | None:
+    """The Need a view declares for this request's action in `view.needs` ({action or method: scope or Need, or a
+    {method: scope or Need} for an action that answers several methods}).
+
+    Viewsets are keyed by action (`list`, `create`, `revoke`), plain views by method (`get`, `post`); HEAD is GET's.
+    None: the view declares nothing for it, and the permission refuses (a new route cannot slip through unscoped).
+    """
+    action = getattr(view, "action", None) or request.method.lower()
+    if action == "head":
+        action = "get"
+    need = getattr(view, "needs", {}).get(action)
+    if isinstance(need, dict):  # an action that answers several methods: {method: scope or Need}
+        need = need.get(request.method.lower())
+    return Need(need) if isinstance(need, str) else need
+
+
+class IsOrganizationMember(permissions.BasePermission):
+    """The caller acts for an organization; the action's declared Need (`view.needs`) is met.
+
+    An API key needs the action's scope; a member who changes something needs a role that the Need admits; an
+    action that declares no Need is refused to everyone. OPTIONS (a description of the endpoint) needs no scope.
     """
 
     message = _("Sign in, or send an API key, to act for an organization.")
@@ -284,18 +309,36 @@ class IsOrganizationMember(permissions.BasePermission):
             raise exceptions.NotAuthenticated()
         if not getattr(request, "organization", None):
             raise exceptions.PermissionDenied(_("You are not a member of any organization."), code="no_organization")
-        api_key = getattr(request, "api_key", None)
-        if api_key is None:
-            return True
-        if request.method in permissions.SAFE_METHODS:
-            needed = getattr(view, "read_scope", "read")
-        else:
-            needed = getattr(view, "write_scope", None)
-        if needed and needed not in api_key.scopes:
+        if request.method == "OPTIONS" or getattr(view, request.method.lower(), None) is None:
+            return True  # a description of the endpoint, or a method it lacks (DRF answers 405): nothing runs
+        need = need_of(view, request)
+        if need is None:
+            logger.error("api_action_without_need", extra={"view": type(view).__name__, "method": request.method})
             raise exceptions.PermissionDenied(
-                _("This API key lacks the “%(scope)s” scope.") % {"scope": needed}, code="scope_required"
+                _("This action is not available to API callers."), code="scope_undeclared"
             )
+        api_key = getattr(request, "api_key", None)
+        if api_key is not None and need.scope not in api_key.scopes:
+            raise exceptions.PermissionDenied(
+                _("This API key lacks the “%(scope)s” scope.") % {"scope": need.scope}, code="scope_required"
+            )
+        if request.method not in permissions.SAFE_METHODS:
+            self._require_role(request, need)
         return True
+
+    @staticmethod
+    def _require_role(request, need: Need) -> None:
+        from accounts.models import Membership
+        from accounts.selectors import membership_get
+
+        roles = need.roles if need.roles is not None else Membership.ROLES_BY_SCOPE[need.scope]
+        if roles >= Membership.ALL_ROLES:
+            return
+        membership = membership_get(user=request.user, organization=request.organization)
+        if membership is None or membership.role not in roles:
+            raise exceptions.PermissionDenied(
+                _("Your role in this organization does not allow this action."), code="role_required"
+            )
 
 
 class OrganizationScopedMixin:
@@ -307,9 +350,7 @@ class OrganizationScopedMixin:
 
 
 class ApprovedProviderMixin(OrganizationScopedMixin):
-    """Provider endpoints: keys need the `provider` scope, the organization an approved provider profile."""
-
-    read_scope = write_scope = "provider"
+    """Provider endpoints: the organization needs an approved provider profile (keys, the scopes their `needs` name)."""
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import organization_required
+from accounts.decorators import organization_required, role_required
 from marketplace.core.errors import DomainError
 from marketplace.core.redirects import safe_next
 from marketplace.forms import (
@@ -83,6 +83,7 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def application_subscribe(request: HttpRequest, slug: str) -> HttpResponse:
     application = _published(slug)
@@ -103,6 +104,7 @@ def subscription_list(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     subscription = get_object_or_404(
@@ -121,6 +123,7 @@ def subscription_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("billing")
 @require_POST
 def subscription_price_accept(request: HttpRequest, pk: int) -> HttpResponse:
     """Accept the seller's higher monthly price, as the page showed it (the form sends it back)."""
@@ -143,6 +146,7 @@ def subscription_price_accept(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def application_review(request: HttpRequest, slug: str) -> HttpResponse:
     application = _published(slug)
@@ -177,6 +181,7 @@ def seller_home(request: HttpRequest) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 def seller_application_create(request: HttpRequest) -> HttpResponse:
     listing_form = ApplicationListingForm(request.POST or None, prefix="listing")
     version_form = ApplicationVersionForm(request.POST or None, prefix="version")
@@ -205,6 +210,7 @@ def _seller_application(request: HttpRequest, pk: int) -> Application:
 
 
 @organization_required
+@role_required("provider")
 def seller_application(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)
     form = ApplicationListingForm(request.POST or None, instance=application, prefix="listing")
@@ -231,6 +237,7 @@ def seller_application(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 def seller_version_create(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)
     current = application.current_version
@@ -250,6 +257,7 @@ def seller_version_create(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("provider")
 @require_POST
 def seller_application_status(request: HttpRequest, pk: int) -> HttpResponse:
     application = _seller_application(request, pk)

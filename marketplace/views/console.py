@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import role_required
 from marketplace.core.errors import DomainError
 from marketplace.forms import ModelServiceForm, OfferingForm
 from marketplace.selectors import catalogue
@@ -27,6 +28,7 @@ def provider_required(view):
             return redirect("accounts:provider-apply")
         return view(request, *args, **kwargs)
 
+    wrapper.organization_page = True  # walked by tests/api/test_scopes_and_roles.py: a write page needs a scope
     return wrapper
 
 
@@ -74,6 +76,7 @@ def console_home(request: HttpRequest) -> HttpResponse:
 
 
 @provider_required
+@role_required("provider")
 def offering_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     offering = None
     if pk is not None:
@@ -97,6 +100,7 @@ def offering_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 
 
 @provider_required
+@role_required("provider")
 @require_POST
 def offering_status(request: HttpRequest, pk: int) -> HttpResponse:
     offering = get_object_or_404(catalogue.offering_list_for_provider(provider=request.organization), pk=pk)
@@ -106,6 +110,7 @@ def offering_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @provider_required
+@role_required("provider")
 def model_service_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     service = None
     if pk is not None:
@@ -126,6 +131,7 @@ def model_service_edit(request: HttpRequest, pk: int | None = None) -> HttpRespo
 
 
 @provider_required
+@role_required("provider")
 @require_POST
 def model_service_status(request: HttpRequest, pk: int) -> HttpResponse:
     service = get_object_or_404(catalogue.model_service_list_for_provider(provider=request.organization), pk=pk)

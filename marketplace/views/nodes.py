@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.decorators import role_required
 from marketplace.core.errors import DomainError
 from marketplace.forms import NodeForm
 from marketplace.models import Node, Precision
@@ -25,6 +26,7 @@ def _token_page(request: HttpRequest, node: Node, token: str) -> HttpResponse:
 
 
 @provider_required
+@role_required("provider")
 def node_list(request: HttpRequest) -> HttpResponse:
     provider = request.organization
     offerings = catalogue.offering_list_for_provider(provider=provider).exclude(status="retired")
@@ -86,6 +88,7 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @provider_required
+@role_required("provider")
 @require_POST
 def node_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     node = _provider_node(request, pk)

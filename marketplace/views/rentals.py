@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import organization_required
+from accounts.decorators import organization_required, role_required
 from billing.money import round_to_minor_unit
 from marketplace.core.csv_export import streaming_csv_response
 from marketplace.core.errors import DomainError
@@ -31,6 +31,7 @@ JOBS_SHOWN = 10
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def rental_order(request: HttpRequest, offering_pk: int) -> HttpResponse:
     offering = get_object_or_404(catalogue.offering_list(), pk=offering_pk)
@@ -100,6 +101,7 @@ def rental_detail(request: HttpRequest, pk: int, job_form: JobForm | None = None
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def job_submit(request: HttpRequest, pk: int) -> HttpResponse:
     form = JobForm(request.POST, request.FILES)
@@ -140,6 +142,7 @@ def job_log(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def job_cancel(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
     job = _job_or_404(request, pk, job_pk)
@@ -171,6 +174,7 @@ RENTAL_ACTIONS = {"stop": services.rental_stop, "cancel": services.rental_cancel
 
 
 @organization_required
+@role_required("rent")
 @require_POST
 def rental_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in RENTAL_ACTIONS:

@@ -92,7 +92,7 @@ def test_key_without_read_scope_gets_403_on_reads(organization, owner, api_clien
 
 def test_key_cannot_create_a_key_with_scopes_it_lacks(organization, owner, api_client_for):
     # given
-    client = api_client_for(organization, user=owner, scopes=["read"])
+    client = api_client_for(organization, user=owner, scopes=["read", "admin"])
     # when
     response = client.post("/api/v1/api-keys/", {"name": "escalate", "scopes": ["read", "rent"]}, format="json")
     # then

@@ -54,7 +54,11 @@ class ProviderProfileFactory(DjangoModelFactory):
 
 
 def api_key_for(
-    organization: Organization, *, user: User | None = None, scopes=("read", "rent", "gateway", "provider"), **kwargs
+    organization: Organization,
+    *,
+    user: User | None = None,
+    scopes=("read", "rent", "gateway", "provider", "billing", "admin"),
+    **kwargs,
 ):
     """A real key made by the service: returns (ApiKey, full secret)."""
     if user is None:
