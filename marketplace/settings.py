@@ -331,6 +331,9 @@ GATEWAY_PUBLIC_URL = os.environ.get("GATEWAY_PUBLIC_URL", "").rstrip("/")
 GATEWAY_TRY_IT_SECONDS = env_int("GATEWAY_TRY_IT_SECONDS", 3600)
 # A service whose upstream refused a connection is passed over by aliases for this long.
 GATEWAY_UNHEALTHY_SECONDS = env_int("GATEWAY_UNHEALTHY_SECONDS", 30)
+# An upstream's reported prompt tokens are billed up to this many times the gateway's own count of the prompt (and
+# never past its byte bound); more is clamped, flagged on the call and counts against the service's health.
+GATEWAY_PROMPT_TOKENS_TOLERANCE = float(os.environ.get("GATEWAY_PROMPT_TOKENS_TOLERANCE", "2.0"))
 GATEWAY_CAPTURE_SECONDS = env_int("GATEWAY_CAPTURE_SECONDS", 15)
 
 # --- Celery ---

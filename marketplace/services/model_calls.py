@@ -54,6 +54,7 @@ def _model_call(record: dict) -> ModelCall:
         prompt_tokens=record["prompt_tokens"],
         completion_tokens=record["completion_tokens"],
         tokens_estimated=record["tokens_estimated"],
+        usage_clamped=record.get("usage_clamped", False),  # records buffered before the flag have none
         cost=Decimal(record["cost_units"]).scaleb(-8),
         application_id=record.get("application_id"),
         application_version_id=record.get("application_version_id"),
