@@ -155,23 +155,56 @@ def model_calls_flush() -> int:
 
 
 def model_calls_capture() -> int:
-    """Capture written calls' costs, a batch per ledger transaction; returns how many calls were captured."""
-    captured = 0
-    while taken := _capture_batch():
+    """Capture written calls' costs, a batch per ledger transaction; returns how many calls were captured.
+
+    A batch that fails is captured again one organization at a time: an organization whose calls cannot be
+    captured is left out of the rest of this run (its calls wait for the next one) and holds back no one else's."""
+    captured, failing = 0, set()
+    while True:
+        taken, failed = _capture_batch(excluded=failing)
+        if not taken and not failed:
+            return captured
         captured += taken
-    return captured
+        failing |= failed
 
 
 @transaction.atomic
-def _capture_batch() -> int:
+def _capture_batch(*, excluded: set[int]) -> tuple[int, set[int]]:
+    """(calls captured, organizations whose calls could not be)."""
     calls = list(
         ModelCall.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(ledger_transaction__isnull=True, cost__gt=0)
+        .exclude(organization_id__in=excluded)
         .select_related("model_service", "application")
         .order_by("pk")[:CAPTURE_BATCH]
     )
     if not calls:
-        return 0
+        return 0, set()
+    try:
+        with transaction.atomic():
+            _capture_calls(calls)
+        return len(calls), set()
+    except Exception:
+        logger.exception("model calls batch not captured; capturing each organization alone")
+    by_organization: dict[int, list[ModelCall]] = {}
+    for call in calls:
+        by_organization.setdefault(call.organization_id, []).append(call)
+    captured, failed = 0, set()
+    for organization_id, own in sorted(by_organization.items()):
+        for call in own:  # what the failed attempt set on them is not in the database
+            call.fee = call.application_fee = call.ledger_transaction = None
+        try:
+            with transaction.atomic():
+                _capture_calls(own)
+            captured += len(own)
+        except Exception:
+            logger.exception("model calls not captured", extra={"organization_id": organization_id})
+            failed.add(organization_id)
+    return captured, failed
+
+
+def _capture_calls(calls: list[ModelCall]) -> None:
+    """Charge the calls (one ledger transaction for the plain ones, one each for applications') and mark them."""
     fee_percents: dict[int, Decimal] = {}
 
     def fee_of(amount: Decimal, earner_id: int) -> Decimal:
@@ -200,7 +233,6 @@ def _capture_batch() -> int:
                 call.ledger_transaction = capture
     ModelCall.objects.bulk_update(calls, ["fee", "application_fee", "ledger_transaction"], batch_size=1000)
     logger.info("model calls captured", extra={"calls": len(calls)})
-    return len(calls)
 
 
 def gateway_holds_release_idle() -> int:
