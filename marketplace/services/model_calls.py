@@ -31,6 +31,7 @@ from billing.services.gateway import (
 from billing.services.holds import fee_split, platform_fee_percent
 from billing.services.quotas import month_spend
 from marketplace.models import ModelCall, RateWindow
+from marketplace.selectors.model_calls import model_calls_uncaptured_cost
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,41 @@ def _capture_calls(calls: list[ModelCall]) -> None:
                 call.ledger_transaction = capture
     ModelCall.objects.bulk_update(calls, ["fee", "application_fee", "ledger_transaction"], batch_size=1000)
     logger.info("model calls captured", extra={"calls": len(calls)})
+
+
+def gateway_funds_reconcile() -> list[dict]:
+    """Daily, with the ledger's balances: each organization's gateway funds counter (Redis, or the database on the
+    embedded default) against its hold. A counter below zero or showing more free than the hold has beyond the calls
+    not captured yet is set to that and logged as an error. (Calls in flight have reserved from the counter, so less
+    than that is normal.) Returns the mismatches."""
+    from marketplace.gateway.counters import funds_reconcile
+
+    url, mismatches = settings.GATEWAY_REDIS_URL, []
+    for organization_id in GatewayFunds.objects.order_by("pk").values_list("pk", flat=True):
+        if url:
+            held_free = gateway_funds_held(organization_id=organization_id) - model_calls_uncaptured_cost(
+                organization_id=organization_id
+            )
+            mismatch = funds_reconcile(url=url, organization_id=organization_id, held_free=held_free)
+        else:
+            mismatch = gateway_funds_counter_reconcile(organization_id=organization_id)
+        if mismatch is not None:
+            mismatches.append({"organization_id": organization_id, **mismatch})
+            logger.error("gateway funds mismatch", extra={k: str(v) for k, v in mismatches[-1].items()})
+    return mismatches
+
+
+@transaction.atomic
+def gateway_funds_counter_reconcile(*, organization_id: int) -> dict | None:
+    """The embedded default's counter (`GatewayFunds.available`), under its row lock: see gateway_funds_reconcile."""
+    funds = GatewayFunds.objects.select_for_update(of=("self",)).select_related("hold").get(pk=organization_id)
+    held = funds.hold.remaining if funds.hold is not None and funds.hold.status == Hold.Status.ACTIVE else Decimal(0)
+    derived = max(held - model_calls_uncaptured_cost(organization_id=organization_id), Decimal(0))
+    if 0 <= funds.available <= derived:
+        return None
+    mismatch = {"cached": funds.available, "derived": derived}
+    GatewayFunds.objects.filter(pk=organization_id).update(available=derived)
+    return mismatch
 
 
 def gateway_holds_release_idle() -> int:
