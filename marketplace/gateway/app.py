@@ -69,6 +69,21 @@ class ClientGone(Exception):
     """The client hung up before its request arrived."""
 
 
+def answer_cap_passed(call: "Call", size: int) -> GatewayError | None:
+    """The error that ends a call whose answer passed GATEWAY_MAX_ANSWER_BYTES or GATEWAY_MAX_ANSWER_SECONDS."""
+    if size > settings.GATEWAY_MAX_ANSWER_BYTES:
+        return GatewayError(
+            502, "upstream_answer_too_large", _("The model service's answer is over %(mb)s MB; it was cut off."),
+            mb=f"{settings.GATEWAY_MAX_ANSWER_BYTES / 2**20:g}",
+        )  # fmt: skip
+    if time.perf_counter() - call.started > settings.GATEWAY_MAX_ANSWER_SECONDS:
+        return GatewayError(
+            504, "upstream_answer_too_slow", _("The model service took over %(seconds)d seconds; it was cut off."),
+            seconds=settings.GATEWAY_MAX_ANSWER_SECONDS,
+        )  # fmt: skip
+    return None
+
+
 @dataclass
 class Call:
     caller: Caller
@@ -503,10 +518,16 @@ class Gateway:
             await self.settle(call, reservation)
 
     async def pass_whole(self, call: Call, response: aiohttp.ClientResponse, send) -> None:
+        chunks, size = [], 0
         try:
-            raw = await response.read()
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if capped := answer_cap_passed(call, size):
+                    raise capped  # nothing was delivered: nothing is billed
+                chunks.append(chunk)
         except (aiohttp.ClientError, TimeoutError):
             raise GatewayError(504, "upstream_timeout", _("The model service did not answer in time.")) from None
+        raw = b"".join(chunks)
         if response.status != 200:
             error = upstream_error(response.status, raw, response.headers.get("Retry-After"))
             if error is not None:
@@ -588,7 +609,7 @@ class Gateway:
         pending, events, usage = b"", [], None
         # A caller that hangs up once it has the whole answer (the end event) got it all: only events it missed
         # make the call a hang-up (499).
-        missed, delivered_end = False, False
+        missed, delivered_end, size = False, False, 0
         # Chunks name the service as whole answers do, not the upstream's own model name.
         upstream_name = re.compile(rb'"model"\s*:\s*"' + re.escape(call.service.upstream_model.encode()) + rb'"')
         own_name = b'"model": ' + orjson.dumps(call.answer_model)
@@ -596,6 +617,10 @@ class Gateway:
             async for chunk in response.content.iter_any():
                 if call.first_token_ms is None:
                     call.first_token_ms = call.elapsed_ms()
+                size += len(chunk)
+                capped = answer_cap_passed(call, size)
+                if capped is not None and size > settings.GATEWAY_MAX_ANSWER_BYTES:  # the events within the cap pass
+                    chunk = chunk[: max(len(chunk) - (size - settings.GATEWAY_MAX_ANSWER_BYTES), 0)]
                 pending += chunk
                 forward = []
                 while match := EVENT_END.search(pending):
@@ -613,6 +638,8 @@ class Gateway:
                     delivered_end = delivered_end or STREAM_END.search(body) is not None
                 elif forward:
                     missed = True
+                if capped is not None:
+                    raise capped
             closed_early = missed or (hung_up.done() and not delivered_end)
             call.status = 499 if closed_early else 200
             call.error_code = "client_closed_request" if closed_early else ""
@@ -620,6 +647,10 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError):
             call.status, call.error_code = 502, "upstream_stream_broken"
             message = str(_("The model service stopped in the middle of the answer."))
+            tail = b"data: " + orjson.dumps({"error": {"message": message, "code": call.error_code}}) + b"\n\n"
+        except GatewayError as capped:  # billed for the events delivered before it
+            call.status, call.error_code, pending = capped.status, capped.code, b""
+            message = str(capped.message) % capped.params
             tail = b"data: " + orjson.dumps({"error": {"message": message, "code": call.error_code}}) + b"\n\n"
         finally:
             hung_up.cancel()

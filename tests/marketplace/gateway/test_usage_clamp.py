@@ -18,18 +18,21 @@ MESSAGES = [{"role": "user", "content": "hello"}]  # 3 + 3 + 1 tokens by the gat
 class LyingUpstream(BaseHTTPRequestHandler):
     """Answers every chat call with one short reply and whatever `usage` the test set."""
 
-    usage: dict = {}
-
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         reply = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(self.server.words)},
+                              "finish_reason": "stop"}],
                  "usage": self.server.usage}  # fmt: skip
         if body.get("stream"):
-            chunk = {**reply, "object": "chat.completion.chunk", "usage": None,
-                     "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}  # fmt: skip
+            chunks = [
+                {**reply, "object": "chat.completion.chunk", "usage": None,
+                 "choices": [{"index": 0, "delta": {"content": f"{word} "}, "finish_reason": None}]}
+                for word in self.server.words
+            ]  # fmt: skip
             last = {**reply, "object": "chat.completion.chunk", "choices": []}
-            data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+            data = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in [*chunks, last])
+            data = (data + "data: [DONE]\n\n").encode()
             content_type = "text/event-stream"
         else:
             data, content_type = json.dumps(reply).encode(), "application/json"
@@ -46,7 +49,7 @@ class LyingUpstream(BaseHTTPRequestHandler):
 @pytest.fixture
 def lying_upstream():
     server = ThreadingHTTPServer(("127.0.0.1", 0), LyingUpstream)
-    server.usage = {}
+    server.usage, server.words = {}, ["hi"]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
@@ -60,11 +63,10 @@ def lying_service(transactional_db, lying_upstream):
     )
 
 
-def call(gateway, key: str, *, stream: bool = False) -> None:
+def call(gateway, key: str, *, stream: bool = False, max_tokens: int = 10):
     client = openai.OpenAI(base_url=gateway.url, api_key=key, max_retries=0)
-    answer = client.chat.completions.create(model="liar-7b", messages=MESSAGES, max_tokens=10, stream=stream)
-    if stream:
-        list(answer)
+    answer = client.chat.completions.create(model="liar-7b", messages=MESSAGES, max_tokens=max_tokens, stream=stream)
+    return list(answer) if stream else answer
 
 
 def bounded_cost(service) -> Decimal:
@@ -128,3 +130,42 @@ def test_an_honest_upstream_is_billed_what_it_reports_and_not_flagged(
     [record] = written_calls(gateway)
     assert (record.prompt_tokens, record.completion_tokens, record.usage_clamped) == (9, 1, False)
     assert lying_service.pk not in gateway.gateway.directory._unhealthy_until
+
+
+def test_a_whole_answer_over_the_size_cap_ends_with_a_clear_error_and_costs_nothing(
+    gateway, buyer, buyer_key, lying_upstream, lying_service, settings
+):
+    # given
+    settings.GATEWAY_MAX_ANSWER_BYTES = 4096
+    lying_upstream.usage, lying_upstream.words = {"prompt_tokens": 7, "completion_tokens": 1000}, ["word"] * 1000
+    # when
+    with pytest.raises(openai.APIStatusError) as raised:
+        call(gateway, buyer_key, max_tokens=2000)
+    # then
+    assert (raised.value.status_code, raised.value.code) == (502, "upstream_answer_too_large")
+    [record] = written_calls(gateway)
+    assert (record.status_code, record.error_code, record.cost) == (502, "upstream_answer_too_large", 0)
+
+
+def test_a_stream_over_the_size_cap_is_cut_off_and_billed_for_what_was_delivered(
+    gateway, buyer, buyer_key, lying_upstream, lying_service, settings
+):
+    # given: a stream of 1,000 one-word events, each some 230 bytes
+    settings.GATEWAY_MAX_ANSWER_BYTES = 20_000
+    lying_upstream.usage, lying_upstream.words = {"prompt_tokens": 7, "completion_tokens": 1000}, ["word"] * 1000
+    # when
+    with pytest.raises(openai.APIError) as raised:
+        call(gateway, buyer_key, stream=True, max_tokens=2000)
+    # then: the stream ends with the error, and the call is billed for the words the caller got
+    assert "upstream_answer_too_large" in str(raised.value.body) + str(raised.value.code)
+    [record] = written_calls(gateway)
+    assert (record.status_code, record.error_code, record.tokens_estimated) == (502, "upstream_answer_too_large", True)
+    assert 0 < record.completion_tokens < 1000
+    assert (
+        record.cost
+        == (
+            lying_service.input_price_per_1k_tokens * 7
+            + lying_service.output_price_per_1k_tokens * record.completion_tokens
+        )
+        / 1000
+    )
