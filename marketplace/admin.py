@@ -55,8 +55,10 @@ class ModelServiceAdmin(ReadOnlyAdmin):
 
 @admin.register(ModelCall)
 class ModelCallAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "organization", "requested_model", "model_service", "status_code", "cost"]
-    list_filter = ["status_code", "endpoint", "residency_zone"]
+    list_display = [
+        "created_at", "organization", "requested_model", "model_service", "status_code", "cost", "usage_clamped"
+    ]  # fmt: skip
+    list_filter = ["status_code", "endpoint", "residency_zone", "usage_clamped"]
     list_select_related = ["organization", "model_service"]
     search_fields = ["call_id", "organization__name", "requested_model"]
     date_hierarchy = "created_at"

@@ -344,6 +344,12 @@ GATEWAY_PUBLIC_URL = os.environ.get("GATEWAY_PUBLIC_URL", "").rstrip("/")
 GATEWAY_TRY_IT_SECONDS = env_int("GATEWAY_TRY_IT_SECONDS", 3600)
 # A service whose upstream refused a connection is passed over by aliases for this long.
 GATEWAY_UNHEALTHY_SECONDS = env_int("GATEWAY_UNHEALTHY_SECONDS", 30)
+# An upstream's reported prompt tokens are billed up to this many times the gateway's own count of the prompt (and
+# never past its byte bound); more is clamped, flagged on the call and counts against the service's health.
+# A whole answer or a stream from an upstream is cut off past this size or this long after the call began.
+GATEWAY_MAX_ANSWER_BYTES = env_int("GATEWAY_MAX_ANSWER_BYTES", 16 * 1024 * 1024)
+GATEWAY_MAX_ANSWER_SECONDS = env_int("GATEWAY_MAX_ANSWER_SECONDS", 600)
+GATEWAY_PROMPT_TOKENS_TOLERANCE = float(os.environ.get("GATEWAY_PROMPT_TOKENS_TOLERANCE", "2.0"))
 GATEWAY_CAPTURE_SECONDS = env_int("GATEWAY_CAPTURE_SECONDS", 15)
 # Networks (CIDRs, comma-separated) a model service's upstream may be in although they are not public: loopback,
 # private, link-local and reserved addresses are refused otherwise, when the URL is written and when the gateway

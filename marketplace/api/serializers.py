@@ -352,8 +352,8 @@ class ModelCallSerializer(ReadOnlyModelSerializer):
         model = ModelCall
         fields = [
             "id", "call_id", "created_at", "api_key", "requested_model", "model_service", "residency_zone", "endpoint",
-            "stream", "status_code", "error_code", "prompt_tokens", "completion_tokens", "tokens_estimated", "cost",
-            "application", "application_amount", "latency_ms", "first_token_ms", "captured",
+            "stream", "status_code", "error_code", "prompt_tokens", "completion_tokens", "tokens_estimated",
+            "usage_clamped", "cost", "application", "application_amount", "latency_ms", "first_token_ms", "captured",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -369,7 +369,7 @@ class ProviderModelCallSerializer(ReadOnlyModelSerializer):
         model = ModelCall
         fields = [
             "id", "created_at", "model_service", "residency_zone", "endpoint", "stream", "status_code",
-            "prompt_tokens", "completion_tokens", "cost", "earnings", "latency_ms", "first_token_ms",
+            "prompt_tokens", "completion_tokens", "usage_clamped", "cost", "earnings", "latency_ms", "first_token_ms",
         ]  # fmt: skip
         read_only_fields = fields
 

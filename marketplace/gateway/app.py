@@ -69,6 +69,21 @@ class ClientGone(Exception):
     """The client hung up before its request arrived."""
 
 
+def answer_cap_passed(call: "Call", size: int) -> GatewayError | None:
+    """The error that ends a call whose answer passed GATEWAY_MAX_ANSWER_BYTES or GATEWAY_MAX_ANSWER_SECONDS."""
+    if size > settings.GATEWAY_MAX_ANSWER_BYTES:
+        return GatewayError(
+            502, "upstream_answer_too_large", _("The model service's answer is over %(mb)s MB; it was cut off."),
+            mb=f"{settings.GATEWAY_MAX_ANSWER_BYTES / 2**20:g}",
+        )  # fmt: skip
+    if time.perf_counter() - call.started > settings.GATEWAY_MAX_ANSWER_SECONDS:
+        return GatewayError(
+            504, "upstream_answer_too_slow", _("The model service took over %(seconds)d seconds; it was cut off."),
+            seconds=settings.GATEWAY_MAX_ANSWER_SECONDS,
+        )  # fmt: skip
+    return None
+
+
 @dataclass
 class Call:
     caller: Caller
@@ -88,6 +103,10 @@ class Call:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     tokens_estimated: bool = False
+    # What the request allows the upstream to report: its prompt's bound and its output cap (see `usage_clamp`)
+    prompt_limit: int = 0
+    output_limit: int | None = None  # per service: None is the service's own output cap (0 for embeddings)
+    usage_clamped: bool = False
     first_token_ms: int | None = None
     # A call of an application: its listing and what the call is for this caller (own, subscribed, trial, paid)
     application: AppListing | None = None
@@ -102,6 +121,12 @@ class Call:
     def answered(self) -> bool:
         """The model generated an answer (the caller may have hung up during it): the application earns its price."""
         return self.status in (200, 499)
+
+    def output_cap(self) -> int:
+        """The most output tokens the call allows on the service that answered it."""
+        if self.output_limit == 0:
+            return 0
+        return min(self.output_limit or self.service.max_output_tokens, self.service.max_output_tokens)
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
@@ -366,6 +391,10 @@ class Gateway:
                 prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens
             )
         cost_units += application_units
+        if cost_units > reservation.units:  # never more than the call reserved (usage_clamp keeps it within)
+            logger.error("model call cost over its reservation", extra={"call_id": call.call_id})
+            cost_units = reservation.units
+            application_units = min(application_units, cost_units)
         record = {
             "call_id": call.call_id,
             "organization_id": call.caller.organization_id,
@@ -380,6 +409,7 @@ class Gateway:
             "prompt_tokens": call.prompt_tokens,
             "completion_tokens": call.completion_tokens,
             "tokens_estimated": call.tokens_estimated,
+            "usage_clamped": call.usage_clamped,
             "cost_units": cost_units,
             "latency_ms": call.elapsed_ms(),
             "first_token_ms": call.first_token_ms,
@@ -457,7 +487,8 @@ class Gateway:
             include_usage=stream and isinstance(options, dict) and options.get("include_usage") is True,
             application=application,
         )  # fmt: skip
-        prompt_bound = tokens.prompt_tokens_bound(messages)
+        prompt_bound, prompt_measured = tokens.prompt_tokens_bound(messages), tokens.prompt_tokens(messages)
+        call.prompt_limit, call.output_limit = tokens.prompt_tokens_limit(prompt_bound, prompt_measured), max_tokens
         worst = 0
         for service in candidates:
             output_bound = min(max_tokens or service.max_output_tokens, service.max_output_tokens)
@@ -467,9 +498,7 @@ class Gateway:
             if call.application_mode == "paid":
                 worst += application.price_units_of(prompt_tokens=prompt_bound, completion_tokens=output_bound)
         try:
-            reservation = await self.admit(
-                call, rate_tokens=tokens.prompt_tokens(messages) + (max_tokens or 0), worst_units=worst
-            )
+            reservation = await self.admit(call, rate_tokens=prompt_measured + (max_tokens or 0), worst_units=worst)
         except GatewayError:
             await self.application_trial_back(call)
             raise
@@ -493,9 +522,10 @@ class Gateway:
             raise invalid(_("Send the text to embed as input: a string or a list of strings."), param="input")
         model, candidates = await self.route(caller, body, modality="embeddings", endpoint="/v1/embeddings")
         call = Call(caller=caller, endpoint="embeddings", requested_model=model, body=body, candidates=candidates)
-        bound = tokens.embedding_tokens_bound(inputs)
+        bound, measured = tokens.embedding_tokens_bound(inputs), tokens.embedding_tokens(inputs)
+        call.prompt_limit, call.output_limit = tokens.prompt_tokens_limit(bound, measured), 0
         worst = max(s.cost_units(prompt_tokens=bound, completion_tokens=0) for s in candidates)
-        reservation = await self.admit(call, rate_tokens=tokens.embedding_tokens(inputs), worst_units=worst)
+        reservation = await self.admit(call, rate_tokens=measured, worst_units=worst)
         try:
             response = await self.open_upstream(call, "/embeddings")
             async with response:
@@ -507,10 +537,16 @@ class Gateway:
             await self.settle(call, reservation)
 
     async def pass_whole(self, call: Call, response: aiohttp.ClientResponse, send) -> None:
+        chunks, size = [], 0
         try:
-            raw = await response.read()
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if capped := answer_cap_passed(call, size):
+                    raise capped  # nothing was delivered: nothing is billed
+                chunks.append(chunk)
         except (aiohttp.ClientError, TimeoutError):
             raise GatewayError(504, "upstream_timeout", _("The model service did not answer in time.")) from None
+        raw = b"".join(chunks)
         if response.status != 200:
             error = upstream_error(response.status, raw, response.headers.get("Retry-After"))
             if error is not None:
@@ -521,15 +557,45 @@ class Gateway:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise GatewayError(502, "upstream_error", _("The model service sent an invalid answer.")) from None
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        if isinstance(usage.get("prompt_tokens"), int):
-            call.prompt_tokens = usage["prompt_tokens"]
-            call.completion_tokens = usage.get("completion_tokens") or 0
+        usage = data.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.usage_take(call, usage)
         else:
             self.count_whole(call, data)
+        self.usage_clamp(call)
         data["model"] = call.answer_model
         call.status = 200
         await respond(send, 200, orjson.dumps(data), [(b"x-request-id", call.call_id.encode())])
+
+    @staticmethod
+    def usage_take(call: Call, usage: dict) -> None:
+        """The upstream's counts; one that is not a whole number of zero or more (missing, negative, fractional,
+        not a number) is taken as the request's bound, and the call is flagged."""
+        counts = []
+        for name, limit in (("prompt_tokens", call.prompt_limit), ("completion_tokens", None)):
+            count = usage.get(name)
+            if type(count) is not int or count < 0:
+                if name == "completion_tokens" and count is None and call.endpoint == "embeddings":
+                    count = 0  # embeddings generate nothing: their usage names no completion tokens
+                else:
+                    count, call.usage_clamped = limit if limit is not None else call.output_cap(), True
+            counts.append(count)
+        call.prompt_tokens, call.completion_tokens = counts
+
+    def usage_clamp(self, call: Call) -> None:
+        """Never more than the request allows: the prompt within its bound, the output within the call's cap. A
+        call whose upstream reported more is billed at the bound, flagged, and counts against the service's
+        health (tried last by aliases for a while). The gateway's own count (no usage sent) is held to the same
+        bound, unflagged: its rule only approximates the service's tokenizer."""
+        output_cap = call.output_cap()
+        if call.prompt_tokens > call.prompt_limit or call.completion_tokens > output_cap:
+            call.usage_clamped = call.usage_clamped or not call.tokens_estimated
+            call.prompt_tokens = min(call.prompt_tokens, call.prompt_limit)
+            call.completion_tokens = min(call.completion_tokens, output_cap)
+        if call.usage_clamped:
+            logger.warning("upstream usage clamped", extra={"model_service_id": call.service.id,
+                                                             "call_id": call.call_id})  # fmt: skip
+            self.directory.mark_unhealthy(call.service)
 
     def count_whole(self, call: Call, data: dict) -> None:
         call.tokens_estimated = True
@@ -562,7 +628,7 @@ class Gateway:
         pending, events, usage = b"", [], None
         # A caller that hangs up once it has the whole answer (the end event) got it all: only events it missed
         # make the call a hang-up (499).
-        missed, delivered_end = False, False
+        missed, delivered_end, size = False, False, 0
         # Chunks name the service as whole answers do, not the upstream's own model name.
         upstream_name = re.compile(rb'"model"\s*:\s*"' + re.escape(call.service.upstream_model.encode()) + rb'"')
         own_name = b'"model": ' + orjson.dumps(call.answer_model)
@@ -570,6 +636,10 @@ class Gateway:
             async for chunk in response.content.iter_any():
                 if call.first_token_ms is None:
                     call.first_token_ms = call.elapsed_ms()
+                size += len(chunk)
+                capped = answer_cap_passed(call, size)
+                if capped is not None and size > settings.GATEWAY_MAX_ANSWER_BYTES:  # the events within the cap pass
+                    chunk = chunk[: max(len(chunk) - (size - settings.GATEWAY_MAX_ANSWER_BYTES), 0)]
                 pending += chunk
                 forward = []
                 while match := EVENT_END.search(pending):
@@ -587,6 +657,8 @@ class Gateway:
                     delivered_end = delivered_end or STREAM_END.search(body) is not None
                 elif forward:
                     missed = True
+                if capped is not None:
+                    raise capped
             closed_early = missed or (hung_up.done() and not delivered_end)
             call.status = 499 if closed_early else 200
             call.error_code = "client_closed_request" if closed_early else ""
@@ -595,13 +667,18 @@ class Gateway:
             call.status, call.error_code = 502, "upstream_stream_broken"
             message = str(_("The model service stopped in the middle of the answer."))
             tail = b"data: " + orjson.dumps({"error": {"message": message, "code": call.error_code}}) + b"\n\n"
+        except GatewayError as capped:  # billed for the events delivered before it
+            call.status, call.error_code, pending = capped.status, capped.code, b""
+            message = str(capped.message) % capped.params
+            tail = b"data: " + orjson.dumps({"error": {"message": message, "code": call.error_code}}) + b"\n\n"
         finally:
             hung_up.cancel()
         await send({"type": "http.response.body", "body": pending + tail, "more_body": False})
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            call.prompt_tokens, call.completion_tokens = usage["prompt_tokens"], usage.get("completion_tokens") or 0
+        if isinstance(usage, dict) and usage:
+            self.usage_take(call, usage)
         else:
             self.count_stream(call, events)
+        self.usage_clamp(call)
 
     @staticmethod
     def event_data(event: bytes):

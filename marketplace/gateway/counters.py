@@ -370,6 +370,27 @@ def funds_retire(*, url: str, organization_id: int, remaining: Decimal) -> str |
     return epoch if done else None
 
 
+def funds_reconcile(*, url: str, organization_id: int, held_free: Decimal) -> dict | None:
+    """Check the organization's Redis funds against what its hold has free (`held_free`: the hold's remainder less
+    the written calls not captured yet) less the calls still buffered. Funds below zero or above that (more free than
+    held) are set to it under a new epoch: calls in flight then take only their cost. Returns the mismatch, or None."""
+    import redis
+
+    key = f"gw:funds:{organization_id}"
+    with redis.Redis.from_url(url) as client:
+        buffered = sum(
+            record["cost_units"]
+            for record in map(orjson.loads, client.lrange(CALLS_BUFFER, 0, -1))
+            if record["organization_id"] == organization_id
+        )
+        derived = int(held_free * UNITS) - buffered
+        available = client.hget(key, "available")
+        if available is None or 0 <= int(available) <= derived:
+            return None
+        client.hset(key, mapping={"available": max(derived, 0), "epoch": uuid.uuid4().hex})
+    return {"cached": units_to_amount(int(available)), "derived": units_to_amount(max(derived, 0))}
+
+
 def funds_restore(*, url: str, organization_id: int, epoch: str, remaining: Decimal) -> None:
     """The hold was not released after all (it grew meanwhile): its free funds back, unless Redis was reseeded."""
     import redis

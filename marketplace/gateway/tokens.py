@@ -6,7 +6,10 @@ a punctuation mark) is one token; a chat prompt adds `MESSAGE_OVERHEAD_TOKENS` p
 tokenizers on Chinese text; an upstream's `usage` always wins over it.
 """
 
+import math
 import re
+
+from django.conf import settings
 
 TOKEN = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 MESSAGE_OVERHEAD_TOKENS = 3
@@ -54,6 +57,12 @@ def prompt_tokens_bound(messages: list[dict]) -> int:
     return REPLY_PRIMING_TOKENS + sum(
         MESSAGE_OVERHEAD_TOKENS + len(content_text(message.get("content")).encode()) for message in messages
     )
+
+
+def prompt_tokens_limit(bound: int, measured: int) -> int:
+    """The most prompt tokens an upstream may report: the request's count by the rule above times
+    GATEWAY_PROMPT_TOKENS_TOLERANCE, and never more than the byte bound the call reserved for."""
+    return min(bound, math.ceil(measured * settings.GATEWAY_PROMPT_TOKENS_TOLERANCE))
 
 
 def embedding_inputs(value) -> list:

@@ -62,6 +62,9 @@ class ModelCall(models.Model):
     completion_tokens = models.PositiveIntegerField(_("output tokens"), default=0)
     # True when the upstream sent no usage and the gateway counted the tokens itself.
     tokens_estimated = models.BooleanField(_("tokens counted by the gateway"), default=False)
+    # True when the upstream reported more tokens than the request allows (or counts that are no counts): the call
+    # was billed at the request's bound instead.
+    usage_clamped = models.BooleanField(_("usage clamped"), default=False)
     cost = amount_field(verbose_name=_("cost"))  # what the caller pays: the model's price and an application's
     fee = amount_field(verbose_name=_("platform fee amount"), null=True, blank=True)  # set when captured
     # A call of an application (`app:<slug>`): the version it ran, the application's part of the cost (its price,

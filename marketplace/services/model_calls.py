@@ -31,6 +31,7 @@ from billing.services.gateway import (
 from billing.services.holds import fee_split, platform_fee_percent
 from billing.services.quotas import month_spend
 from marketplace.models import ModelCall, RateWindow
+from marketplace.selectors.model_calls import model_calls_uncaptured_cost
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def _model_call(record: dict) -> ModelCall:
         prompt_tokens=record["prompt_tokens"],
         completion_tokens=record["completion_tokens"],
         tokens_estimated=record["tokens_estimated"],
+        usage_clamped=record.get("usage_clamped", False),  # records buffered before the flag have none
         cost=Decimal(record["cost_units"]).scaleb(-8),
         application_id=record.get("application_id"),
         application_version_id=record.get("application_version_id"),
@@ -159,23 +161,56 @@ def model_calls_flush() -> int:
 
 
 def model_calls_capture() -> int:
-    """Capture written calls' costs, a batch per ledger transaction; returns how many calls were captured."""
-    captured = 0
-    while taken := _capture_batch():
+    """Capture written calls' costs, a batch per ledger transaction; returns how many calls were captured.
+
+    A batch that fails is captured again one organization at a time: an organization whose calls cannot be
+    captured is left out of the rest of this run (its calls wait for the next one) and holds back no one else's."""
+    captured, failing = 0, set()
+    while True:
+        taken, failed = _capture_batch(excluded=failing)
+        if not taken and not failed:
+            return captured
         captured += taken
-    return captured
+        failing |= failed
 
 
 @transaction.atomic
-def _capture_batch() -> int:
+def _capture_batch(*, excluded: set[int]) -> tuple[int, set[int]]:
+    """(calls captured, organizations whose calls could not be)."""
     calls = list(
         ModelCall.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(ledger_transaction__isnull=True, cost__gt=0)
+        .exclude(organization_id__in=excluded)
         .select_related("model_service", "application")
         .order_by("pk")[:CAPTURE_BATCH]
     )
     if not calls:
-        return 0
+        return 0, set()
+    try:
+        with transaction.atomic():
+            _capture_calls(calls)
+        return len(calls), set()
+    except Exception:
+        logger.exception("model calls batch not captured; capturing each organization alone")
+    by_organization: dict[int, list[ModelCall]] = {}
+    for call in calls:
+        by_organization.setdefault(call.organization_id, []).append(call)
+    captured, failed = 0, set()
+    for organization_id, own in sorted(by_organization.items()):
+        for call in own:  # what the failed attempt set on them is not in the database
+            call.fee = call.application_fee = call.ledger_transaction = None
+        try:
+            with transaction.atomic():
+                _capture_calls(own)
+            captured += len(own)
+        except Exception:
+            logger.exception("model calls not captured", extra={"organization_id": organization_id})
+            failed.add(organization_id)
+    return captured, failed
+
+
+def _capture_calls(calls: list[ModelCall]) -> None:
+    """Charge the calls (one ledger transaction for the plain ones, one each for applications') and mark them."""
     fee_percents: dict[int, Decimal] = {}
 
     def fee_of(amount: Decimal, earner_id: int) -> Decimal:
@@ -204,7 +239,41 @@ def _capture_batch() -> int:
                 call.ledger_transaction = capture
     ModelCall.objects.bulk_update(calls, ["fee", "application_fee", "ledger_transaction"], batch_size=1000)
     logger.info("model calls captured", extra={"calls": len(calls)})
-    return len(calls)
+
+
+def gateway_funds_reconcile() -> list[dict]:
+    """Daily, with the ledger's balances: each organization's gateway funds counter (Redis, or the database on the
+    embedded default) against its hold. A counter below zero or showing more free than the hold has beyond the calls
+    not captured yet is set to that and logged as an error. (Calls in flight have reserved from the counter, so less
+    than that is normal.) Returns the mismatches."""
+    from marketplace.gateway.counters import funds_reconcile
+
+    url, mismatches = settings.GATEWAY_REDIS_URL, []
+    for organization_id in GatewayFunds.objects.order_by("pk").values_list("pk", flat=True):
+        if url:
+            held_free = gateway_funds_held(organization_id=organization_id) - model_calls_uncaptured_cost(
+                organization_id=organization_id
+            )
+            mismatch = funds_reconcile(url=url, organization_id=organization_id, held_free=held_free)
+        else:
+            mismatch = gateway_funds_counter_reconcile(organization_id=organization_id)
+        if mismatch is not None:
+            mismatches.append({"organization_id": organization_id, **mismatch})
+            logger.error("gateway funds mismatch", extra={k: str(v) for k, v in mismatches[-1].items()})
+    return mismatches
+
+
+@transaction.atomic
+def gateway_funds_counter_reconcile(*, organization_id: int) -> dict | None:
+    """The embedded default's counter (`GatewayFunds.available`), under its row lock: see gateway_funds_reconcile."""
+    funds = GatewayFunds.objects.select_for_update(of=("self",)).select_related("hold").get(pk=organization_id)
+    held = funds.hold.remaining if funds.hold is not None and funds.hold.status == Hold.Status.ACTIVE else Decimal(0)
+    derived = max(held - model_calls_uncaptured_cost(organization_id=organization_id), Decimal(0))
+    if 0 <= funds.available <= derived:
+        return None
+    mismatch = {"cached": funds.available, "derived": derived}
+    GatewayFunds.objects.filter(pk=organization_id).update(available=derived)
+    return mismatch
 
 
 def gateway_holds_release_idle() -> int:
