@@ -27,7 +27,7 @@ def buyer_with_funds(amount: str):
     return buyer
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_call_that_cannot_be_captured_does_not_stop_another_organizations_calls():
     # given: one organization's call costs more than it could ever hold (a record from before usage was clamped),
     # another's is ordinary, and the bad one is first in the batch
@@ -46,7 +46,7 @@ def test_a_call_that_cannot_be_captured_does_not_stop_another_organizations_call
     assert model_calls_capture() == 0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_daily_reconcile_sets_a_drifted_gateway_funds_counter_right_on_the_database(settings):
     # given: the embedded default's counter left at −19,900 by a call that cost more than it reserved
     settings.GATEWAY_REDIS_URL = ""
@@ -61,7 +61,7 @@ def test_the_daily_reconcile_sets_a_drifted_gateway_funds_counter_right_on_the_d
     assert GatewayFunds.objects.get(pk=buyer.pk).available == Decimal("9.00")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_daily_reconcile_sets_a_drifted_gateway_funds_counter_right_in_redis(settings):
     # given: the Redis counter showing more free than the hold holds
     import redis
