@@ -199,6 +199,10 @@ def model_service_create(*, provider: Organization, actor: User, **fields) -> Mo
     return service
 
 
+# What staff looked at when they approved a service for its model's public alias.
+APPROVED_FIELDS = frozenset({"slug", "model_family", "modality", "precision", "upstream_base_url", "upstream_api_key"})
+
+
 @transaction.atomic
 def model_service_update(*, model_service_id: int, actor: User, **fields) -> ModelService:
     _reject_unknown_fields(fields, allowed=MODEL_SERVICE_FIELDS)
@@ -213,8 +217,9 @@ def model_service_update(*, model_service_id: int, actor: User, **fields) -> Mod
         raise Conflict(_("You already have a model service with this slug."), code="slug_taken")
     if fields.get("upstream_api_key") == "":
         fields.pop("upstream_api_key")  # blank means "keep the stored secret": it is never shown to edit
-    if new_slug != service.slug:
-        # Another slug is another alias: staff approve a service for one alias, not for whichever it moves to.
+    if any(name in APPROVED_FIELDS and value != getattr(service, name) for name, value in fields.items()):
+        # Staff approve a service for one alias as it answers then: another slug is another alias, another upstream
+        # or model another service (a cheap small model behind an approved name would take the alias's callers).
         service.alias_approved_at = service.alias_approved_by = None
     for name, value in fields.items():
         setattr(service, name, value)

@@ -2,6 +2,7 @@
 
 import io
 
+import pytest
 from django.core.management import call_command
 from django.utils.timezone import now
 
@@ -54,6 +55,25 @@ def test_changing_the_slug_leaves_the_alias(db):
     # then: it must be approved again for that one
     service.refresh_from_db()
     assert (service.slug, service.alias_approved_at) == ("popular-model", None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"upstream_base_url": "https://cheap-small-model.example.com/v1"},
+        {"model_family": "tiny"},
+        {"precision": "int4"},
+    ],
+)
+def test_swapping_what_answers_behind_an_approved_alias_leaves_the_alias(db, change):
+    # given: a service staff approved for its alias; its provider then points it at something cheaper
+    service = ModelServiceFactory(alias_approved_at=now())
+    actor = MembershipFactory(organization=service.provider).user
+    # when
+    services.model_service_update(model_service_id=service.pk, actor=actor, **change)
+    # then: the alias's callers are not sent to it until staff look again
+    service.refresh_from_db()
+    assert service.alias_approved_at is None
 
 
 def test_other_changes_keep_the_approval(db):

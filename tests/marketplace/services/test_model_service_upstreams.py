@@ -121,6 +121,7 @@ def test_the_console_form_shows_the_refusal_next_to_the_url(provider, production
     response = client.post(
         "/console/model-services/new/",
         {**FIELDS, "description": "", "max_output_tokens": 1024, "upstream_base_url": "http://169.254.169.254/v1"},
+        HTTP_ACCEPT_LANGUAGE="en",
     )
     # then: the form again, its URL field refused, nothing saved
     assert response.status_code == 200
