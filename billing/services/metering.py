@@ -24,8 +24,6 @@ from marketplace.models import Metering, Rental, RentalNode, RentalTransition
 
 logger = logging.getLogger(__name__)
 
-# A reporter's clock may run a little ahead of ours.
-CLOCK_SKEW = timedelta(minutes=5)
 MAX_QUANTITY = Decimal(10) ** 15  # accelerator-seconds in one event: far beyond any real period
 # The staging table of a batch's events on PostgreSQL, as (column, type): a valid reported event is the tuple of its
 # first columns (STAGED_COLUMNS), the time it was received the last.
@@ -46,7 +44,8 @@ CREATE_STAGING = "CREATE TEMPORARY TABLE IF NOT EXISTS usage_event_staging ({}) 
 # - usage_exceeds_capacity: more accelerator-seconds than the period's length × the accelerators reported for (the
 #   node's share of the rental when its agent reports, else the whole rental);
 # - usage_outside_running: the period reaches (beyond the clocks' tolerance) before the rental started, after it
-#   ended, or into a time it was not running (suspended);
+#   ended, into a time it was not running (suspended), or, reported by a node's agent, outside the time the node
+#   held the rental;
 # - usage_overlaps: the period overlaps a stored period of the rental (of the same node, or either without one) that
 #   is not this same event, or an earlier period of the batch that passed the checks above.
 # The rest are inserted; a key already stored stays a duplicate (ON CONFLICT), and only refusals and new keys return.
@@ -61,8 +60,8 @@ not_running AS MATERIALIZED (
         FROM marketplace_rentaltransition t WHERE t.rental_id IN (SELECT id FROM batch_rentals)
     ) spans WHERE to_status <> 'running'
 ),
-placed AS MATERIALIZED (
-    SELECT DISTINCT ON (p.rental_id, p.node_id) p.rental_id, p.node_id,
+placed AS MATERIALIZED (  -- each node's latest placement of the rental: its share, and when it held the rental
+    SELECT DISTINCT ON (p.rental_id, p.node_id) p.rental_id, p.node_id, p.assigned_at, p.released_at,
            NULLIF(jsonb_array_length(p.accelerator_indices), 0) AS accelerators
     FROM marketplace_rentalnode p WHERE p.rental_id IN (SELECT id FROM batch_rentals)
     ORDER BY p.rental_id, p.node_id, p.assigned_at DESC
@@ -74,6 +73,9 @@ judged AS MATERIALIZED (  -- once: its refusal is read twice below
             THEN 'usage_exceeds_capacity'
         WHEN r.started_at IS NULL OR s.period_start < r.started_at - %(tolerance)s
             OR s.period_end > r.ended_at + %(tolerance)s
+            OR (s.node_id IS NOT NULL AND (placed.rental_id IS NULL
+                                           OR s.period_start < placed.assigned_at - %(tolerance)s
+                                           OR s.period_end > placed.released_at + %(tolerance)s))
             OR EXISTS (SELECT 1 FROM not_running x WHERE x.rental_id = s.rental_id
                        AND x.since < s.period_end - %(tolerance)s
                        AND (x.until IS NULL OR x.until > s.period_start + %(tolerance)s))
@@ -309,6 +311,13 @@ def _seconds(length: timedelta) -> Decimal:
     return Decimal(length // timedelta(microseconds=1)) / 1_000_000
 
 
+def _within(placement: RentalNode | None, start: datetime, end: datetime, tolerance: timedelta) -> bool:
+    """Whether a node's period lies in the time the node held the rental (its placement)."""
+    if placement is None or start < placement.assigned_at - tolerance:
+        return False
+    return placement.released_at is None or end <= placement.released_at + tolerance
+
+
 def _clock_tolerance() -> timedelta:
     return timedelta(seconds=settings.USAGE_CLOCK_TOLERANCE_SECONDS)
 
@@ -319,13 +328,9 @@ def _events_judge_and_insert_one_by_one(
     """The same judgement as STAGED_JUDGE_AND_INSERT, event by event (databases without it: SQLite)."""
     tolerance = _clock_tolerance()
     rental_ids = {row[RENTAL] for row in rows}
-    shares = {}  # (rental, node): the node's accelerators of the rental, its latest placement's
-    for rental_id, node_id, indices in (
-        RentalNode.objects.filter(rental_id__in=rental_ids)
-        .order_by("assigned_at", "pk")
-        .values_list("rental_id", "node_id", "accelerator_indices")
-    ):
-        shares[rental_id, node_id] = len(indices) or None
+    placements = {}  # (rental, node): the node's latest placement of the rental (its share, when it held it)
+    for placement in RentalNode.objects.filter(rental_id__in=rental_ids).order_by("assigned_at", "pk"):
+        placements[placement.rental_id, placement.node_id] = placement
     not_running = []  # (rental, since, until) of every span the rental spent in another status
     transitions = RentalTransition.objects.filter(rental_id__in=rental_ids).order_by("rental_id", "at", "pk")
     spans = list(transitions.values_list("rental_id", "to_status", "at"))
@@ -351,14 +356,15 @@ def _events_judge_and_insert_one_by_one(
         )  # fmt: skip
 
     def refusal(row) -> str | None:
-        rental = rentals[row[RENTAL]]
-        accelerators = shares.get((row[RENTAL], row[NODE])) or rental.accelerators
+        rental, placement = rentals[row[RENTAL]], placements.get((row[RENTAL], row[NODE]))
+        accelerators = (placement and len(placement.accelerator_indices)) or rental.accelerators
         if row[QUANTITY] > _seconds(row[END] - row[START]) * accelerators:
             return "usage_exceeds_capacity"
         if (
             rental.started_at is None
             or row[START] < rental.started_at - tolerance
             or (rental.ended_at is not None and row[END] > rental.ended_at + tolerance)
+            or (row[NODE] is not None and not _within(placement, row[START], row[END], tolerance))
             or any(
                 rental_id == row[RENTAL]
                 and since < row[END] - tolerance
@@ -436,7 +442,9 @@ def usage_events_record(
     reported = {_rental_id(raw) for raw in events if isinstance(raw, dict)} - {None}
     rental_ids = reported if rental_ids is None else reported & rental_ids
     rentals = {rental.pk: rental for rental in _rentals_reported(provider_id=provider.pk, rental_ids=rental_ids)}
-    window = (moment - timedelta(hours=settings.USAGE_EVENT_MAX_AGE_HOURS), moment + CLOCK_SKEW)
+    # Nothing ends later than now (give or take the clocks): a period reported ahead would be billed even if the
+    # rental stopped or was suspended before it came.
+    window = (moment - timedelta(hours=settings.USAGE_EVENT_MAX_AGE_HOURS), moment + _clock_tolerance())
     results: dict[int, EventResult] = {}
     valid: dict[str, tuple[int, tuple]] = {}  # by key: (index, row)
     for index, raw in enumerate(events):

@@ -304,7 +304,9 @@ class AgentUsageEventsView(AgentView):
         if not isinstance(events, list) or len(events) > settings.USAGE_EVENT_BATCH_MAX:
             raise exceptions.ValidationError({"events": [_("Send a list of at most %(n)d events.") % {
                 "n": settings.USAGE_EVENT_BATCH_MAX}]})  # fmt: skip
-        rentals = set(RentalNode.objects.filter(node=self.node).values_list("rental_id", flat=True))
+        # Only the rentals the node holds now: a node whose rental moved on (it went quiet) reports nothing more of it.
+        held = RentalNode.objects.filter(node=self.node, released_at__isnull=True)
+        rentals = set(held.values_list("rental_id", flat=True))
         results = usage_events_record(
             provider=self.node.provider, events=events, rental_ids=rentals, node_id=self.node.pk
         )

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from billing.models import OrganizationQuota, UsageEvent
@@ -17,7 +18,7 @@ from marketplace.models import RentalNode
 from marketplace.services import rentals as services
 from tests.concurrency import race
 from tests.factories.marketplace import OfferingFactory
-from tests.factories.nodes import live_node, rental_on_node
+from tests.factories.nodes import live_node, rental_on_node_running_an_hour
 from tests.factories.rentals import reported_rental
 
 
@@ -125,17 +126,18 @@ def test_periods_outside_the_rentals_running_time_are_refused(db):
     assert [t.to_status for t in rental.transitions.all()][-2:] == ["suspended", "running"]
 
     # when
-    results = usage_events_record(
-        provider=rental.provider,
-        events=[
-            event(rental, "before-start", "60", -timedelta(minutes=1)),
-            event(rental, "clock-tolerance", "60", -timedelta(seconds=3)),
-            event(rental, "into-suspension", "60", timedelta(minutes=59, seconds=30)),
-            event(rental, "suspended", "60", timedelta(minutes=90)),
-            event(rental, "over-resume", "60", timedelta(hours=1, minutes=59, seconds=30)),
-            event(rental, "after-resume", "60", timedelta(hours=2, minutes=1)),
-        ],
-    )
+    with translation.override("en"):
+        results = usage_events_record(
+            provider=rental.provider,
+            events=[
+                event(rental, "before-start", "60", -timedelta(minutes=1)),
+                event(rental, "clock-tolerance", "60", -timedelta(seconds=3)),
+                event(rental, "into-suspension", "60", timedelta(minutes=59, seconds=30)),
+                event(rental, "suspended", "60", timedelta(minutes=90)),
+                event(rental, "over-resume", "60", timedelta(hours=1, minutes=59, seconds=30)),
+                event(rental, "after-resume", "60", timedelta(hours=2, minutes=1)),
+            ],
+        )
 
     # then
     assert outcomes(results) == [
@@ -162,7 +164,7 @@ def test_the_api_refuses_the_issues_attack_per_event(db, api_client_for):
 
 def test_each_node_of_a_rental_reports_its_own_share_of_the_same_time(db):
     # given: a rental running on a live node, and a second node of the rental's offering placed for it too
-    rental, node, token = rental_on_node(funds="100.00")
+    rental, node, token = rental_on_node_running_an_hour()
     second, second_token = live_node(rental.offering, name="second")
     RentalNode.objects.create(rental=rental, node=second, accelerator_indices=[0], assigned_at=rental.started_at)
     minute = event(rental, "n1:0", "60", timedelta(seconds=5))
@@ -184,7 +186,7 @@ def test_each_node_of_a_rental_reports_its_own_share_of_the_same_time(db):
 
 
 def test_a_node_reports_at_most_its_share_of_the_rental(db):
-    rental, node, token = rental_on_node(funds="100.00")
+    rental, node, token = rental_on_node_running_an_hour()
     RentalNode.objects.filter(rental=rental, node=node).update(accelerator_indices=[0])
     too_much = event(rental, "n1:0", "61", timedelta(seconds=5))
 
@@ -212,3 +214,50 @@ def test_parallel_batches_cannot_both_store_the_same_time(require_postgres):
     # then: exactly one is stored, the others are told why
     assert sorted(codes) == [""] + ["usage_overlaps"] * 7
     assert UsageEvent.objects.filter(rental=rental).count() == 1
+
+
+def test_a_node_that_no_longer_holds_the_rental_reports_nothing_of_it(db):
+    # given: the rental moved off the node (it went quiet); its agent's token still works
+    rental, node, token = rental_on_node_running_an_hour()
+    RentalNode.objects.filter(rental=rental, node=node).update(released_at=rental.started_at + timedelta(minutes=2))
+
+    # when: it reports the minutes after the move, which the new node bills
+    body = agent_reports(token, event(rental, "n1:late", "60", timedelta(minutes=3)))
+
+    # then
+    assert body["results"][0]["code"] == "rental_not_found"
+    assert not UsageEvent.objects.filter(rental=rental).exists()
+
+
+def test_a_node_reports_only_the_time_it_held_the_rental(db):
+    # given: a second node took the rental up half an hour after it started
+    rental, _node, _token = rental_on_node_running_an_hour()
+    second, _second_token = live_node(rental.offering, name="second")
+    RentalNode.objects.create(
+        rental=rental, node=second, accelerator_indices=[0], assigned_at=rental.started_at + timedelta(minutes=30)
+    )
+
+    # when: it reports a minute before that, and one after
+    results = usage_events_record(
+        provider=rental.provider,
+        events=[event(rental, "early", "60", timedelta(minutes=5)), event(rental, "held", "60", timedelta(minutes=31))],
+        rental_ids={rental.pk},
+        node_id=second.pk,
+    )
+
+    # then
+    assert outcomes(results) == [("rejected", "usage_outside_running"), ("accepted", "")]
+
+
+def test_a_period_reported_ahead_of_now_is_refused(db):
+    # given: a rental running now; a provider reports the coming minute in advance
+    rental = reported_rental()
+    moment = rental.started_at + timedelta(hours=1)
+    ahead = event(rental, "ahead", "60", timedelta(minutes=59, seconds=30))
+    on_time = event(rental, "on-time", "60", timedelta(minutes=58, seconds=59))
+
+    # when
+    results = usage_events_record(provider=rental.provider, events=[ahead, on_time], moment=moment)
+
+    # then: only what ends by now (give or take the clocks' tolerance) is taken
+    assert outcomes(results) == [("rejected", "period_in_future"), ("accepted", "")]

@@ -1,13 +1,14 @@
 """Nodes as their agent registers them: an H100 node as the real readings describe it, or a CPU-only one."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.db.models import F
 from django.utils.timezone import now
 
 from accounts.models import User
-from marketplace.models import Metering, Node, Offering, Rental
+from marketplace.models import Metering, Node, Offering, Rental, RentalNode, RentalTransition
 from marketplace.services import nodes as services
 from marketplace.services import rentals as rental_services
 from tests.factories.accounts import MembershipFactory, OrganizationFactory
@@ -94,5 +95,20 @@ def rental_on_node(offering: Offering | None = None, *, funds: str = "100.00") -
     rental = rental_services.rental_create(organization=buyer, request=order)
     rental_services.rental_provision(rental_id=rental.pk)
     services.node_heartbeat(node_id=node.pk, telemetry={})
+    rental.refresh_from_db()
+    return rental, node, token
+
+
+def rental_on_node_running_an_hour() -> tuple[Rental, Node, str]:
+    """A rental on a live node that has been running for an hour (made now, then moved back in time whole)."""
+    rental, node, token = rental_on_node()
+    hour = timedelta(hours=1)
+    Rental.objects.filter(pk=rental.pk).update(
+        created_at=F("created_at") - hour,
+        started_at=F("started_at") - hour,
+        status_changed_at=F("status_changed_at") - hour,
+    )
+    RentalTransition.objects.filter(rental=rental).update(at=F("at") - hour)
+    RentalNode.objects.filter(rental=rental).update(assigned_at=F("assigned_at") - hour, ready_at=F("ready_at") - hour)
     rental.refresh_from_db()
     return rental, node, token

@@ -172,7 +172,9 @@ def test_the_subscriptions_page_shows_a_pending_price_and_accepts_it(signed_in, 
     )  # fmt: skip
     # when
     listed = signed_in.get("/subscriptions/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    stale = signed_in.post(f"/subscriptions/{subscription.pk}/accept-price/", {"price": "11.00"}, follow=True)
+    stale = signed_in.post(
+        f"/subscriptions/{subscription.pk}/accept-price/", {"price": "11.00"}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+    )
     subscription.refresh_from_db()
     assert subscription.accepted_price == Decimal("10.00")
     accepted = signed_in.post(

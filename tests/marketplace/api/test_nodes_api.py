@@ -11,7 +11,15 @@ from rest_framework.test import APIClient
 
 from billing.models import UsageEvent
 from marketplace.models import Job, JobLogChunk, Metering, Node
-from tests.factories.nodes import cpu_facts, cpu_figures, cpu_offering, live_node, node_for, rental_on_node
+from tests.factories.nodes import (
+    cpu_facts,
+    cpu_figures,
+    cpu_offering,
+    live_node,
+    node_for,
+    rental_on_node,
+    rental_on_node_running_an_hour,
+)
 from tests.factories.rentals import reported_rental
 
 pytestmark = pytest.mark.django_db
@@ -112,8 +120,9 @@ def test_a_job_is_claimed_run_logged_and_finished_by_its_nodes_agent(running, ap
     assert Job.objects.get(pk=job_id).log_bytes == 8
 
 
-def test_usage_resent_after_a_lost_answer_is_counted_once(running):
-    rental = running["rental"]
+def test_usage_resent_after_a_lost_answer_is_counted_once(db):
+    rental, _node, token = rental_on_node_running_an_hour()  # its first 12.5 s are over
+    running = {"agent": agent(token)}
     start = rental.started_at
     event = {
         "rental": rental.pk, "idempotency_key": "job:1:usage:0", "dimension": "accelerator_seconds",

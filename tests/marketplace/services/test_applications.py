@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import translation
 
 from accounts.models import Notification
 from billing.selectors import wallet_get
@@ -61,8 +62,8 @@ def test_a_higher_price_is_told_to_the_buyer_and_without_acceptance_the_subscrip
 ):
     # given a subscriber at 1.00 a month
     application, subscription = subscribed(buyer, service, price="1.00")
-    # when the seller raises the price to 500.00
-    with django_capture_on_commit_callbacks(execute=True):
+    # when the seller raises the price to 500.00 (the notice is worded in the language active then)
+    with django_capture_on_commit_callbacks(execute=True), translation.override("en"):
         reprice(application, service, "500.00")
     # then the buyer is told, in the app and by e-mail
     notice = Notification.objects.get(organization=buyer, kind="subscription_price_change")
