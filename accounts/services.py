@@ -116,7 +116,15 @@ def membership_change_role(*, membership: Membership, role: str, actor: User) ->
         raise Conflict(_("An organization needs at least one owner."), code="last_owner")
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
+    if role not in Membership.KEY_HOLDER_ROLES:  # a billing member holds no keys: those made before go with the role
+        _member_keys_revoke(membership)
     return membership
+
+
+def _member_keys_revoke(membership: Membership) -> None:
+    ApiKey.objects.filter(
+        organization=membership.organization, created_by=membership.user, revoked_at__isnull=True
+    ).update(revoked_at=now())
 
 
 @transaction.atomic
@@ -129,9 +137,7 @@ def membership_remove(*, membership: Membership, actor: User) -> None:
     owners = _owner_ids_locked(organization=membership.organization)
     if owners == [membership.pk]:
         raise Conflict(_("An organization needs at least one owner."), code="last_owner")
-    ApiKey.objects.filter(
-        organization=membership.organization, created_by=membership.user, revoked_at__isnull=True
-    ).update(revoked_at=now())
+    _member_keys_revoke(membership)
     membership.delete()
 
 

@@ -91,6 +91,18 @@ def test_removing_a_member_revokes_their_keys(organization, owner):
     assert ApiKey.objects.filter(revoked_at__isnull=True, organization=organization).count() == 0
 
 
+@pytest.mark.parametrize(("role", "revoked"), [(Membership.Role.BILLING, True), (Membership.Role.ADMIN, False)])
+def test_a_member_moved_to_a_role_that_holds_no_keys_loses_their_keys(organization, owner, role, revoked):
+    # given: a member's gateway key (a billing member may not call models or rent)
+    member_membership = MembershipFactory(organization=organization, role=Membership.Role.MEMBER)
+    api_key, secret = api_key_for(organization, user=member_membership.user, scopes=["gateway"])
+    # when
+    services.membership_change_role(membership=member_membership, role=role, actor=owner)
+    # then: the key goes with the role that allowed it; another role that holds keys keeps it
+    api_key.refresh_from_db()
+    assert (api_key.revoked_at is not None) == revoked
+
+
 def test_provider_application_is_approved_by_staff_only(organization, owner):
     # given
     profile = services.provider_apply(
