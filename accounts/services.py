@@ -307,7 +307,8 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its full secret, which is never stored and never shown again.
 
-    A key created through another key may hold only scopes that key holds (no escalation).
+    A key created through another key may hold only scopes that key holds, may not outlive it and inherits its
+    monthly spend limit (no escalation).
     """
     membership = membership_require(user=created_by, organization=organization)
     if membership.role == Membership.Role.BILLING:
@@ -321,6 +322,16 @@ def api_key_create(
         )
     if expires_at is not None and expires_at <= now():
         raise DomainError(_("The expiry must be in the future."), code="invalid_expiry")
+    if (
+        granting_key is not None
+        and granting_key.expires_at is not None
+        and (expires_at is None or expires_at > granting_key.expires_at)
+    ):
+        raise PermissionDenied(
+            _("A key cannot make a key that outlives it."),
+            code="expiry_escalation",
+            latest=granting_key.expires_at.isoformat(),
+        )
     if not name.strip():
         raise DomainError(_("A key needs a name."), code="name_required")
     secret = secrets.token_urlsafe(API_KEY_SECRET_BYTES)
@@ -336,6 +347,8 @@ def api_key_create(
                     scopes=scopes,
                     expires_at=expires_at,
                     created_by=created_by,
+                    # a key made by a key spends no more than it may
+                    monthly_spend_limit=granting_key.monthly_spend_limit if granting_key else None,
                 )
             break
         except IntegrityError:  # a 48-bit prefix collision: draw again

@@ -101,6 +101,26 @@ def test_key_cannot_create_a_key_with_scopes_it_lacks(organization, owner, api_c
     assert ApiKey.objects.filter(organization=organization).count() == 1
 
 
+def test_a_leaked_key_cannot_mint_a_key_that_outlives_it_or_spends_more(organization, owner, api_client_for):
+    # given: a key that expires tomorrow and may spend ¥50 a month
+    tomorrow = now() + timedelta(days=1)
+    granting, secret = api_key_for(organization, user=owner, expires_at=tomorrow)
+    ApiKey.objects.filter(pk=granting.pk).update(monthly_spend_limit="50.00")
+    client = api_client_for(organization, user=owner)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    # when: it makes a key that never expires, then one that expires with it
+    forever = client.post("/api/v1/api-keys/", {"name": "forever", "scopes": ["gateway"]}, format="json")
+    bounded = client.post(
+        "/api/v1/api-keys/",
+        {"name": "bounded", "scopes": ["gateway"], "expires_at": tomorrow.isoformat()},
+        format="json",
+    )
+    # then: the first is refused; the second spends no more than the key that made it
+    assert (forever.status_code, forever.json()["error"]["code"]) == (403, "expiry_escalation")
+    assert bounded.status_code == 201
+    assert str(ApiKey.objects.get(pk=bounded.json()["id"]).monthly_spend_limit) == "50.00000000"
+
+
 def test_api_key_create_shows_secret_once_and_lists_without_it(organization, owner, api_client_for):
     # given
     client = api_client_for(organization, user=owner)
