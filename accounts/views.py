@@ -64,11 +64,19 @@ def _sign_in(request: HttpRequest, user, *, device=None, backend: str | None = N
         otp_login(request, device)
 
 
+def _sign_in_page(request: HttpRequest, template: str, *, form, status: int, retry_after: int) -> HttpResponse:
+    """A sign-in step's page; locked out (429), it says when to try again."""
+    response = render(request, template, {"form": form, "next": request.GET.get("next", "")}, status=status)
+    if status == 429:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
 def login_view(request: HttpRequest) -> HttpResponse:
     """Password first (with the lockout); an account with a confirmed TOTP device then gives its code on the
     next page before it is signed in. The admin's login is this view too (marketplace.core.admin)."""
     form = forms.LoginForm(request.POST or None)
-    status = 200
+    status, retry_after = 200, 0
     if request.method == "POST" and form.is_valid():
         email, ip_address = form.cleaned_data["email"], request.META.get("REMOTE_ADDR", "")
         try:
@@ -94,12 +102,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 _sign_in(request, user)
                 response = redirect(safe_next(request, reverse("storefront:home")))
                 return _apply_language(response, user.preferred_language)
-    response = render(
-        request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status
-    )
-    if status == 429:
-        response["Retry-After"] = str(retry_after)
-    return response
+    return _sign_in_page(request, "accounts/login.html", form=form, status=status, retry_after=retry_after)
 
 
 def _two_factor_pending_user(request: HttpRequest):
@@ -120,7 +123,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
     if user is None:
         return redirect(f"{reverse('accounts:login')}?{urlencode({'next': request.GET.get('next', '')})}")
     form = forms.TwoFactorCodeForm(request.POST or None)
-    status = 200
+    status, retry_after = 200, 0
     if request.method == "POST" and form.is_valid():
         ip_address = request.META.get("REMOTE_ADDR", "")
         try:
@@ -142,12 +145,7 @@ def login_verify(request: HttpRequest) -> HttpResponse:
                 _sign_in(request, user, device=device, backend=backend)
             response = redirect(safe_next(request, reverse("storefront:home")))
             return _apply_language(response, user.preferred_language)
-    response = render(
-        request, "accounts/login_verify.html", {"form": form, "next": request.GET.get("next", "")}, status=status
-    )
-    if status == 429:
-        response["Retry-After"] = str(retry_after)
-    return response
+    return _sign_in_page(request, "accounts/login_verify.html", form=form, status=status, retry_after=retry_after)
 
 
 @login_required
