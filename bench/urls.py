@@ -101,6 +101,8 @@ class PeerUsageEvents(ApprovedProviderMixin, APIView):
     """The textbook ingest: one model instance per event, `bulk_create(ignore_conflicts=True)`; no per-event
     result (it cannot tell a new event from a replay), invalid events dropped."""
 
+    needs = {"post": "provider"}  # the product's own rule: a key with the provider scope
+
     def post(self, request):
         events = request.data["events"]
         rentals = Rental.objects.filter(provider=self.organization, pk__in={e["rental"] for e in events}).in_bulk()
