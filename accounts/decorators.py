@@ -9,7 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
 
-from accounts.selectors import membership_get
+from accounts.models import Membership
+from accounts.selectors import membership_admits
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -38,8 +39,8 @@ def role_required(scope: str):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method not in SAFE_METHODS:
-                membership = membership_get(user=request.user, organization=request.organization)
-                if membership is None or not membership.may(scope):
+                roles = Membership.ROLES_BY_SCOPE[scope]
+                if not membership_admits(user=request.user, organization=request.organization, roles=roles):
                     raise PermissionDenied(_("Your role in this organization does not allow this action."))
             return view(request, *args, **kwargs)
 

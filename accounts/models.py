@@ -130,10 +130,6 @@ class Membership(TimeStampedModel):
     def can_manage_billing(self) -> bool:
         return self.role in self.BILLING_ROLES
 
-    def may(self, scope: str) -> bool:
-        """Whether this member's role may take actions that change what `scope` covers (ROLES_BY_SCOPE)."""
-        return self.role in self.ROLES_BY_SCOPE[scope]
-
 
 class Invitation(TimeStampedModel):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")

@@ -32,6 +32,15 @@ def membership_get(*, user: User, organization: Organization) -> Membership | No
     return Membership.objects.filter(user=user, organization=organization).first()
 
 
+def membership_admits(*, user: User, organization: Organization, roles: frozenset[str]) -> bool:
+    """Whether the user's role in the organization is one of `roles` (a row of Membership.ROLES_BY_SCOPE, or an
+    action's own set): the one role check of API actions and pages that change something. Every role: no query."""
+    if roles >= Membership.ALL_ROLES:
+        return True
+    membership = membership_get(user=user, organization=organization)
+    return membership is not None and membership.role in roles
+
+
 def membership_list_visible_to(*, user: User) -> QuerySet[Membership]:
     """Memberships of every organization the user belongs to (whom they may see, not what they may change)."""
     return Membership.objects.filter(organization__memberships__user=user).select_related("organization", "user")

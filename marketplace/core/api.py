@@ -329,13 +329,10 @@ class IsOrganizationMember(permissions.BasePermission):
     @staticmethod
     def _require_role(request, need: Need) -> None:
         from accounts.models import Membership
-        from accounts.selectors import membership_get
+        from accounts.selectors import membership_admits
 
         roles = need.roles if need.roles is not None else Membership.ROLES_BY_SCOPE[need.scope]
-        if roles >= Membership.ALL_ROLES:
-            return
-        membership = membership_get(user=request.user, organization=request.organization)
-        if membership is None or membership.role not in roles:
+        if not membership_admits(user=request.user, organization=request.organization, roles=roles):
             raise exceptions.PermissionDenied(
                 _("Your role in this organization does not allow this action."), code="role_required"
             )
